@@ -1,0 +1,48 @@
+"""The ``desweep`` command: one subcommand per pipeline step.
+
+Subcommands are imported lazily, so ``desweep --help`` does not import torch.
+``bin/desweep-<step>`` calls the same Click command that ``desweep <step>`` runs,
+so Nextflow, the embedded runner and users share one option list.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from desweep import __version__
+
+#: subcommand name -> "module:attribute" under desweep.cli
+COMMANDS: dict[str, str] = {
+    "simulate": "desweep.cli.simulate:simulate",
+    "validate": "desweep.cli.validate:validate",
+    "integrate": "desweep.cli.integrate:integrate",
+    "cluster": "desweep.cli.cluster:cluster",
+    "composition": "desweep.cli.composition:composition",
+    "run": "desweep.cli.run:run",
+}
+
+
+class LazyGroup(click.Group):
+    """A Click group that imports a subcommand's module only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="desweep")
+def cli() -> None:
+    """desweep: which genes really differ between two clusters when the data
+    came from several batches and a cluster exists in only one of them?
+
+    Each subcommand is one pipeline step; ``desweep run`` chains them.
+    """

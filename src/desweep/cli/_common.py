@@ -1,0 +1,99 @@
+"""Options and error handling shared by every subcommand."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from desweep.errors import DesweepInputError
+
+logger = logging.getLogger("desweep")
+
+
+def setup_logging(*, verbose: bool = False, log_file: Path | None = None) -> None:
+    """Log desweep's messages to stderr (and optionally a file)."""
+    root = logging.getLogger("desweep")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    if not any(getattr(h, "_desweep", False) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(fmt)
+        handler._desweep = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(fmt)
+        handler._desweep = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+
+
+def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a subcommand: ``--debug``/``--verbose``, logging, and one-line errors.
+
+    A :class:`DesweepInputError` (or any error, unless ``--debug``) becomes
+    ``Error: <file>: <field>: <problem>`` on stderr and exit code 1 (2 for Click
+    usage errors), with no traceback.
+    """
+
+    @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+    @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, debug: bool = False, verbose: bool = False, **kwargs: Any) -> Any:
+        setup_logging(verbose=verbose)
+        try:
+            return func(*args, **kwargs)
+        except DesweepInputError as err:
+            if debug:
+                raise
+            raise click.ClickException(str(err)) from err
+        except (click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            if debug:
+                raise
+            first_line = (str(err).splitlines() or [""])[0]
+            raise click.ClickException(f"{type(err).__name__}: {first_line} (rerun with --debug for the traceback)") from err
+
+    return wrapper
+
+
+def outdir_option(default_help: str) -> Callable[..., Any]:
+    """``--outdir``: the step's own output folder."""
+    return click.option(
+        "-o",
+        "--outdir",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help=f"Output folder of this step; {default_help}",
+    )
+
+
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch threads (default: the cores given to this process).",
+)
+
+
+def prepare_outdir(outdir: Path) -> Path:
+    """Create ``outdir``; a one-line error if it is a file or not writable."""
+    import os
+
+    if outdir.exists() and not outdir.is_dir():
+        raise DesweepInputError(outdir, "--outdir", "exists and is a file, not a folder")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DesweepInputError(outdir, "--outdir", f"cannot be created: {err.strerror}") from err
+    if not os.access(outdir, os.W_OK):
+        raise DesweepInputError(outdir, "--outdir", "is not writable")
+    return outdir

@@ -1,0 +1,55 @@
+"""``desweep composition``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from desweep import keys
+from desweep.cli._common import outdir_option, prepare_outdir, step_command
+
+
+@click.command(name="composition")
+@click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), required=True,
+              help=f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
+@click.option("--comparisons", default=None,
+              help="Comparisons as 'A:B;C:D' (default: every pair with a batch-specific group, up to --max-comparisons).")
+@click.option("--max-comparisons", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Cap on the default comparisons.")
+@click.option("--min-cells-present", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Cells a cluster needs in a batch to count as present there.")
+@click.option("--min-enrichment", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="A cluster's share of a batch must be at least this times its overall share to count as present.")
+@click.option("--min-cells-per-group", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Smallest group allowed in a comparison.")
+@outdir_option(f"writes {keys.CLUSTER_BATCH_COUNTS_CSV}, {keys.CLUSTER_STATUS_CSV} and {keys.COMPARISONS_CSV}.")
+@step_command
+def composition(input_path: Path, comparisons: str | None, max_comparisons: int, min_cells_present: int,
+                min_enrichment: float, min_cells_per_group: int, outdir: Path) -> None:
+    """Cluster x batch counts, batch-specific clusters and the design class of each comparison.
+
+    Example:
+
+        desweep composition -i results/cluster/clustered.h5ad --comparisons "3:5" -o results/composition
+    """
+    from desweep import composition as comp
+    from desweep.datakeys import get_keys
+    from desweep.io import read_h5ad, write_csv
+
+    adata = read_h5ad(input_path, backed=True)
+    data_keys = get_keys(adata, input_path, need_groups=True)
+    counts = comp.cluster_batch_counts(adata.obs, group_key=data_keys.group_key, batch_key=data_keys.batch_key)
+    status = comp.cluster_status(counts, comp.PresenceRule(min_cells=min_cells_present, min_enrichment=min_enrichment))
+    if comparisons:
+        pairs = comp.parse_comparisons(comparisons)
+    else:
+        pairs = comp.default_comparisons(status, max_comparisons=max_comparisons)
+        if not pairs:
+            raise click.ClickException(f"{input_path}: obs['{data_keys.group_key}']: no batch-specific group found; name comparisons with --comparisons")
+    table = comp.comparison_table(status, pairs, source=str(input_path), min_cells_per_group=min_cells_per_group)
+    prepare_outdir(outdir)
+    write_csv(counts, outdir / keys.CLUSTER_BATCH_COUNTS_CSV, index=True)
+    write_csv(status, outdir / keys.CLUSTER_STATUS_CSV, index=True)
+    write_csv(table, outdir / keys.COMPARISONS_CSV)
+    click.echo(table[["comparison_id", "design", "recommended_batch_correction"]].to_string(index=False))

@@ -1,0 +1,50 @@
+"""``desweep validate``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from desweep import keys
+from desweep.cli._common import outdir_option, prepare_outdir, step_command
+
+
+@click.command(name="validate")
+@click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), required=True,
+              help="An .h5ad with raw counts, or a samplesheet CSV (sample,batch,path).")
+@click.option("--batch-key", default="batch", show_default=True, help="obs column holding the batch of each cell.")
+@click.option("--labels-key", default=None, help="obs column with cell labels to compare (default: Leiden clusters).")
+@click.option("--layer", default=None, help="Layer holding raw counts (default: X).")
+@click.option("--min-cells-per-batch", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Smallest batch allowed.")
+@click.option("--make-genes-unique", is_flag=True, help="Append -1, -2, ... to repeated gene names instead of failing.")
+@outdir_option(f"writes {keys.VALIDATED_H5AD} and {keys.VALIDATION_REPORT}.")
+@step_command
+def validate(input_path: Path, batch_key: str, labels_key: str | None, layer: str | None, min_cells_per_batch: int,
+             make_genes_unique: bool, outdir: Path) -> None:
+    """Check the input and write the validated counts.
+
+    Fails with one line naming the file and the field for: a missing, empty or
+    corrupt file; values that are not raw counts (normalized, log, negative,
+    NaN); a missing batch or labels column; fewer than two batches; too small a
+    batch; repeated cell or gene names. Genes and cells without counts are
+    dropped and reported.
+
+    Example:
+
+        desweep validate -i pbmc.h5ad --batch-key batch --labels-key cell_type -o results/validate
+    """
+    from desweep.io import write_h5ad, write_text
+    from desweep.validate import load_input, record_checksum, validate_adata
+
+    adata = load_input(input_path, batch_key=batch_key, layer=layer, make_genes_unique=make_genes_unique)
+    adata, report = validate_adata(adata, input_path, batch_key=batch_key, labels_key=labels_key,
+                                   min_cells_per_batch=min_cells_per_batch)
+    record_checksum(adata, report, input_path)
+    prepare_outdir(outdir)
+    write_h5ad(adata, outdir / keys.VALIDATED_H5AD)
+    write_text(json.dumps(asdict(report), indent=2) + "\n", outdir / keys.VALIDATION_REPORT)
+    click.echo(f"validated {report.n_cells} cells x {report.n_genes} genes in {len(report.cells_per_batch)} batches")

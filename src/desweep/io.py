@@ -1,0 +1,175 @@
+"""Reading inputs with one-line errors, and atomic writing of every output.
+
+Every output is written to a temporary name in its destination folder and then
+renamed, so an interrupted step leaves either the previous complete file or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from desweep.errors import DesweepInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+H5AD_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; rename it there on success.
+
+    Parameters
+    ----------
+    destination
+        The final file or folder.
+    directory
+        Yield a fresh temporary folder instead of a file name.
+
+    On an exception the temporary path is removed and ``destination`` is untouched.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{destination.name}.tmp-"
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=destination.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=destination.parent, suffix=destination.suffix)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and destination.exists():
+            shutil.rmtree(destination)
+        os.replace(tmp, destination)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(destination: str | Path, writer: Callable[[Path], Any]) -> Path:
+    """Call ``writer(tmp_path)`` and rename the result to ``destination``."""
+    with atomic_path(destination) as tmp:
+        writer(tmp)
+    logger.info("wrote %s", destination)
+    return Path(destination)
+
+
+def write_csv(df: pd.DataFrame, destination: str | Path, *, index: bool = False) -> Path:
+    """Write a CSV atomically with a fixed float format, so equal inputs give equal bytes."""
+    return write_atomic(destination, lambda tmp: df.to_csv(tmp, index=index, float_format="%.6g", lineterminator="\n"))
+
+
+def write_h5ad(adata: AnnData, destination: str | Path) -> Path:
+    """Write an AnnData atomically (gzip-compressed)."""
+    return write_atomic(destination, lambda tmp: adata.write_h5ad(tmp, compression="gzip"))
+
+
+def write_yaml(data: Any, destination: str | Path) -> Path:
+    """Write a YAML document atomically."""
+    import yaml
+
+    def _dump(tmp: Path) -> None:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+
+    return write_atomic(destination, _dump)
+
+
+def write_text(text: str, destination: str | Path) -> Path:
+    """Write a text file atomically."""
+    return write_atomic(destination, lambda tmp: tmp.write_text(text))
+
+
+def require_file(path: str | Path, *, what: str = "file") -> Path:
+    """Return ``path`` if it is a non-empty file, else raise a one-line input error."""
+    path = Path(path)
+    if not path.exists():
+        raise DesweepInputError(path, what, "does not exist")
+    if path.is_dir():
+        raise DesweepInputError(path, what, "is a folder, expected a file")
+    if path.stat().st_size == 0:
+        raise DesweepInputError(path, what, "is empty (0 bytes)")
+    return path
+
+
+def read_h5ad(path: str | Path, *, backed: bool = False) -> AnnData:
+    """Read an .h5ad file, turning every failure into a one-line input error.
+
+    Raises
+    ------
+    DesweepInputError
+        Missing, empty, not HDF5 (e.g. a CSV), truncated or otherwise unreadable.
+    """
+    import anndata as ad
+
+    path = require_file(path, what="h5ad")
+    with path.open("rb") as fh:
+        head = fh.read(len(H5AD_MAGIC))
+    if head != H5AD_MAGIC:
+        kind = "a text/CSV file" if _looks_like_text(path) else "not an HDF5 file"
+        raise DesweepInputError(path, "h5ad", f"is {kind}; expected an AnnData .h5ad file")
+    try:
+        return ad.read_h5ad(path, backed="r" if backed else None)
+    except Exception as err:  # h5py/anndata raise many types for truncated files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DesweepInputError(path, "h5ad", f"cannot be read (truncated or corrupt?): {reason}") from err
+
+
+def read_csv(path: str | Path, *, required: list[str] | tuple[str, ...] = (), what: str = "csv") -> pd.DataFrame:
+    """Read a CSV and check that ``required`` columns exist."""
+    import pandas as pd
+
+    path = require_file(path, what=what)
+    try:
+        df = pd.read_csv(path)
+    except Exception as err:
+        raise DesweepInputError(path, what, f"cannot be parsed as CSV: {str(err).splitlines()[0]}") from err
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DesweepInputError(path, missing[0], f"column missing (have: {', '.join(map(str, df.columns))})")
+    return df
+
+
+def read_yaml(path: str | Path, *, what: str = "yaml") -> Any:
+    """Read a YAML file with a one-line error on bad syntax."""
+    import yaml
+
+    path = require_file(path, what=what)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise DesweepInputError(path, what, f"is not valid YAML: {str(err).splitlines()[0]}") from err
+
+
+def file_checksum(path: str | Path, *, algorithm: str = "sha256") -> str:
+    """Return the hex digest of a file (or of every file below a folder, in sorted order)."""
+    path = Path(path)
+    digest = hashlib.new(algorithm)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _looks_like_text(path: Path) -> bool:
+    with path.open("rb") as fh:
+        sample = fh.read(512)
+    return bool(sample) and all(32 <= b < 127 or b in (9, 10, 13) for b in sample)

@@ -1,0 +1,54 @@
+"""Every obs/obsm/uns key and every output file name, defined once.
+
+Click defaults, tests, the runner and the Nextflow output globs use these names;
+``tests/test_contract.py`` checks that the ``.nf`` modules agree with them.
+"""
+
+from __future__ import annotations
+
+# --- AnnData keys -----------------------------------------------------------
+UNS_DESWEEP = "desweep"  # uns dict: batch_key, group_key, input checksum, ...
+X_SCVI = "X_scVI"
+X_UMAP = "X_umap"
+LEIDEN = "leiden"
+NORM_LAYER_PREFIX = "scvi_norm__"
+
+# --- step folders under OUTDIR ---------------------------------------------
+STEP_VALIDATE = "validate"
+STEP_INTEGRATE = "integrate"
+STEP_CLUSTER = "cluster"
+STEP_COMPOSITION = "composition"
+STEP_DE = "de"
+STEP_NORMALIZE = "normalized"
+STEP_DIAGNOSE = "diagnostics"
+STEP_BASELINES = "baselines"
+STEP_REPORT = "multiqc"
+PIPELINE_INFO = "pipeline_info"
+
+# --- file names inside each step folder ------------------------------------
+VALIDATED_H5AD = "validated.h5ad"
+VALIDATION_REPORT = "validation.json"
+MODEL_DIR = "model"
+INTEGRATED_H5AD = "integrated.h5ad"
+HISTORY_CSV = "history.csv"
+METRICS_CSV = "metrics.csv"
+CLUSTERED_H5AD = "clustered.h5ad"
+CLUSTER_METRICS_CSV = "cluster_metrics.csv"
+CLUSTER_BATCH_COUNTS_CSV = "cluster_batch_counts.csv"
+CLUSTER_STATUS_CSV = "clusters.csv"
+COMPARISONS_CSV = "comparisons.csv"
+PLAN_CSV = "plan.csv"
+PLAN_SKIPPED_CSV = "plan_skipped.csv"
+DE_TABLES_DIR = "tables"
+DE_SUMMARY_CSV = "summary.csv"
+DE_STABILITY_CSV = "stability.csv"
+NORMALIZED_H5AD = "normalized.h5ad"
+CLUSTER_BATCH_MEANS_CSV = "cluster_batch_means.csv"
+GENE_PATTERNS_CSV = "gene_patterns.csv"
+SETTING_SCORES_CSV = "setting_scores.csv"
+CONCORDANCE_CSV = "concordance.csv"
+RECOMMENDATIONS_CSV = "recommendations.csv"
+MULTIQC_REPORT = "multiqc_report.html"
+PARAMS_YAML = "params.yaml"
+SOFTWARE_VERSIONS_YML = "software_versions.yml"
+STEP_STAMP = ".desweep_step.json"

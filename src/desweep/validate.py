@@ -1,0 +1,287 @@
+"""Input validation: raw counts with a batch column, from one .h5ad or a samplesheet.
+
+Policies
+--------
+- Counts must be finite, non-negative integers (stored as any numeric dtype).
+  Normalized or log-transformed data is the commonest mistake and is named as such.
+- Duplicate cell names in one .h5ad are an error (which cell is which is ambiguous).
+  Cells from a samplesheet are renamed ``<sample>_<barcode>``, so barcodes that
+  repeat across samples never collide.
+- Duplicate gene names in an .h5ad are an error unless ``make_genes_unique``;
+  10x inputs (gene symbols, where repeats are common) are made unique the scanpy
+  way (``TBCE``, ``TBCE-1``).
+- Genes with no count in any cell and cells with no count are dropped and reported.
+- Every batch needs at least ``min_cells_per_batch`` cells.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from desweep import keys
+from desweep.datakeys import DataKeys, set_keys
+from desweep.errors import DesweepInputError
+from desweep.io import file_checksum, read_csv, read_h5ad, require_file
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+SAMPLESHEET_COLUMNS = ("sample", "batch", "path")
+SAMPLE_KEY = "sample"
+
+
+@dataclass
+class ValidationReport:
+    """What validation found and changed; written as ``validation.json``."""
+
+    input: str
+    n_cells: int = 0
+    n_genes: int = 0
+    batch_key: str = ""
+    labels_key: str = ""
+    cells_per_batch: dict[str, int] = field(default_factory=dict)
+    dropped_genes_no_counts: int = 0
+    dropped_cells_no_counts: int = 0
+    notes: list[str] = field(default_factory=list)
+    checksum: str = ""
+
+
+def input_schema() -> dict[str, Any]:
+    """The samplesheet JSON schema shared with Nextflow (``assets/schema_input.json``)."""
+    return json.loads(resources.files("desweep.schemas").joinpath("schema_input.json").read_text())
+
+
+def validate_counts(matrix: Any, source: str | Path, where: str) -> None:
+    """Check that ``matrix`` holds finite, non-negative integer counts.
+
+    Raises
+    ------
+    DesweepInputError
+        With the commonest cause named: log or normalized data.
+    """
+    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
+    if not np.issubdtype(values.dtype, np.number):
+        raise DesweepInputError(source, where, f"is not numeric (dtype {values.dtype})")
+    if values.size == 0:
+        return
+    if not np.isfinite(values).all():
+        n_bad = int((~np.isfinite(values)).sum())
+        raise DesweepInputError(source, where, f"has {n_bad} NaN or infinite values; give raw counts")
+    if (values < 0).any():
+        raise DesweepInputError(
+            source, where, f"has negative values (min {values.min():.3g}): looks scaled or centred; give raw counts"
+        )
+    fractional = np.abs(values - np.round(values)) > 1e-6
+    if fractional.any():
+        example = values[fractional][0]
+        raise DesweepInputError(
+            source,
+            where,
+            f"has non-integer values (e.g. {example:.4g}): looks normalized or log-transformed; "
+            "give raw counts in X or name the counts layer with --layer",
+        )
+
+
+def read_counts_h5ad(
+    path: str | Path, *, layer: str | None = None, make_genes_unique: bool = False
+) -> AnnData:
+    """Read one .h5ad and put its counts (``X`` or ``layer``) into a float32 CSR ``X``."""
+    adata = read_h5ad(path)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise DesweepInputError(path, "X", f"is empty ({adata.n_obs} cells x {adata.n_vars} genes)")
+    if layer:
+        if layer not in adata.layers:
+            have = ", ".join(adata.layers.keys()) or "none"
+            raise DesweepInputError(path, f"layers['{layer}']", f"missing (have: {have})")
+        matrix, where = adata.layers[layer], f"layers['{layer}']"
+    else:
+        matrix, where = adata.X, "X"
+    if matrix is None:
+        raise DesweepInputError(path, where, "is empty; give raw counts in X or name the counts layer with --layer")
+    validate_counts(matrix, path, where)
+    _check_unique(adata.obs_names, path, "obs_names", "cell names repeat; make them unique (adata.obs_names_make_unique())")
+    if not adata.var_names.is_unique:
+        if make_genes_unique:
+            adata.var_names_make_unique()
+        else:
+            _check_unique(adata.var_names, path, "var_names", "gene names repeat; pass --make-genes-unique or fix the file")
+    adata.X = sp.csr_matrix(matrix, dtype=np.float32)
+    adata.layers.clear()
+    return adata
+
+
+def read_samplesheet(path: str | Path, *, batch_key: str = "batch", layer: str | None = None) -> AnnData:
+    """Read a samplesheet (``sample,batch,path``) and merge its samples on their shared genes."""
+    import anndata as ad
+    import jsonschema
+
+    sheet = read_csv(path, required=SAMPLESHEET_COLUMNS, what="samplesheet")
+    if sheet.empty:
+        raise DesweepInputError(path, "samplesheet", "has no rows")
+    rows = sheet[list(SAMPLESHEET_COLUMNS)].astype(str).to_dict("records")
+    validator = jsonschema.Draft202012Validator(input_schema())
+    for error in sorted(validator.iter_errors(rows), key=lambda e: list(e.path)):
+        row, column = (list(error.path) + ["?", "?"])[:2]
+        raise DesweepInputError(path, f"row {int(row) + 2 if isinstance(row, int) else row} column '{column}'", _schema_message(error))
+    duplicated = sheet["sample"][sheet["sample"].duplicated()]
+    if not duplicated.empty:
+        raise DesweepInputError(path, "sample", f"sample name '{duplicated.iloc[0]}' is used more than once")
+    base = Path(path).resolve().parent
+    parts = []
+    for row in rows:
+        sample_path = Path(row["path"]) if Path(row["path"]).is_absolute() else base / row["path"]
+        part = _read_sample(sample_path, path, layer=layer)
+        part.obs_names = [f"{row['sample']}_{name}" for name in part.obs_names]
+        part.obs[SAMPLE_KEY] = row["sample"]
+        part.obs[batch_key] = row["batch"]
+        parts.append(part)
+    shared_genes = _shared_genes(parts)
+    if len(shared_genes) == 0:
+        raise DesweepInputError(path, "path", "the samples share no gene names; check they use the same gene identifiers")
+    merged = ad.concat([p[:, shared_genes] for p in parts], join="inner", merge="same")
+    for column in (SAMPLE_KEY, batch_key):
+        merged.obs[column] = pd.Categorical(merged.obs[column].astype(str))
+    merged.uns["samplesheet"] = sheet.astype(str).to_dict("list")
+    return merged
+
+
+def validate_adata(
+    adata: AnnData,
+    source: str | Path,
+    *,
+    batch_key: str,
+    labels_key: str | None = None,
+    min_cells_per_batch: int = 20,
+) -> tuple[AnnData, ValidationReport]:
+    """Check keys and batches, drop empty genes and cells, and record the keys.
+
+    Parameters
+    ----------
+    adata
+        Counts in ``X`` (see :func:`read_counts_h5ad`).
+    source
+        The input file, for error messages.
+    batch_key
+        obs column with the batch of each cell; needs at least two levels.
+    labels_key
+        Optional obs column with cell labels to compare (otherwise ``desweep
+        cluster`` makes Leiden clusters).
+    min_cells_per_batch
+        Smallest allowed batch, counted after empty cells are dropped.
+
+    Returns
+    -------
+    The validated AnnData (``uns['desweep']`` records the keys) and the report.
+    """
+    report = ValidationReport(input=str(source), batch_key=batch_key, labels_key=labels_key or "")
+    for key, option in ((batch_key, "--batch-key"), (labels_key, "--labels-key")):
+        if key is None:
+            continue
+        if key not in adata.obs:
+            have = ", ".join(map(str, adata.obs.columns)) or "none"
+            raise DesweepInputError(source, f"obs['{key}']", f"missing ({option}; have: {have})")
+        if adata.obs[key].isna().any():
+            raise DesweepInputError(source, f"obs['{key}']", f"{int(adata.obs[key].isna().sum())} cells have no value")
+        adata.obs[key] = pd.Categorical(adata.obs[key].astype(str))
+
+    cell_totals = np.asarray(adata.X.sum(axis=1)).ravel()
+    gene_totals = np.asarray(adata.X.sum(axis=0)).ravel()
+    if (cell_totals == 0).all():
+        raise DesweepInputError(source, "X", "every cell has zero counts")
+    report.dropped_genes_no_counts = int((gene_totals == 0).sum())
+    report.dropped_cells_no_counts = int((cell_totals == 0).sum())
+    if report.dropped_genes_no_counts or report.dropped_cells_no_counts:
+        adata = adata[cell_totals > 0, gene_totals > 0].copy()
+        note = f"dropped {report.dropped_genes_no_counts} genes and {report.dropped_cells_no_counts} cells with no counts"
+        report.notes.append(note)
+        logger.info(note)
+
+    adata.obs[batch_key] = adata.obs[batch_key].cat.remove_unused_categories()
+    sizes = adata.obs[batch_key].value_counts().sort_index()
+    if sizes.size < 2:
+        only = sizes.index[0] if sizes.size else "none"
+        raise DesweepInputError(source, f"obs['{batch_key}']", f"has one level only ({only}); desweep needs at least two batches")
+    small = sizes[sizes < min_cells_per_batch]
+    if not small.empty:
+        raise DesweepInputError(
+            source, f"obs['{batch_key}']",
+            f"batch '{small.index[0]}' has {int(small.iloc[0])} cells, fewer than --min-cells-per-batch {min_cells_per_batch}",
+        )
+    if labels_key:
+        adata.obs[labels_key] = adata.obs[labels_key].cat.remove_unused_categories()
+
+    set_keys(adata, DataKeys(batch_key=batch_key, labels_key=labels_key, group_key=None))
+    report.n_cells, report.n_genes = int(adata.n_obs), int(adata.n_vars)
+    report.cells_per_batch = {str(k): int(v) for k, v in sizes.items()}
+    return adata, report
+
+
+def load_input(
+    path: str | Path, *, batch_key: str, layer: str | None = None, make_genes_unique: bool = False
+) -> AnnData:
+    """Read an .h5ad or a samplesheet CSV (chosen by content, not only by name)."""
+    path = require_file(path, what="input")
+    if Path(path).suffix.lower() in {".csv", ".tsv"}:
+        return read_samplesheet(path, batch_key=batch_key, layer=layer)
+    return read_counts_h5ad(path, layer=layer, make_genes_unique=make_genes_unique)
+
+
+def record_checksum(adata: AnnData, report: ValidationReport, path: str | Path) -> None:
+    """Store the input's sha256 in ``uns['desweep']`` and the report (provenance)."""
+    report.checksum = file_checksum(path)
+    info = dict(adata.uns[keys.UNS_DESWEEP])
+    info["input_sha256"] = report.checksum
+    adata.uns[keys.UNS_DESWEEP] = info
+
+
+def _read_sample(sample_path: Path, sheet: str | Path, *, layer: str | None) -> AnnData:
+    import scanpy as sc
+
+    if not sample_path.exists():
+        raise DesweepInputError(sheet, "path", f"{sample_path} does not exist")
+    if sample_path.is_dir():
+        try:
+            adata = sc.read_10x_mtx(sample_path)
+        except Exception as err:
+            raise DesweepInputError(sheet, "path", f"{sample_path} is not a readable 10x matrix folder: {str(err).splitlines()[0]}") from err
+        adata.var_names_make_unique()
+    elif sample_path.suffix == ".h5":
+        try:
+            adata = sc.read_10x_h5(sample_path)
+        except Exception as err:
+            raise DesweepInputError(sheet, "path", f"{sample_path} is not a readable 10x .h5 file: {str(err).splitlines()[0]}") from err
+        adata.var_names_make_unique()
+    else:
+        return read_counts_h5ad(sample_path, layer=layer)
+    validate_counts(adata.X, sample_path, "X")
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    return adata
+
+
+def _shared_genes(parts: list[AnnData]) -> pd.Index:
+    shared = parts[0].var_names
+    for part in parts[1:]:
+        shared = shared.intersection(part.var_names, sort=False)
+    return shared
+
+
+def _check_unique(index: pd.Index, source: str | Path, field_name: str, problem: str) -> None:
+    if not index.is_unique:
+        first = index[index.duplicated()][0]
+        raise DesweepInputError(source, field_name, f"{problem} (first repeat: '{first}')")
+
+
+def _schema_message(error: Any) -> str:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    return str(schema.get("errorMessage") or error.message)

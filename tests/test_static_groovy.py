@@ -1,0 +1,136 @@
+"""Static Groovy 4 parse check of every .nf / .config / .nf.test (issue #7).
+
+scripts/check_groovy_syntax parses files with Groovy's CompilationUnit up to the
+CONVERSION phase in one JVM and reports ``file:line:col: message`` per error.
+The Groovy jar is fetched once from Maven Central into ~/.cache/desweep/groovy.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKER = REPO / "scripts" / "check_groovy_syntax"
+TIMEOUT = 600  # first call may fetch the Groovy jar from Maven Central
+
+GOOD_NF = """\
+#!/usr/bin/env nextflow
+include { FOO; BAR as BAZ } from './modules/foo'
+
+process GREET {
+    tag "${name}"
+    publishDir params.outdir, mode: 'copy'
+
+    input:
+    val name
+
+    output:
+    path 'hi.txt', emit: txt
+
+    script:
+    \"\"\"
+    echo "hi ${name}" > hi.txt
+    \"\"\"
+}
+
+workflow SUB {
+    take: ch
+    main:
+    GREET(ch) | map { it } | view
+    emit:
+    out = GREET.out.txt
+}
+
+workflow {
+    SUB(Channel.of('a', 'b'))
+}
+"""
+
+GOOD_CONFIG = """\
+params { outdir = 'results' }
+process {
+    executor = 'local'
+    withName: 'GREET' { cpus = 1 }
+}
+profiles { test { params.outdir = 'test' } }
+"""
+
+GOOD_NF_TEST = """\
+nextflow_process {
+    name "Test GREET"
+    script "../main.nf"
+    process "GREET"
+    test("greets") {
+        when { process { \"\"\" input[0] = 'x' \"\"\" } }
+        then { assert process.success }
+    }
+}
+"""
+
+# the stray closing brace on line 9 is the syntax error
+BROKEN_NF = """\
+params.x = 1
+process OK {
+    script:
+    "echo ok"
+}
+workflow {
+    OK()
+}
+}
+"""
+
+
+def check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CHECKER), *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+def test_repo_parses() -> None:
+    proc = check(cwd=REPO)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    m = re.search(r"(\d+) file\(s\) parsed, 0 failed", proc.stderr)
+    assert m, proc.stderr
+    # at least tests/nextflow/hello/main.nf
+    assert int(m.group(1)) >= 1
+
+
+def test_hello_pipeline_parses() -> None:
+    proc = check("tests/nextflow/hello/main.nf", cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 file(s) parsed, 0 failed" in proc.stderr
+
+
+def test_good_dsl2_config_and_nf_test_parse(tmp_path: Path) -> None:
+    (tmp_path / "main.nf").write_text(GOOD_NF)
+    (tmp_path / "nextflow.config").write_text(GOOD_CONFIG)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "main.nf.test").write_text(GOOD_NF_TEST)
+    proc = check(str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 file(s) parsed, 0 failed" in proc.stderr
+
+
+def test_broken_nf_is_reported_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "good.nf").write_text(GOOD_NF)
+    (tmp_path / "broken.nf").write_text(BROKEN_NF)
+    proc = check(str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    errors = proc.stdout.strip().splitlines()
+    assert errors, proc.stderr
+    # only the broken file is reported, as file:line:col: message, on line 9
+    assert all(line.startswith("broken.nf:") for line in errors), errors
+    assert re.match(r"^broken\.nf:9:\d+: \S", errors[0]), errors
+    assert "2 file(s) parsed, 1 failed" in proc.stderr
+
+
+def test_absolute_path_when_outside_cwd(tmp_path: Path) -> None:
+    bad = tmp_path / "sub" / "broken.nf"
+    bad.parent.mkdir()
+    bad.write_text(BROKEN_NF)
+    proc = check(str(bad), cwd=REPO)
+    assert proc.returncode == 1
+    assert proc.stdout.startswith(f"{bad}:9:"), proc.stdout
