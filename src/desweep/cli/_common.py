@@ -69,7 +69,7 @@ def outdir_option(default_help: str) -> Callable[..., Any]:
     return click.option(
         "-o",
         "--outdir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),
         required=True,
         help=f"Output folder of this step; {default_help}",
     )

@@ -1,0 +1,35 @@
+# desweep: two commands for a fresh machine
+#   make example   install everything into .venv and run the whole pipeline on the bundled example
+#   make test      install what is missing and run the test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.desweep-installed
+EXAMPLE_OUT ?= results/example
+PYTEST_ARGS ?=
+
+.PHONY: install example test nextflow-engine lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The Nextflow engine, assembled from Maven Central into ~/.cache/desweep (see docs/nextflow_engine.md)
+nextflow-engine:
+	scripts/nextflow -version
+
+example: install
+	$(VENV)/bin/desweep simulate -o $(EXAMPLE_OUT)/input/simulated.h5ad --n-cells 3000 --n-genes 2000 --seed 0
+	$(VENV)/bin/desweep run -c examples/simulated.yaml -i $(EXAMPLE_OUT)/input/simulated.h5ad -o $(EXAMPLE_OUT)
+	@echo "report: $(EXAMPLE_OUT)/multiqc/multiqc_report.html"
+
+test: install nextflow-engine
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf results .pytest_cache .nextflow* work

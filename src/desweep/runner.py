@@ -1,0 +1,199 @@
+"""``desweep run``: the embedded single-machine runner that chains every step.
+
+The runner builds each step's command line from one configuration and invokes
+the same Click command that ``desweep <step>`` and the Nextflow modules run, so
+the option list of every step has one source of truth. A step is skipped when
+its outputs exist and its *stamp* (a hash of its arguments, of the input file
+and of the stamps of the steps it depends on) is unchanged; ``force`` reruns all.
+
+Configuration (YAML or flags)::
+
+    input: data.h5ad          # or a samplesheet CSV
+    outdir: results
+    batch_key: batch
+    labels_key: cell_type     # optional: Leiden clusters otherwise
+    seed: 0                   # passed to every step that has --seed
+    threads: 2                # passed to every step that has --threads
+    steps:                    # per-step options, named as the step's CLI options
+      integrate: {max_epochs: 100}
+      composition: {comparisons: "A:B"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from desweep import keys
+from desweep.errors import DesweepInputError
+
+logger = logging.getLogger(__name__)
+
+TOP_LEVEL_KEYS = ("input", "outdir", "batch_key", "labels_key", "layer", "seed", "threads", "accelerator", "steps")
+#: options passed from the top level to every step whose command has them
+SHARED_OPTIONS = ("seed", "threads", "accelerator")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline step: its command, folder, inputs and expected outputs."""
+
+    name: str
+    folder: str
+    outputs: tuple[str, ...]
+    depends: tuple[str, ...]
+    arguments: Callable[[dict[str, Any], Path], list[str]]
+
+
+def _path(outdir: Path, *parts: str) -> str:
+    return str(outdir.joinpath(*parts))
+
+
+STEPS: tuple[Step, ...] = (
+    Step("validate", keys.STEP_VALIDATE, (keys.VALIDATED_H5AD,), (),
+         lambda c, o: ["-i", str(c["input"]), "--batch-key", c["batch_key"]]
+         + (["--labels-key", c["labels_key"]] if c.get("labels_key") else [])
+         + (["--layer", c["layer"]] if c.get("layer") else [])),
+    Step("integrate", keys.STEP_INTEGRATE, (keys.MODEL_DIR, keys.INTEGRATED_H5AD, keys.HISTORY_CSV, keys.METRICS_CSV), ("validate",),
+         lambda c, o: ["-i", _path(o, keys.STEP_VALIDATE, keys.VALIDATED_H5AD)]),
+    Step("cluster", keys.STEP_CLUSTER, (keys.CLUSTERED_H5AD,), ("integrate",),
+         lambda c, o: ["-i", _path(o, keys.STEP_INTEGRATE, keys.INTEGRATED_H5AD)]),
+    Step("composition", keys.STEP_COMPOSITION, (keys.CLUSTER_BATCH_COUNTS_CSV, keys.COMPARISONS_CSV), ("cluster",),
+         lambda c, o: ["-i", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD)]),
+)
+
+
+def load_config(config_path: Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge a YAML config with command-line values (which win) and check its keys."""
+    from desweep.io import read_yaml
+
+    config: dict[str, Any] = {"batch_key": "batch", "outdir": "results", "steps": {}}
+    source = str(config_path) if config_path else "desweep run"
+    if config_path is not None:
+        loaded = read_yaml(config_path, what="config")
+        if not isinstance(loaded, dict):
+            raise DesweepInputError(source, "config", "must be a mapping of keys to values")
+        config.update(loaded)
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise DesweepInputError(source, unknown[0], f"unknown key (allowed: {', '.join(TOP_LEVEL_KEYS)})")
+    if not config.get("input"):
+        raise DesweepInputError(source, "input", "missing: give --input or `input:` in the config")
+    steps = config.get("steps") or {}
+    if not isinstance(steps, dict):
+        raise DesweepInputError(source, "steps", "must map step names to option mappings")
+    names = [s.name for s in available_steps()]
+    for name, options in steps.items():
+        if name not in names:
+            raise DesweepInputError(source, f"steps.{name}", f"unknown step (steps: {', '.join(names)})")
+        if options is not None and not isinstance(options, dict):
+            raise DesweepInputError(source, f"steps.{name}", "must be a mapping of option names to values")
+    config["steps"] = {k: dict(v or {}) for k, v in steps.items()}
+    if config_path is not None and not Path(str(config["input"])).is_absolute():
+        config["input"] = str((Path(config_path).parent / str(config["input"])).resolve())
+    return config
+
+
+def available_steps() -> list[Step]:
+    """The steps whose commands this installation provides, in pipeline order."""
+    from desweep.cli import COMMANDS
+
+    return [step for step in STEPS if step.name in COMMANDS]
+
+
+def step_arguments(step: Step, config: dict[str, Any], outdir: Path, source: str = "config") -> list[str]:
+    """The full command line of ``step``: fixed inputs, shared options, the step's own options."""
+    command = _command(step.name)
+    params = {p.name: p for p in command.params}
+    args = step.arguments(config, outdir)
+    options = {k: config[k] for k in SHARED_OPTIONS if k in params and config.get(k) is not None}
+    options.update(config["steps"].get(step.name, {}))
+    for name, value in options.items():
+        param = params.get(name.replace("-", "_"))
+        if param is None or not isinstance(param, click.Option):
+            allowed = ", ".join(sorted(p.name for p in command.params if isinstance(p, click.Option) and p.name not in ("outdir", "debug", "verbose", "input_path")))
+            raise DesweepInputError(source, f"steps.{step.name}.{name}", f"unknown option of `desweep {step.name}` (have: {allowed})")
+        args += _option_args(param, value)
+    return args + ["--outdir", _path(outdir, step.folder)]
+
+
+def run_pipeline(config: dict[str, Any], *, force: bool = False, source: str = "config") -> dict[str, str]:
+    """Run every available step in order, skipping those whose stamp is unchanged.
+
+    Returns
+    -------
+    Step name -> ``"ran"`` or ``"skipped"``.
+    """
+    from desweep.io import file_checksum, write_text, write_yaml
+    from desweep.provenance import software_versions
+
+    outdir = Path(config["outdir"])
+    steps = available_steps()
+    input_checksum = file_checksum(config["input"]) if Path(str(config["input"])).exists() else "missing"
+    info = outdir / keys.PIPELINE_INFO
+    arguments = {step.name: step_arguments(step, config, outdir, source) for step in steps}  # check all before running
+    write_yaml(config | {"input_sha256": input_checksum}, info / keys.PARAMS_YAML)
+    write_yaml(software_versions(), info / keys.SOFTWARE_VERSIONS_YML)
+    stamps: dict[str, str] = {}
+    status: dict[str, str] = {}
+    for i, step in enumerate(steps, start=1):
+        upstream = [stamps[d] for d in step.depends if d in stamps]
+        stamp = _stamp(step.name, arguments[step.name], upstream, input_checksum if not step.depends else "")
+        stamps[step.name] = stamp
+        folder = outdir / step.folder
+        if not force and _is_current(folder, step, stamp):
+            logger.info("[%d/%d] %s: unchanged, skipped", i, len(steps), step.name)
+            status[step.name] = "skipped"
+            continue
+        logger.info("[%d/%d] %s: desweep %s %s", i, len(steps), step.name, step.name, " ".join(arguments[step.name]))
+        start = time.perf_counter()
+        (folder / keys.STEP_STAMP).unlink(missing_ok=True)
+        _command(step.name).main(arguments[step.name], prog_name=f"desweep {step.name}", standalone_mode=False)
+        write_text(json.dumps({"step": step.name, "stamp": stamp, "args": arguments[step.name]}, indent=1) + "\n",
+                   folder / keys.STEP_STAMP)
+        logger.info("[%d/%d] %s: done in %.1f s", i, len(steps), step.name, time.perf_counter() - start)
+        status[step.name] = "ran"
+    return status
+
+
+def _command(name: str) -> click.Command:
+    from desweep.cli import cli
+
+    command = cli.get_command(click.Context(cli), name)
+    assert command is not None, name
+    return command
+
+
+def _option_args(param: click.Option, value: Any) -> list[str]:
+    flag = param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]
+    if param.is_flag:
+        if param.secondary_opts:  # --x/--no-x
+            return [param.opts[-1] if value else param.secondary_opts[-1]]
+        return [flag] if value else []
+    if isinstance(value, list | tuple):
+        value = ",".join(map(str, value))
+    return [flag, str(value)]
+
+
+def _stamp(name: str, args: list[str], upstream: list[str], input_checksum: str) -> str:
+    payload = json.dumps({"step": name, "args": args, "upstream": upstream, "input": input_checksum}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _is_current(folder: Path, step: Step, stamp: str) -> bool:
+    stamp_file = folder / keys.STEP_STAMP
+    if not stamp_file.exists() or not all((folder / out).exists() for out in step.outputs):
+        return False
+    try:
+        return json.loads(stamp_file.read_text()).get("stamp") == stamp
+    except json.JSONDecodeError:
+        return False

@@ -1,0 +1,254 @@
+"""The bad-input matrix: every case exits non-zero with one line naming the file and
+the field, prints no traceback, and leaves no output file of that step behind.
+
+Cases are table-driven: each builds its inputs in a temporary folder and returns
+the command line, the text the error must contain, and the step folder that must
+stay empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from click.testing import CliRunner
+
+from desweep.cli import cli
+
+
+def small_adata(n_cells: int = 120, n_genes: int = 40, seed: int = 0) -> ad.AnnData:
+    """Valid raw counts: 2 batches, 2 labels."""
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(2.0, size=(n_cells, n_genes)).astype(np.float32)
+    obs = pd.DataFrame(
+        {"batch": np.repeat(["b1", "b2"], n_cells // 2), "cell_type": np.tile(["T", "B"], n_cells // 2)},
+        index=[f"c{i}" for i in range(n_cells)],
+    )
+    return ad.AnnData(sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
+
+
+def file_with(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def write(adata: ad.AnnData, path: Path) -> Path:
+    adata.write_h5ad(path)
+    return path
+
+
+@dataclass
+class Case:
+    """``build(tmp) -> (args, expected text, step folder that must not be written)``."""
+
+    name: str
+    build: Callable[[Path], tuple[list[str], str, Path]]
+
+
+def validate_case(name: str, mutate: Callable[[ad.AnnData, Path], Path], expected: str, *extra: str) -> Case:
+    def build(tmp: Path) -> tuple[list[str], str, Path]:
+        path = mutate(small_adata(), tmp)
+        out = tmp / "out" / "validate"
+        return ["validate", "-i", str(path), "--batch-key", "batch", "-o", str(out), *extra], expected, out
+
+    return Case(name, build)
+
+
+def _h5ad(a: ad.AnnData, tmp: Path) -> Path:
+    return write(a, tmp / "in.h5ad")
+
+
+def _with(transform: Callable[[ad.AnnData], ad.AnnData]) -> Callable[[ad.AnnData, Path], Path]:
+    return lambda a, tmp: _h5ad(transform(a), tmp)
+
+
+def _log_normalized(a: ad.AnnData) -> ad.AnnData:
+    x = a.X.toarray()
+    a.X = sp.csr_matrix(np.log1p(x / x.sum(1, keepdims=True) * 1e4).astype(np.float32))
+    return a
+
+
+def _set_x(values: Callable[[np.ndarray], np.ndarray]) -> Callable[[ad.AnnData], ad.AnnData]:
+    def transform(a: ad.AnnData) -> ad.AnnData:
+        a.X = values(a.X.toarray().astype(np.float32))
+        return a
+
+    return transform
+
+
+def _first(value: float) -> Callable[[np.ndarray], np.ndarray]:
+    def put(x: np.ndarray) -> np.ndarray:
+        x[0, 0] = value
+        return x
+
+    return put
+
+
+def _rename(attr: str) -> Callable[[ad.AnnData], ad.AnnData]:
+    def transform(a: ad.AnnData) -> ad.AnnData:
+        index = list(getattr(a, attr))
+        index[1] = index[0]
+        setattr(a, attr, index)
+        return a
+
+    return transform
+
+
+def _obs(column: str, values) -> Callable[[ad.AnnData], ad.AnnData]:
+    def transform(a: ad.AnnData) -> ad.AnnData:
+        a.obs[column] = values(a) if callable(values) else values
+        return a
+
+    return transform
+
+
+def _tiny_batch(a: ad.AnnData) -> ad.AnnData:
+    keep = np.r_[np.arange(60), np.arange(60, 65)]
+    return a[keep].copy()
+
+
+def _truncated(a: ad.AnnData, tmp: Path) -> Path:
+    path = _h5ad(a, tmp)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+def samplesheet_case(name: str, header: str, rows: list[str], expected: str, files: dict[str, ad.AnnData] | None = None) -> Case:
+    def build(tmp: Path) -> tuple[list[str], str, Path]:
+        for fname, adata in (files if files is not None else {"s1.h5ad": small_adata(seed=1), "s2.h5ad": small_adata(seed=2)}).items():
+            write(adata, tmp / fname)
+        sheet = tmp / "samples.csv"
+        sheet.write_text("\n".join([header, *rows]) + "\n")
+        out = tmp / "out" / "validate"
+        return ["validate", "-i", str(sheet), "-o", str(out)], expected, out
+
+    return Case(name, build)
+
+
+def _renamed_genes(seed: int) -> ad.AnnData:
+    a = small_adata(seed=seed)
+    a.var_names = [f"other{j}" for j in range(a.n_vars)]
+    return a
+
+
+def composition_case(name: str, comparisons: str, expected: str) -> Case:
+    def build(tmp: Path) -> tuple[list[str], str, Path]:
+        a = small_adata()
+        a.obs["leiden"] = a.obs["cell_type"]
+        a.uns["desweep"] = {"batch_key": "batch", "labels_key": "cell_type", "group_key": "cell_type"}
+        path = write(a, tmp / "clustered.h5ad")
+        out = tmp / "out" / "composition"
+        return ["composition", "-i", str(path), "--comparisons", comparisons, "-o", str(out)], expected, out
+
+    return Case(name, build)
+
+
+def run_case(name: str, config_text: str, expected: str) -> Case:
+    def build(tmp: Path) -> tuple[list[str], str, Path]:
+        write(small_adata(), tmp / "in.h5ad")
+        config = tmp / "config.yaml"
+        config.write_text(config_text)
+        return ["run", "-c", str(config), "-o", str(tmp / "out")], expected, tmp / "out" / "validate"
+
+    return Case(name, build)
+
+
+CASES: list[Case] = [
+    Case("missing file", lambda tmp: (["validate", "-i", str(tmp / "nope.h5ad"), "-o", str(tmp / "v")], "nope.h5ad: input: does not exist", tmp / "v")),
+    Case("empty file", lambda tmp: (["validate", "-i", str(file_with(tmp / "e.h5ad", b"")), "-o", str(tmp / "v")], "e.h5ad: input: is empty", tmp / "v")),
+    validate_case("truncated h5ad", _truncated, "cannot be read (truncated or corrupt?)"),
+    Case("csv given as h5ad", lambda tmp: (["validate", "-i", str(file_with(tmp / "x.h5ad", b"a,b\n1,2\n")), "-o", str(tmp / "v")], "x.h5ad: h5ad: is a text/CSV file", tmp / "v")),
+    validate_case("log-normalized values", _with(_log_normalized), "X: has non-integer values"),
+    validate_case("negative counts", _with(_set_x(_first(-3.0))), "X: has negative values"),
+    validate_case("NaN counts", _with(_set_x(_first(np.nan))), "X: has 1 NaN or infinite values"),
+    validate_case("inf counts", _with(_set_x(_first(np.inf))), "X: has 1 NaN or infinite values"),
+    validate_case("missing counts layer", _h5ad, "layers['counts']: missing", "--layer", "counts"),
+    validate_case("batch key absent", _h5ad, "obs['donor']: missing (--batch-key", "--batch-key", "donor"),
+    validate_case("batch key with one level", _with(_obs("batch", "b1")), "obs['batch']: has one level only (b1)"),
+    validate_case("batch with too few cells", _with(_tiny_batch), "batch 'b2' has 5 cells, fewer than --min-cells-per-batch 20"),
+    validate_case("batch key with missing values", _with(_obs("batch", lambda a: a.obs["batch"].where(np.arange(a.n_obs) > 0))), "obs['batch']: 1 cells have no value"),
+    validate_case("labels key absent", _h5ad, "obs['celltype']: missing (--labels-key", "--labels-key", "celltype"),
+    validate_case("duplicate cell names", _with(_rename("obs_names")), "obs_names: cell names repeat"),
+    validate_case("duplicate gene names", _with(_rename("var_names")), "var_names: gene names repeat"),
+    samplesheet_case("samplesheet missing column", "sample,path", ["s1,s1.h5ad"], "samples.csv: batch: column missing"),
+    samplesheet_case("samplesheet bad path", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,missing.h5ad"], "samples.csv: path: "),
+    samplesheet_case("samplesheet duplicate sample", "sample,batch,path", ["s1,b1,s1.h5ad", "s1,b2,s2.h5ad"], "samples.csv: sample: sample name 's1' is used more than once"),
+    samplesheet_case("samplesheet sample with spaces", "sample,batch,path", ["s 1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "row 2 column 'sample': sample name must be given and may not contain spaces"),
+    samplesheet_case("samplesheet no shared genes", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "samples.csv: path: the samples share no gene names",
+                     files={"s1.h5ad": small_adata(seed=1), "s2.h5ad": _renamed_genes(2)}),
+    samplesheet_case("samplesheet with no rows", "sample,batch,path", [], "samples.csv: samplesheet: has no rows"),
+    composition_case("comparison malformed", "T-B", "comparisons: 'T-B' is not of the form group1:group2"),
+    composition_case("group1 equals group2", "T:T", "comparisons: 'T:T' compares a group with itself"),
+    composition_case("group absent", "T:NK", "comparisons: group 'NK' does not exist (have: B, T)"),
+    run_case("config unknown key", "input: in.h5ad\nbatchkey: batch\n", "config.yaml: batchkey: unknown key"),
+    run_case("config unknown step option", "input: in.h5ad\nsteps:\n  integrate:\n    epochs: 3\n", "steps.integrate.epochs: unknown option of `desweep integrate`"),
+    run_case("config not YAML", "input: [in.h5ad\n", "config.yaml: config: is not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_fails_in_one_line_and_writes_nothing(case: Case, tmp_path: Path):
+    args, expected, step_dir = case.build(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    assert expected in errors[0], f"expected {expected!r} in {errors[0]!r}"
+    assert "Traceback" not in result.output
+    leftovers = [p for p in step_dir.rglob("*") if p.is_file()] if step_dir.exists() else []
+    assert leftovers == [], leftovers
+
+
+def test_outdir_that_is_a_file(tmp_path: Path):
+    path = write(small_adata(), tmp_path / "in.h5ad")
+    blocker = tmp_path / "out"
+    blocker.write_text("I am a file")
+    result = CliRunner().invoke(cli, ["validate", "-i", str(path), "-o", str(blocker)])
+    assert result.exit_code == 1
+    assert "out: --outdir: exists and is a file, not a folder" in result.output
+    assert blocker.read_text() == "I am a file"
+
+
+def test_genes_and_cells_without_counts_are_dropped_with_a_note(tmp_path: Path):
+    a = small_adata()
+    x = a.X.toarray()
+    x[:, 3] = 0
+    x[5, :] = 0
+    a.X = sp.csr_matrix(x)
+    result = CliRunner().invoke(cli, ["validate", "-i", str(write(a, tmp_path / "in.h5ad")), "-o", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    out = ad.read_h5ad(tmp_path / "v" / "validated.h5ad")
+    assert out.shape == (a.n_obs - 1, a.n_vars - 1)
+    import json
+
+    report = json.loads((tmp_path / "v" / "validation.json").read_text())
+    assert report["dropped_genes_no_counts"] == 1 and report["dropped_cells_no_counts"] == 1
+    assert report["notes"] == ["dropped 1 genes and 1 cells with no counts"]
+
+
+def test_make_genes_unique_repairs_repeated_genes(tmp_path: Path):
+    a = _rename("var_names")(small_adata())
+    result = CliRunner().invoke(cli, ["validate", "-i", str(write(a, tmp_path / "in.h5ad")), "--make-genes-unique", "-o", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    assert ad.read_h5ad(tmp_path / "v" / "validated.h5ad").var_names.is_unique
+
+
+def test_samplesheet_prefixes_barcodes_and_intersects_genes(tmp_path: Path):
+    s1, s2 = small_adata(seed=1), small_adata(n_genes=50, seed=2)
+    write(s1, tmp_path / "s1.h5ad")
+    write(s2, tmp_path / "s2.h5ad")
+    (tmp_path / "samples.csv").write_text("sample,batch,path\nA,b1,s1.h5ad\nB,b2,s2.h5ad\n")
+    result = CliRunner().invoke(cli, ["validate", "-i", str(tmp_path / "samples.csv"), "-o", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    out = ad.read_h5ad(tmp_path / "v" / "validated.h5ad")
+    assert out.n_obs == s1.n_obs + s2.n_obs and out.n_vars == 40
+    assert out.obs_names[0] == "A_c0" and set(out.obs["batch"]) == {"b1", "b2"}
+    assert out.uns["desweep"]["batch_key"] == "batch"

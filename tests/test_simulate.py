@@ -1,0 +1,75 @@
+"""The simulator's planted truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from desweep.cli import cli
+from desweep.errors import DesweepInputError
+from desweep.simulate import SimulationParams, simulate
+
+
+def test_same_seed_same_counts():
+    a = simulate(SimulationParams(n_cells=600, n_genes=500, seed=3))
+    b = simulate(SimulationParams(n_cells=600, n_genes=500, seed=3))
+    c = simulate(SimulationParams(n_cells=600, n_genes=500, seed=4))
+    assert (a.X != b.X).nnz == 0
+    assert (a.X != c.X).nnz > 0
+
+
+def test_counts_are_integers_and_truth_is_complete(sim_small):
+    x = sim_small.X
+    assert np.all(x.data >= 0) and np.all(x.data == np.round(x.data))
+    counts = sim_small.var["truth_pattern"].value_counts()
+    assert counts["marker"] == 5 * 20 and counts["batch_wide"] == 3 * 30
+    markers = sim_small.var.query("truth_pattern == 'marker'")
+    assert set(markers["truth_cluster"]) == {"shared0", "shared1", "shared2", "only_batch0", "only_batch1"}
+    assert (sim_small.var.query("truth_pattern == 'null'")["truth_lfc"] == 0).all()
+
+
+def test_batch_specific_clusters_live_in_one_batch(sim_small):
+    table = pd.crosstab(sim_small.obs["cell_type"], sim_small.obs["batch"])
+    assert (table.loc["only_batch0"] > 0).sum() == 1 and table.loc["only_batch0", "batch0"] > 50
+    assert (table.loc["only_batch1"] > 0).sum() == 1 and table.loc["only_batch1", "batch1"] > 50
+    for shared in ("shared0", "shared1", "shared2"):
+        assert (table.loc[shared] > 20).all()
+
+
+def test_planted_effects_are_visible_in_counts(sim_small):
+    """A marker is higher in its cluster, a batch-wide gene higher in its batch, in raw proportions."""
+    x = sim_small.X.toarray()
+    props = x / x.sum(axis=1, keepdims=True)
+    var, obs = sim_small.var, sim_small.obs
+    marker = var.index[(var.truth_cluster == "only_batch0")][0]
+    g = var.index.get_loc(marker)
+    in_cluster = (obs.cell_type == "only_batch0").to_numpy()
+    assert props[in_cluster, g].mean() > 2 * props[~in_cluster & (obs.batch == "batch0").to_numpy(), g].mean()
+    batch_gene = var.index[(var.truth_batch == "batch1")][0]
+    g = var.index.get_loc(batch_gene)
+    shared = obs.cell_type.str.startswith("shared").to_numpy()
+    in_batch = (obs.batch == "batch1").to_numpy()
+    assert props[shared & in_batch, g].mean() > 1.5 * props[shared & ~in_batch, g].mean()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"n_cells": 100}, "--n-cells"), ({"n_batches": 5}, "--n-batches"), ({"n_genes": 100}, "--n-genes"),
+     ({"n_specific_clusters": 4, "n_batches": 3}, "--n-specific-clusters")],
+)
+def test_impossible_parameters_fail_in_one_line(kwargs, field):
+    with pytest.raises(DesweepInputError, match=field):
+        simulate(SimulationParams(**kwargs))
+
+
+def test_cli_writes_h5ad(tmp_path):
+    out = tmp_path / "sim.h5ad"
+    result = CliRunner().invoke(cli, ["simulate", "-o", str(out), "--n-cells", "500", "--n-genes", "400", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    import anndata as ad
+
+    adata = ad.read_h5ad(out)
+    assert adata.shape == (500, 400)
+    assert {"batch", "cell_type"} <= set(adata.obs.columns)
