@@ -11,13 +11,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 #: simulation used by the shared trained fixture (small, but with every planted pattern)
-SIM_KWARGS = dict(n_cells=1500, n_genes=600, n_batches=3, n_shared_clusters=3, n_specific_clusters=2, seed=7)
-TRAIN_EPOCHS = 40
+SIM_KWARGS = dict(n_cells=2000, n_genes=600, n_batches=3, n_shared_clusters=3, n_specific_clusters=2, seed=7)
+TRAIN_EPOCHS = 80
 
 
 @pytest.fixture(scope="session")
 def sim_small():
-    """1,500 cells x 600 genes, 3 batches, 3 shared + 2 batch-specific clusters (seed 7)."""
+    """2,000 cells x 600 genes, 3 batches, 3 shared + 2 batch-specific clusters (seed 7)."""
     from desweep.simulate import SimulationParams, simulate
 
     return simulate(SimulationParams(**SIM_KWARGS))
@@ -48,7 +48,7 @@ def pipeline_dirs(sim_small_path, tmp_path_factory) -> dict[str, Path]:
         ["validate", "-i", str(sim_small_path), "--batch-key", "batch", "--labels-key", "cell_type", "-o", str(dirs["validate"])],
         ["integrate", "-i", str(dirs["validate"] / keys.VALIDATED_H5AD), "--max-epochs", str(TRAIN_EPOCHS),
          "--threads", "1", "--seed", "0", "-o", str(dirs["integrate"])],
-        ["cluster", "-i", str(dirs["integrate"] / keys.INTEGRATED_H5AD), "--resolution", "0.5", "-o", str(dirs["cluster"])],
+        ["cluster", "-i", str(dirs["integrate"] / keys.INTEGRATED_H5AD), "--resolution", "0.3", "-o", str(dirs["cluster"])],
         ["composition", "-i", str(dirs["cluster"] / keys.CLUSTERED_H5AD), "-o", str(dirs["composition"])],
     ]
     runner = CliRunner()

