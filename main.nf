@@ -1,0 +1,36 @@
+#!/usr/bin/env nextflow
+/*
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+    desweep
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+    Batch-aware differential expression sweeps for scVI.
+    Docs: docs/usage.md (running), docs/architecture.md (output contract)
+
+        nextflow run . -profile docker --input data.h5ad --batch_key batch --outdir results
+----------------------------------------------------------------------------------------
+*/
+
+nextflow.enable.dsl = 2
+
+include { PIPELINE_INITIALISATION } from './subworkflows/local/utils_desweep_pipeline'
+include { PIPELINE_COMPLETION     } from './subworkflows/local/utils_desweep_pipeline'
+include { INPUT_CHECK             } from './subworkflows/local/input_check'
+include { DESWEEP                 } from './workflows/desweep'
+
+workflow {
+
+    main:
+    PIPELINE_INITIALISATION(params, "${projectDir}/nextflow_schema.json")
+
+    INPUT_CHECK(params.input, params.simulate_cells)
+
+    DESWEEP(
+        INPUT_CHECK.out.input,
+        params.grid ? file(params.grid, checkIfExists: true) : []
+    )
+
+    PIPELINE_COMPLETION(
+        INPUT_CHECK.out.versions.mix(DESWEEP.out.versions),
+        params.outdir
+    )
+}

@@ -1,0 +1,57 @@
+process INTEGRATE {
+    tag "${meta.id}"
+    label 'process_medium'
+    label 'process_gpu'
+
+    conda "${moduleDir}/environment.yml"
+    container "${ task.ext.use_gpu ? 'ghcr.io/desweep/desweep:0.1.0-cuda' : 'ghcr.io/desweep/desweep:0.1.0' }"
+
+    input:
+    tuple val(meta), path(h5ad)
+
+    output:
+    tuple val(meta), path('integrate/model')           , emit: model
+    tuple val(meta), path('integrate/integrated.h5ad') , emit: h5ad
+    tuple val(meta), path('integrate/history.csv')     , emit: history
+    tuple val(meta), path('integrate/metrics.csv')     , emit: metrics
+    path 'versions.yml'                                , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    // -profile gpu: train on the GPU and fail rather than fall back to the CPU
+    def device = task.ext.use_gpu ? '--accelerator gpu --no-gpu-fallback' : '--accelerator cpu'
+    """
+    desweep-integrate \\
+        --input ${h5ad} \\
+        ${device} \\
+        --threads ${task.cpus} \\
+        ${args} \\
+        --outdir integrate
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
+        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p integrate/model
+    touch integrate/model/model.pt
+    touch integrate/integrated.h5ad
+    touch integrate/history.csv
+    touch integrate/metrics.csv
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
+        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
+    END_VERSIONS
+    """
+}

@@ -1,0 +1,53 @@
+process NORMALIZE {
+    tag "${meta.id}"
+    label 'process_medium'
+    label 'process_gpu'
+
+    conda "${moduleDir}/environment.yml"
+    container "${ task.ext.use_gpu ? 'ghcr.io/desweep/desweep:0.1.0-cuda' : 'ghcr.io/desweep/desweep:0.1.0' }"
+
+    input:
+    tuple val(meta), path(h5ad), path(model)
+
+    output:
+    tuple val(meta), path('normalized/normalized.h5ad')         , emit: h5ad
+    tuple val(meta), path('normalized/cluster_batch_means.csv') , emit: means
+    path 'versions.yml'                                         , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    def device = task.ext.use_gpu ? '--accelerator gpu' : '--accelerator cpu'
+    """
+    desweep-normalize \\
+        --adata ${h5ad} \\
+        --model ${model} \\
+        ${device} \\
+        --threads ${task.cpus} \\
+        ${args} \\
+        --outdir normalized
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
+        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p normalized
+    touch normalized/normalized.h5ad
+    touch normalized/cluster_batch_means.csv
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
+        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
+    END_VERSIONS
+    """
+}

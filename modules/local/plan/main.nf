@@ -1,0 +1,49 @@
+process PLAN {
+    tag "${meta.id}"
+    label 'process_single'
+
+    conda "${moduleDir}/environment.yml"
+    container 'ghcr.io/desweep/desweep:0.1.0'
+
+    input:
+    tuple val(meta), path(comparisons), path(counts)
+    path(grid)  // grid YAML, or [] for desweep's default grid
+
+    output:
+    tuple val(meta), path('de/plan.csv')        , emit: plan
+    tuple val(meta), path('de/plan_skipped.csv'), emit: skipped
+    path 'versions.yml'                         , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    def grid_arg = grid ? "--grid ${grid}" : ''
+    """
+    desweep-plan \\
+        --comparisons ${comparisons} \\
+        --batch-counts ${counts} \\
+        ${grid_arg} \\
+        ${args} \\
+        --outdir de
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+    END_VERSIONS
+    """
+
+    stub:
+    // one plan row, so that the stub run fans out one DE task
+    """
+    mkdir -p de
+    printf 'combination_id,sampling_key,setting_id,comparison_id\\nstub__nobc__vanilla__uniform__fdr0.05__seed0,stub__nobc__uniform__seed0,stub__nobc__vanilla__uniform__fdr0.05,stub\\n' > de/plan.csv
+    touch de/plan_skipped.csv
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+    END_VERSIONS
+    """
+}

@@ -1,0 +1,48 @@
+process VALIDATE {
+    tag "${meta.id}"
+    label 'process_low'
+
+    conda "${moduleDir}/environment.yml"
+    container 'ghcr.io/desweep/desweep:0.1.0'
+
+    input:
+    // input: an .h5ad with raw counts, or a samplesheet CSV whose `path` column names the
+    // files staged as `samples` (INPUT_CHECK rewrites it to the staged names)
+    tuple val(meta), path(input), path(samples, stageAs: 'samples/?/*')
+
+    output:
+    tuple val(meta), path('validate/validated.h5ad')  , emit: h5ad
+    tuple val(meta), path('validate/validation.json') , emit: report
+    path 'versions.yml'                               , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    desweep-validate \\
+        --input ${input} \\
+        ${args} \\
+        --outdir validate
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        anndata: \$(python3 -c "from importlib.metadata import version; print(version('anndata'))")
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p validate
+    touch validate/validated.h5ad
+    echo '{}' > validate/validation.json
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        anndata: \$(python3 -c "from importlib.metadata import version; print(version('anndata'))")
+    END_VERSIONS
+    """
+}

@@ -1,0 +1,85 @@
+/*
+    INPUT_CHECK: the pipeline input as one [ meta, input, samples ] tuple for VALIDATE.
+
+    - an .h5ad:        [ [id: <name>], data.h5ad, [] ]
+    - a samplesheet:   [ [id: <name>], <sheet with staged paths>.csv, [ file1, file2, ... ] ]
+      Each row's file (relative paths are relative to the sheet) is checked to exist and
+      staged by VALIDATE as samples/<row>/<name> (so containers and cloud executors see
+      them); the sheet handed to VALIDATE names them by absolute path with a local work dir
+      and by their staged name with a cloud one. The rows themselves are checked by
+      `desweep validate` against assets/schema_input.json.
+    - simulate_cells:  SIMULATE makes the counts (-profile test_full)
+*/
+
+include { SIMULATE } from '../../../modules/local/simulate/main'
+
+workflow INPUT_CHECK {
+
+    take:
+    input           // string: path to an .h5ad or a samplesheet CSV, or null with simulate_cells
+    simulate_cells  // integer: cells to simulate instead of reading input, or null
+
+    main:
+    ch_versions = Channel.empty()
+
+    if (simulate_cells) {
+        SIMULATE([id: 'simulated'])
+        ch_input    = SIMULATE.out.h5ad.map { meta, h5ad -> [ meta, h5ad, [] ] }
+        ch_versions = ch_versions.mix(SIMULATE.out.versions)
+    } else {
+        def input_file = file(input, checkIfExists: true)
+        if (input_file.name.toLowerCase().endsWith('.csv')) {
+            ch_input = Channel.of(stagedSamplesheet(input_file))
+        } else {
+            ch_input = Channel.of([ [id: input_file.baseName], input_file, [] ])
+        }
+    }
+
+    emit:
+    input    = ch_input     // channel: [ val(meta), path(input), path(samples) ]
+    versions = ch_versions  // channel: [ path(versions.yml) ]
+}
+
+/*
+    Read a samplesheet (sample,batch,path), check that each file exists, and return
+    [ meta, sheet, files ] where `sheet` is a copy whose paths are the staged names
+    samples/<i>/<name>. The copy lives in the work dir under a name derived from its
+    content, and is written only once, so -resume finds VALIDATE's inputs unchanged.
+*/
+def stagedSamplesheet(sheet) {
+    def rows = sheet.splitCsv(header: true, strip: true)
+    if (!rows) {
+        error("${sheet}: samplesheet: has no rows")
+    }
+    def missing = ['sample', 'batch', 'path'].findAll { column -> !rows[0].containsKey(column) }
+    if (missing) {
+        error("${sheet}: samplesheet: missing column(s) ${missing.join(', ')} (need sample,batch,path)")
+    }
+    def files = rows.collect { row ->
+        def where = row.path ==~ /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/.*/ || row.path.startsWith('/') ? row.path : "${sheet.parent}/${row.path}"
+        file(where, checkIfExists: true)
+    }
+    def lines = ['sample,batch,path']
+    rows.eachWithIndex { row, i ->
+        // With a local work dir, tasks see the sheet as a symlink, which `desweep validate`
+        // follows before resolving relative paths: name local files by absolute path (Nextflow
+        // mounts input paths into containers). With a cloud work dir (AWS/Google Batch) every
+        // input is copied into the task, next to the sheet: name the staged copies.
+        def local = workflow.workDir.scheme == 'file' && files[i].scheme == 'file'
+        def staged_path = local ? files[i].toAbsolutePath().toString() : "samples/${i + 1}/${files[i].name}"
+        lines << [ row.sample, row.batch, staged_path ].collect { csvField(it) }.join(',')
+    }
+    def text = lines.join('\n') + '\n'
+    def staged = file("${workflow.workDir}/desweep-input/${text.md5()}/${sheet.name}")
+    if (!staged.exists()) {
+        staged.parent.mkdirs()
+        staged.text = text
+    }
+    return [ [id: sheet.baseName], staged, files ]
+}
+
+// A CSV field, quoted when it holds a comma, a quote or a line break
+def csvField(value) {
+    def text = value.toString()
+    return text ==~ /(?s).*[,"\n\r].*/ ? '"' + text.replace('"', '""') + '"' : text
+}

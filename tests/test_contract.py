@@ -1,0 +1,264 @@
+"""Static contract between the Nextflow modules and the Click commands they call (issue #7).
+
+For every ``modules/local/<step>/main.nf``:
+
+- its script block calls exactly one ``desweep-<command>``, a command registered in
+  ``desweep.cli.COMMANDS`` whose ``bin/`` wrapper calls that same Click command;
+- each option the script block or its ``ext.args`` (conf/modules.config) passes exists on
+  that command, and every required option is passed;
+- each declared output lies in the step's folder and is a file the command writes, named
+  in ``src/desweep/keys.py`` (the output contract of docs/architecture.md), and every
+  such file is declared; the stub block creates each declared output;
+- the module has ``meta.yml``, ``environment.yml`` and ``tests/main.nf.test`` with a
+  ``- stub`` twin for each test, and its container is a documented image.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+from desweep import keys
+from desweep.cli import COMMANDS
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = REPO / "modules" / "local"
+MODULES_CONFIG = REPO / "conf" / "modules.config"
+USAGE = REPO / "docs" / "usage.md"
+
+#: command -> (step folder, files it writes there), as names of constants in keys.py: the
+#: output contract of docs/architecture.md. Only registered commands are checked.
+CONTRACT_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "validate": ("STEP_VALIDATE", ("VALIDATED_H5AD", "VALIDATION_REPORT")),
+    "integrate": ("STEP_INTEGRATE", ("MODEL_DIR", "INTEGRATED_H5AD", "HISTORY_CSV", "METRICS_CSV")),
+    "cluster": ("STEP_CLUSTER", ("CLUSTERED_H5AD", "CLUSTER_METRICS_CSV")),
+    "composition": ("STEP_COMPOSITION", ("CLUSTER_BATCH_COUNTS_CSV", "CLUSTER_STATUS_CSV", "COMPARISONS_CSV")),
+    "plan": ("STEP_DE", ("PLAN_CSV", "PLAN_SKIPPED_CSV")),
+    "normalize": ("STEP_NORMALIZE", ("NORMALIZED_H5AD", "CLUSTER_BATCH_MEANS_CSV")),
+    "diagnose": ("STEP_DIAGNOSE", ("GENE_PATTERNS_CSV", "SETTING_SCORES_CSV", "CONCORDANCE_CSV", "RECOMMENDATIONS_CSV",
+                                   "DIAGNOSE_THRESHOLDS_CSV", "TOP_GENE_EXPRESSION_CSV", "PLOTS_DIR")),
+    "baselines": ("STEP_BASELINES", ("WILCOXON_CSV", "PSEUDOBULK_CSV", "BASELINE_PATTERNS_CSV", "BASELINE_SCORES_CSV")),
+    "report": ("STEP_REPORT", ("MULTIQC_REPORT",)),
+}
+
+
+def contract() -> dict[str, tuple[str, set[str]]]:
+    """CONTRACT_KEYS resolved against keys.py, for the registered commands."""
+    return {command: (getattr(keys, folder), {getattr(keys, name) for name in names})
+            for command, (folder, names) in CONTRACT_KEYS.items() if command in COMMANDS}
+
+
+#: modules that are not pipeline steps of the contract (their outputs are checked by name only)
+NON_CONTRACT = {"simulate"}
+
+OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
+COMMAND_CALL = re.compile(r"(?<![\w-])desweep-([a-z][a-z0-9-]*)")
+
+
+# --- parsing helpers ---------------------------------------------------------
+
+def module_dirs() -> list[Path]:
+    return sorted(p.parent for p in MODULES.glob("*/main.nf"))
+
+
+def process_name(text: str) -> str:
+    m = re.search(r"^process\s+([A-Z][A-Z0-9_]*)\s*\{", text, re.M)
+    assert m, "no process definition"
+    return m.group(1)
+
+
+def section(text: str, name: str, following: tuple[str, ...]) -> str:
+    """The body of a process section (``input:``, ``output:``, ``script:``, ``stub:``)."""
+    m = re.search(rf"^\s*{name}:\s*$", text, re.M)
+    if not m:
+        return ""
+    rest = text[m.end():]
+    ends = [m2.start() for f in following if (m2 := re.search(rf"^\s*{f}:\s*$", rest, re.M))]
+    return rest[: min(ends)] if ends else rest
+
+
+def script_block(text: str) -> str:
+    return section(text, "script", ("stub",))
+
+
+def stub_block(text: str) -> str:
+    return section(text, "stub", ())
+
+
+def command_lines(script: str) -> str:
+    """The script without the versions heredoc (which calls python3, not a step)."""
+    return re.sub(r"cat <<-END_VERSIONS.*?END_VERSIONS", "", script, flags=re.S)
+
+
+def output_paths(text: str) -> list[str]:
+    block = section(text, "output", ("when", "script", "exec", "shell", "stub"))
+    return re.findall(r"""path\(?\s*['"]([^'"]+)['"]""", block)
+
+
+def ext_args(process: str) -> str:
+    """The text of ``withName: 'PROCESS' { ... }`` in conf/modules.config (all of them)."""
+    text = MODULES_CONFIG.read_text()
+    blocks = []
+    for m in re.finditer(r"withName:\s*['\"]?([A-Za-z0-9_:|*]+)['\"]?\s*\{", text):
+        names = m.group(1).split("|")
+        if not any(re.fullmatch(n.replace("*", ".*"), process) or n.split(":")[-1] == process for n in names):
+            continue
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        blocks.append(text[m.end(): i - 1])
+    return "\n".join(blocks)
+
+
+def click_command(name: str) -> click.Command:
+    module_name, attribute = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def option_names(command: click.Command) -> set[str]:
+    names: set[str] = set()
+    for param in command.params:
+        if isinstance(param, click.Option):
+            names.update(param.opts + param.secondary_opts)
+    return names
+
+
+def called_command(module: Path) -> str:
+    calls = set(COMMAND_CALL.findall(command_lines(script_block((module / "main.nf").read_text()))))
+    assert len(calls) == 1, f"{module.name}: script block must call exactly one desweep-<step>, calls {sorted(calls)}"
+    return calls.pop()
+
+
+MODULE_IDS = [m.name for m in module_dirs()]
+
+
+# --- tests -------------------------------------------------------------------
+
+def test_every_step_of_the_contract_has_a_module() -> None:
+    called = {called_command(m) for m in module_dirs()}
+    missing = sorted(c for c in contract() if c not in called)
+    assert not missing, f"commands without a Nextflow module: {missing}"
+
+
+@pytest.mark.parametrize("module", MODULE_IDS)
+def test_module_calls_a_registered_command_through_its_bin_wrapper(module: str) -> None:
+    command = called_command(MODULES / module)
+    if command not in COMMANDS:
+        pytest.skip(f"desweep {command} is not registered yet")
+    wrapper = REPO / "bin" / f"desweep-{command}"
+    assert wrapper.is_file(), f"{wrapper} is missing"
+    module_name, attribute = COMMANDS[command].split(":")
+    assert f"from {module_name} import {attribute}" in wrapper.read_text(), f"{wrapper} does not call {COMMANDS[command]}"
+
+
+@pytest.mark.parametrize("module", MODULE_IDS)
+def test_module_options_exist_on_the_click_command(module: str) -> None:
+    text = (MODULES / module / "main.nf").read_text()
+    command_name = called_command(MODULES / module)
+    if command_name not in COMMANDS:
+        pytest.skip(f"desweep {command_name} is not registered yet")
+    command = click_command(command_name)
+    known = option_names(command)
+    process = process_name(text)
+    passed_in_script = set(OPTION.findall(command_lines(script_block(text))))
+    passed_in_config = set(OPTION.findall(ext_args(process)))
+    unknown = sorted((passed_in_script | passed_in_config) - known)
+    assert not unknown, f"{process} passes options that `desweep {command_name}` does not have: {unknown}"
+    not_passed = sorted(p.opts[-1] for p in command.params
+                        if isinstance(p, click.Option) and p.required and not set(p.opts) & passed_in_script)
+    assert not not_passed, f"{process} does not pass the required options {not_passed} in its script block"
+
+
+@pytest.mark.parametrize("module", MODULE_IDS)
+def test_module_outputs_follow_the_output_contract(module: str) -> None:
+    text = (MODULES / module / "main.nf").read_text()
+    command = called_command(MODULES / module)
+    outputs = [p for p in output_paths(text) if p != "versions.yml"]
+    assert "versions.yml" in output_paths(text), f"{module}: no versions.yml output"
+    if command in NON_CONTRACT:
+        return
+    if command not in COMMANDS:
+        pytest.skip(f"desweep {command} is not registered yet")
+    assert command in contract(), f"{module}: add `desweep {command}` to CONTRACT_KEYS in this test"
+    folder, files = contract()[command]
+    script = command_lines(script_block(text))
+    assert re.search(rf"--outdir\s+{re.escape(folder)}\b", script), f"{module}: must write into --outdir {folder}"
+    declared = set()
+    for path in outputs:
+        head, _, rest = path.partition("/")
+        assert head == folder, f"{module}: output {path!r} is not under the step folder {folder!r}"
+        declared.add(rest)
+    assert declared == files, f"{module}: declares {sorted(declared)}, the contract says {sorted(files)}"
+
+
+@pytest.mark.parametrize("module", MODULE_IDS)
+def test_stub_creates_every_output(module: str) -> None:
+    text = (MODULES / module / "main.nf").read_text()
+    stub = stub_block(text)
+    assert stub.strip(), f"{module}: no stub block"
+    for path in output_paths(text):
+        probe = path.split("*")[0].rstrip("/") or path
+        assert probe in stub, f"{module}: the stub does not create {path!r}"
+
+
+@pytest.mark.parametrize("module", MODULE_IDS)
+def test_module_files(module: str) -> None:
+    folder = MODULES / module
+    text = (folder / "main.nf").read_text()
+    process = process_name(text)
+    assert process == module.upper(), f"process {process} should be named {module.upper()}"
+    assert 'conda "${moduleDir}/environment.yml"' in text
+    assert "task.ext.args" in text and "task.ext.when" in text
+    assert re.search(r"input:\s*\n\s*(//.*\n\s*)*tuple val\(meta\)|input:\s*\n\s*val\(meta\)", text), f"{module}: inputs start with meta"
+
+    meta = yaml.safe_load((folder / "meta.yml").read_text())
+    assert meta["name"] == module
+    for key in ("description", "keywords", "tools", "input", "output", "authors"):
+        assert meta.get(key), f"{module}/meta.yml: no {key}"
+    emits = set(re.findall(r"emit:\s*(\w+)", text))
+    assert emits == {next(iter(item)) for item in meta["output"]}, f"{module}/meta.yml outputs differ from the emits {sorted(emits)}"
+
+    env = yaml.safe_load((folder / "environment.yml").read_text())
+    pins = [d for d in env["dependencies"] if isinstance(d, str)] + [p for d in env["dependencies"] if isinstance(d, dict) for p in d.get("pip", [])]
+    assert pins and all(re.search(r"[=]=?\d", p) for p in pins), f"{module}/environment.yml: unpinned {pins}"
+    assert any(p.startswith("desweep==") for p in pins)
+
+    nf_test = (folder / "tests" / "main.nf.test").read_text()
+    assert f'process "{process}"' in nf_test
+    tests = re.findall(r'test\("([^"]+)"\)', nf_test)
+    real = [t for t in tests if not t.endswith(" - stub")]
+    assert real, f"{module}: no real nf-test"
+    assert sorted(f"{t} - stub" for t in real) == sorted(t for t in tests if t.endswith(" - stub")), f"{module}: every test needs a '- stub' twin"
+    assert nf_test.count('options "-stub"') == len(real)
+
+
+def test_containers_are_documented_images() -> None:
+    usage = USAGE.read_text()
+    images = set()
+    for module in module_dirs():
+        images.update(re.findall(r"'((?:[a-z0-9.-]+/)+[a-z0-9._-]+:[A-Za-z0-9._-]+)'", (module / "main.nf").read_text()))
+    assert images, "no container images found"
+    for image in images:
+        assert image in usage, f"container image {image} is not documented in docs/usage.md"
+
+
+def test_modules_config_names_real_processes() -> None:
+    processes = {process_name((m / "main.nf").read_text()) for m in module_dirs()}
+    named = set()
+    for m in re.finditer(r"withName:\s*['\"]?([A-Za-z0-9_:|*]+)['\"]?", MODULES_CONFIG.read_text()):
+        named.update(n.split(":")[-1] for n in m.group(1).split("|"))
+    assert named <= processes, f"conf/modules.config names unknown processes: {sorted(named - processes)}"
+
+
+def test_every_module_is_used_by_the_pipeline() -> None:
+    sources = "\n".join(p.read_text() for p in [REPO / "main.nf", *REPO.glob("workflows/*.nf"), *REPO.glob("subworkflows/local/*/main.nf")])
+    for module in module_dirs():
+        process = process_name((module / "main.nf").read_text())
+        assert re.search(rf"include\s*\{{[^}}]*\b{process}\b[^}}]*\}}\s*from\s*['\"][./]*modules/local/{module.name}/main['\"]", sources), \
+            f"{process} is not included anywhere"
