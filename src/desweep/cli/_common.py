@@ -47,6 +47,7 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, debug: bool = False, verbose: bool = False, **kwargs: Any) -> Any:
         setup_logging(verbose=verbose)
+        _exit_cleanly_on_sigterm()
         try:
             return func(*args, **kwargs)
         except DesweepInputError as err:
@@ -62,6 +63,19 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(f"{type(err).__name__}: {first_line} (rerun with --debug for the traceback)") from err
 
     return wrapper
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM (what schedulers and Nextflow send first) into SystemExit.
+
+    SystemExit unwinds through :func:`desweep.io.atomic_path`, which removes its
+    temporary file, so a terminated step leaves no partial output behind.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def outdir_option(default_help: str) -> Callable[..., Any]:

@@ -1,0 +1,5 @@
+"""``python -m desweep.cli``."""
+
+from desweep.cli import cli
+
+cli()
