@@ -26,11 +26,13 @@ workflow {
 
     DESWEEP(
         INPUT_CHECK.out.input,
-        params.grid ? file(params.grid, checkIfExists: true) : []
-    )
-
-    PIPELINE_COMPLETION(
-        INPUT_CHECK.out.versions.mix(DESWEEP.out.versions),
+        params.grid ? file(params.grid, checkIfExists: true) : [],
+        params.de_keys_per_task,
+        params.multiqc_config ? file(params.multiqc_config, checkIfExists: true) : [],
+        PIPELINE_INITIALISATION.out.params_yaml,
+        INPUT_CHECK.out.versions,
         params.outdir
     )
+
+    PIPELINE_COMPLETION(params.outdir)
 }

@@ -14,15 +14,24 @@ include { CLUSTER     } from '../modules/local/cluster/main'
 include { COMPOSITION } from '../modules/local/composition/main'
 include { NORMALIZE   } from '../modules/local/normalize/main'
 include { BASELINES   } from '../modules/local/baselines/main'
+include { DIAGNOSE    } from '../modules/local/diagnose/main'
+include { REPORT      } from '../modules/local/report/main'
+include { DE_SWEEP    } from '../subworkflows/local/de_sweep/main'
+include { softwareVersionsToYaml } from '../subworkflows/local/utils_desweep_pipeline'
 
 workflow DESWEEP {
 
     take:
-    ch_input  // channel: [ val(meta), path(input), path(samples) ]
-    grid      // path: grid.yaml for the DE sweep, or [] for the default grid
+    ch_input          // channel: [ val(meta), path(input), path(samples) ]
+    grid              // path: grid.yaml for the DE sweep, or [] for the default grid
+    de_keys_per_task  // integer: sampling keys per DE task
+    multiqc_config    // path: MultiQC config, or [] for desweep's
+    ch_params_yaml    // channel: path(params.yaml)
+    ch_versions_in    // channel: [ path(versions.yml) ] of the steps before VALIDATE
+    outdir            // string: where pipeline_info/software_versions.yml goes
 
     main:
-    ch_versions = Channel.empty()
+    ch_versions = ch_versions_in
 
     VALIDATE(ch_input)
     ch_versions = ch_versions.mix(VALIDATE.out.versions)
@@ -36,6 +45,15 @@ workflow DESWEEP {
     COMPOSITION(CLUSTER.out.h5ad)
     ch_versions = ch_versions.mix(COMPOSITION.out.versions)
 
+    DE_SWEEP(
+        COMPOSITION.out.comparisons.join(COMPOSITION.out.counts),
+        CLUSTER.out.h5ad,
+        INTEGRATE.out.model,
+        grid,
+        de_keys_per_task
+    )
+    ch_versions = ch_versions.mix(DE_SWEEP.out.versions)
+
     NORMALIZE(CLUSTER.out.h5ad.join(INTEGRATE.out.model))
     ch_versions = ch_versions.mix(NORMALIZE.out.versions)
 
@@ -46,9 +64,48 @@ workflow DESWEEP {
     )
     ch_versions = ch_versions.mix(BASELINES.out.versions)
 
+    DIAGNOSE(
+        CLUSTER.out.h5ad
+            .join(DE_SWEEP.out.plan)
+            .join(DE_SWEEP.out.tables)
+            .join(COMPOSITION.out.comparisons)
+            .join(NORMALIZE.out.means)
+            .join(INTEGRATE.out.history)
+            .join(COMPOSITION.out.counts)
+    )
+    ch_versions = ch_versions.mix(DIAGNOSE.out.versions)
+
+    // OUTDIR/pipeline_info/software_versions.yml, then the report over everything
+    ch_software_versions = softwareVersionsToYaml(ch_versions)
+        .collectFile(name: 'software_versions.yml', storeDir: "${outdir}/pipeline_info")
+
+    REPORT(
+        VALIDATE.out.report
+            .join(INTEGRATE.out.history.join(INTEGRATE.out.metrics).map { meta, history, metrics -> [ meta, [ history, metrics ] ] })
+            .join(CLUSTER.out.metrics)
+            .join(COMPOSITION.out.counts.join(COMPOSITION.out.clusters).join(COMPOSITION.out.comparisons)
+                .map { meta, counts, clusters, comparisons -> [ meta, [ counts, clusters, comparisons ] ] })
+            .join(DE_SWEEP.out.plan.join(DE_SWEEP.out.skipped).join(DE_SWEEP.out.summary).join(DE_SWEEP.out.stability)
+                .map { meta, plan, skipped, summary, stability -> [ meta, [ plan, skipped, summary, stability ] ] })
+            .join(DE_SWEEP.out.tables)
+            .join(NORMALIZE.out.h5ad.join(NORMALIZE.out.means).map { meta, h5ad, means -> [ meta, [ h5ad, means ] ] })
+            .join(DIAGNOSE.out.gene_patterns
+                .join(DIAGNOSE.out.setting_scores)
+                .join(DIAGNOSE.out.concordance)
+                .join(DIAGNOSE.out.recommendations)
+                .join(DIAGNOSE.out.thresholds)
+                .join(DIAGNOSE.out.top_gene_expression)
+                .join(DIAGNOSE.out.plots, remainder: true)
+                .map { row -> [ row[0], row[1..-1].findAll { file -> file != null } ] })
+            .join(BASELINES.out.wilcoxon.join(BASELINES.out.pseudobulk).join(BASELINES.out.patterns).join(BASELINES.out.scores)
+                .map { meta, wilcoxon, pseudobulk, patterns, scores -> [ meta, [ wilcoxon, pseudobulk, patterns, scores ] ] }),
+        ch_params_yaml.mix(ch_software_versions).collect(),
+        multiqc_config
+    )
+
     emit:
+    report      = REPORT.out.report             // channel: [ val(meta), path(multiqc_report.html) ]
     clustered   = CLUSTER.out.h5ad              // channel: [ val(meta), path(clustered.h5ad) ]
     model       = INTEGRATE.out.model           // channel: [ val(meta), path(model) ]
-    comparisons = COMPOSITION.out.comparisons   // channel: [ val(meta), path(comparisons.csv) ]
     versions    = ch_versions                   // channel: [ path(versions.yml) ]
 }

@@ -5,8 +5,10 @@
     PIPELINE_INITIALISATION  --help / --version, checks params against nextflow_schema.json
                              (no plugin needed, so runs stay offline), and writes
                              OUTDIR/pipeline_info/params.yaml
-    PIPELINE_COMPLETION      collates every task's versions.yml into
-                             OUTDIR/pipeline_info/software_versions.yml
+    PIPELINE_COMPLETION      the closing message
+    softwareVersionsToYaml() collates every task's versions.yml into
+                             OUTDIR/pipeline_info/software_versions.yml (used by DESWEEP,
+                             before the report)
 ----------------------------------------------------------------------------------------
 */
 
@@ -35,30 +37,24 @@ workflow PIPELINE_INITIALISATION {
     if (problems) {
         error("Invalid parameters:\n  " + problems.join('\n  ') + "\nSee --help or docs/usage.md.")
     }
-    def info = file("${parameters.outdir}/pipeline_info")
-    info.mkdirs()
-    def recorded = parameters.findAll { k, v -> !(k in ['help', 'version', 'trace_report_suffix']) }
-        .collectEntries { k, v -> [k, v instanceof CharSequence || v instanceof Path ? v.toString() : v] }
-    info.resolve('params.yaml').text = toYaml(new TreeMap(recorded))
     log.info(summaryMessage(parameters, definitions))
 
+    // OUTDIR/pipeline_info/params.yaml: the resolved parameters, as `desweep run` records them
+    def recorded = parameters.findAll { k, v -> definitions.containsKey(k) && !(k in ['help', 'version', 'trace_report_suffix']) }
+        .collectEntries { k, v -> [k, v instanceof CharSequence || v instanceof Path ? v.toString() : v] }
+    ch_params_yaml = Channel.of(toYaml(new TreeMap(recorded)))
+        .collectFile(name: 'params.yaml', storeDir: "${parameters.outdir}/pipeline_info")
+
     emit:
-    summary = parameters
+    params_yaml = ch_params_yaml  // channel: path(params.yaml)
 }
 
 workflow PIPELINE_COMPLETION {
 
     take:
-    ch_versions  // channel: [ path(versions.yml) ]
-    outdir       // string: params.outdir
+    outdir  // string: params.outdir
 
     main:
-    ch_versions
-        .map { yml -> new Yaml().load(yml.text) as Map }
-        .collect()
-        .map { maps -> softwareVersions(maps) }
-        .collectFile(name: 'software_versions.yml', storeDir: "${outdir}/pipeline_info")
-
     workflow.onComplete {
         completionLog(outdir)
     }
@@ -181,6 +177,14 @@ def toYaml(Map data) {
     options.setDefaultFlowStyle(DumperOptions.FlowStyle.BLOCK)
     options.setIndent(2)
     return new Yaml(options).dump(data)
+}
+
+// channel of versions.yml files -> channel of one YAML text keyed by process name
+def softwareVersionsToYaml(ch_versions) {
+    return ch_versions
+        .map { yml -> new Yaml().load(yml.text) as Map }
+        .collect()
+        .map { maps -> softwareVersions(maps) }
 }
 
 // versions.yml maps ("NAME:SUB:PROCESS": {tool: version}) -> one YAML keyed by process name

@@ -1,0 +1,59 @@
+process DE {
+    tag "${meta.id}:${meta.sampling_keys[0]}${meta.sampling_keys.size() > 1 ? " (+${meta.sampling_keys.size() - 1})" : ''}"
+    label 'process_medium'
+    label 'process_gpu'
+
+    conda "${moduleDir}/environment.yml"
+    container "${ task.ext.use_gpu ? 'ghcr.io/desweep/desweep:0.1.0-cuda' : 'ghcr.io/desweep/desweep:0.1.0' }"
+
+    input:
+    // meta.sampling_keys: the plan's sampling keys this task runs (rows of one key share
+    // their posterior samples); DE_SWEEP makes one task per key by default
+    tuple val(meta), path(plan), path(h5ad), path(model)
+
+    output:
+    tuple val(meta), path('de/tables/*.csv') , emit: tables
+    tuple val(meta), path('de/summary/*.csv'), emit: summaries
+    path 'versions.yml'                      , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    def device = task.ext.use_gpu ? '--accelerator gpu' : '--accelerator cpu'
+    def sampling_keys = meta.sampling_keys.collect { key -> "--sampling-key '${key}'" }.join(' ')
+    """
+    desweep-de \\
+        --plan ${plan} \\
+        --adata ${h5ad} \\
+        --model ${model} \\
+        ${sampling_keys} \\
+        ${device} \\
+        --threads ${task.cpus} \\
+        ${args} \\
+        --outdir de
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
+        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
+    END_VERSIONS
+    """
+
+    stub:
+    def touch_summaries = meta.sampling_keys.collect { key -> "touch 'de/summary/${key}.csv'" }.join('\n    ')
+    """
+    mkdir -p de/tables de/summary
+    touch de/tables/${meta.sampling_keys[0]}.csv
+    ${touch_summaries}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
+        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
+    END_VERSIONS
+    """
+}

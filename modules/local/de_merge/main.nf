@@ -1,0 +1,48 @@
+process DE_MERGE {
+    tag "${meta.id}"
+    label 'process_single'
+
+    conda "${moduleDir}/environment.yml"
+    container 'ghcr.io/desweep/desweep:0.1.0'
+
+    input:
+    // every DE task's tables and per-key summaries, staged together
+    tuple val(meta), path(plan), path(tables, stageAs: 'tables/*'), path(summaries, stageAs: 'summary/*')
+
+    output:
+    tuple val(meta), path('de/summary.csv')  , emit: summary
+    tuple val(meta), path('de/stability.csv'), emit: stability
+    path 'versions.yml'                      , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    desweep-de \\
+        --merge \\
+        --plan ${plan} \\
+        --tables tables \\
+        --partials summary \\
+        ${args} \\
+        --outdir de
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p de
+    touch de/summary.csv
+    touch de/stability.csv
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+    END_VERSIONS
+    """
+}

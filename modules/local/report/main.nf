@@ -1,0 +1,62 @@
+process REPORT {
+    tag "${meta.id}"
+    label 'process_single'
+
+    conda "${moduleDir}/environment.yml"
+    container 'ghcr.io/desweep/desweep:0.1.0'
+
+    input:
+    // each step's published files, staged in the output contract's layout under results/
+    tuple val(meta),
+        path(validate   , stageAs: 'results/validate/*'),
+        path(integrate  , stageAs: 'results/integrate/*'),
+        path(cluster    , stageAs: 'results/cluster/*'),
+        path(composition, stageAs: 'results/composition/*'),
+        path(de         , stageAs: 'results/de/*'),
+        path(de_tables  , stageAs: 'results/de/tables/*'),
+        path(normalized , stageAs: 'results/normalized/*'),
+        path(diagnostics, stageAs: 'results/diagnostics/*'),
+        path(baselines  , stageAs: 'results/baselines/*')
+    path(pipeline_info, stageAs: 'results/pipeline_info/*')  // params.yaml, software_versions.yml
+    path(multiqc_config)                                      // MultiQC config, or [] for desweep's
+
+    output:
+    tuple val(meta), path('multiqc/multiqc_report.html'), emit: report
+    tuple val(meta), path('multiqc/multiqc_data')       , emit: data
+    tuple val(meta), path('multiqc/custom_content')     , emit: custom_content
+    path 'versions.yml'                                 , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    def config = multiqc_config ? "--config ${multiqc_config}" : ''
+    """
+    desweep-report \\
+        --results results \\
+        ${config} \\
+        ${args} \\
+        --outdir multiqc
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        multiqc: \$(python3 -c "from importlib.metadata import version; print(version('multiqc'))")
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p multiqc/multiqc_data multiqc/custom_content
+    touch multiqc/multiqc_report.html
+    touch multiqc/multiqc_data/multiqc.log
+    touch multiqc/custom_content/section_order.yml
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        multiqc: \$(python3 -c "from importlib.metadata import version; print(version('multiqc'))")
+    END_VERSIONS
+    """
+}
