@@ -52,3 +52,10 @@ MULTIQC_REPORT = "multiqc_report.html"
 PARAMS_YAML = "params.yaml"
 SOFTWARE_VERSIONS_YML = "software_versions.yml"
 STEP_STAMP = ".desweep_step.json"
+
+# --- normalized export (desweep normalize): layer names are NORM_LAYER_PREFIX + ... ---
+UNS_NORMALIZE = "desweep_normalize"  # uns dict: parameters and the table of layers
+NORM_OWN_BATCH = "own_batch"  # transform_batch=None
+NORM_BATCH = "batch"  # scvi_norm__batch__<batch>: every cell decoded in <batch>
+NORM_MEAN_ALL_BATCHES = "mean_all_batches"  # mean over the decoded batches
+NORM_SAMPLE = "sample"  # scvi_norm__mean_all_batches__sample_<k>: posterior sample k

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "integrate": "desweep.cli.integrate:integrate",
     "cluster": "desweep.cli.cluster:cluster",
     "composition": "desweep.cli.composition:composition",
+    "normalize": "desweep.cli.normalize:normalize",
     "run": "desweep.cli.run:run",
 }
 
