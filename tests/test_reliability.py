@@ -82,7 +82,7 @@ def test_run_resumes_reruns_changed_steps_and_forces(tiny_input: Path, tmp_path:
     assert all(changed[name] == "ran" for name in list(first)[list(first).index("cluster"):])
     forced = step_states(run_pipeline(tiny_input, outdir, "--set", "cluster.resolution=0.5", "--force"))
     assert set(forced.values()) == {"ran"}
-    stamp = json.loads((outdir / keys.STEP_VALIDATE / keys.STEP_STAMP).read_text())
+    stamp = json.loads((outdir / keys.STEP_VALIDATE / keys.step_stamp("validate")).read_text())
     assert stamp["step"] == "validate" and len(stamp["stamp"]) == 64
     params = (outdir / keys.PIPELINE_INFO / keys.PARAMS_YAML).read_text()
     assert "input_sha256:" in params and "resolution: 0.5" in params

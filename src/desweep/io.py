@@ -51,6 +51,7 @@ def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator
         tmp = Path(name)
     try:
         yield tmp
+        _default_permissions(tmp)
         if directory and destination.exists():
             shutil.rmtree(destination)
         os.replace(tmp, destination)
@@ -60,6 +61,13 @@ def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _default_permissions(path: Path) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) paths; give outputs the usual umask-based mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def write_atomic(destination: str | Path, writer: Callable[[Path], Any]) -> Path:

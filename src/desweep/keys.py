@@ -51,7 +51,6 @@ RECOMMENDATIONS_CSV = "recommendations.csv"
 MULTIQC_REPORT = "multiqc_report.html"
 PARAMS_YAML = "params.yaml"
 SOFTWARE_VERSIONS_YML = "software_versions.yml"
-STEP_STAMP = ".desweep_step.json"
 
 # --- normalized export (desweep normalize): layer names are NORM_LAYER_PREFIX + ... ---
 UNS_NORMALIZE = "desweep_normalize"  # uns dict: parameters and the table of layers
@@ -59,3 +58,29 @@ NORM_OWN_BATCH = "own_batch"  # transform_batch=None
 NORM_BATCH = "batch"  # scvi_norm__batch__<batch>: every cell decoded in <batch>
 NORM_MEAN_ALL_BATCHES = "mean_all_batches"  # mean over the decoded batches
 NORM_SAMPLE = "sample"  # scvi_norm__mean_all_batches__sample_<k>: posterior sample k
+
+# --- diagnostics, baselines and report (issue #6) ---------------------------
+DIAGNOSE_THRESHOLDS_CSV = "thresholds.csv"
+PLOTS_DIR = "plots"
+PLOT_TOP_GENES_DIR = "top_genes"
+PLOT_VOLCANO_DIR = "volcano"
+PLOT_CONCORDANCE_DIR = "concordance"
+PLOT_SCORES_DIR = "setting_scores"
+PLOT_TRAINING = "training_curves.png"
+PLOT_UMAP = "umap.png"
+PLOT_COMPOSITION = "composition.png"
+WILCOXON_CSV = "wilcoxon.csv"
+PSEUDOBULK_CSV = "pseudobulk.csv"
+BASELINE_PATTERNS_CSV = "baseline_patterns.csv"
+BASELINE_SCORES_CSV = "baseline_scores.csv"
+MULTIQC_CONFIG = "multiqc_config.yml"
+MULTIQC_CUSTOM_CONTENT_DIR = "custom_content"
+TOP_GENE_EXPRESSION_CSV = "top_gene_expression.csv"
+
+# --- DE sweep (desweep plan / desweep de) -----------------------------------
+DE_PARTIAL_SUMMARY_DIR = "summary"  # de/summary/<sampling_key>.csv, one per `desweep de --sampling-key` run
+
+
+def step_stamp(step: str) -> str:
+    """File name of the stamp ``desweep run`` leaves in a step folder (two steps may share a folder)."""
+    return f".desweep_{step}.json"

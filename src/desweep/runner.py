@@ -68,6 +68,27 @@ STEPS: tuple[Step, ...] = (
          lambda c, o: ["-i", _path(o, keys.STEP_INTEGRATE, keys.INTEGRATED_H5AD)]),
     Step("composition", keys.STEP_COMPOSITION, (keys.CLUSTER_BATCH_COUNTS_CSV, keys.COMPARISONS_CSV), ("cluster",),
          lambda c, o: ["-i", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD)]),
+    Step("plan", keys.STEP_DE, (keys.PLAN_CSV, keys.PLAN_SKIPPED_CSV), ("composition",),
+         lambda c, o: ["--comparisons", _path(o, keys.STEP_COMPOSITION, keys.COMPARISONS_CSV),
+                       "--batch-counts", _path(o, keys.STEP_COMPOSITION, keys.CLUSTER_BATCH_COUNTS_CSV)]),
+    Step("de", keys.STEP_DE, (keys.DE_TABLES_DIR, keys.DE_SUMMARY_CSV, keys.DE_STABILITY_CSV), ("plan", "integrate", "cluster"),
+         lambda c, o: ["--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV), "--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD),
+                       "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR), "--all"]),
+    Step("normalize", keys.STEP_NORMALIZE, (keys.NORMALIZED_H5AD, keys.CLUSTER_BATCH_MEANS_CSV), ("integrate", "cluster"),
+         lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR)]),
+    Step("diagnose", keys.STEP_DIAGNOSE, (keys.GENE_PATTERNS_CSV, keys.SETTING_SCORES_CSV, keys.CONCORDANCE_CSV), ("de", "normalize"),
+         lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV),
+                       "--tables", _path(o, keys.STEP_DE, keys.DE_TABLES_DIR),
+                       "--comparisons", _path(o, keys.STEP_COMPOSITION, keys.COMPARISONS_CSV),
+                       "--means", _path(o, keys.STEP_NORMALIZE, keys.CLUSTER_BATCH_MEANS_CSV),
+                       "--history", _path(o, keys.STEP_INTEGRATE, keys.HISTORY_CSV),
+                       "--counts", _path(o, keys.STEP_COMPOSITION, keys.CLUSTER_BATCH_COUNTS_CSV)]),
+    Step("baselines", keys.STEP_BASELINES, (), ("composition", "normalize"),
+         lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD),
+                       "--comparisons", _path(o, keys.STEP_COMPOSITION, keys.COMPARISONS_CSV),
+                       "--means", _path(o, keys.STEP_NORMALIZE, keys.CLUSTER_BATCH_MEANS_CSV)]),
+    Step("report", keys.STEP_REPORT, (keys.MULTIQC_REPORT,), ("validate", "integrate", "composition", "de", "normalize", "diagnose", "baselines"),
+         lambda c, o: ["--results", str(o)]),
 )
 
 
@@ -156,10 +177,10 @@ def run_pipeline(config: dict[str, Any], *, force: bool = False, source: str = "
             continue
         logger.info("[%d/%d] %s: desweep %s %s", i, len(steps), step.name, step.name, " ".join(arguments[step.name]))
         start = time.perf_counter()
-        (folder / keys.STEP_STAMP).unlink(missing_ok=True)
+        (folder / keys.step_stamp(step.name)).unlink(missing_ok=True)
         _command(step.name).main(arguments[step.name], prog_name=f"desweep {step.name}", standalone_mode=False)
         write_text(json.dumps({"step": step.name, "stamp": stamp, "args": arguments[step.name]}, indent=1) + "\n",
-                   folder / keys.STEP_STAMP)
+                   folder / keys.step_stamp(step.name))
         logger.info("[%d/%d] %s: done in %.1f s", i, len(steps), step.name, time.perf_counter() - start)
         status[step.name] = "ran"
     return status
@@ -190,7 +211,7 @@ def _stamp(name: str, args: list[str], upstream: list[str], input_checksum: str)
 
 
 def _is_current(folder: Path, step: Step, stamp: str) -> bool:
-    stamp_file = folder / keys.STEP_STAMP
+    stamp_file = folder / keys.step_stamp(step.name)
     if not stamp_file.exists() or not all((folder / out).exists() for out in step.outputs):
         return False
     try:

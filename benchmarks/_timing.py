@@ -1,0 +1,37 @@
+"""Run one desweep step in a fresh process and measure its wall time and peak memory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Wall time (s) and peak resident memory (MiB) of one child process."""
+
+    seconds: float
+    peak_mib: float
+
+
+def run_step(args: list[str], *, env: dict[str, str] | None = None) -> Measurement:
+    """``python -m desweep.cli <args>`` in a child process; raise with its stderr if it fails.
+
+    The child is reaped with ``os.wait4``, whose resource usage is that child's
+    alone, so each step's peak resident memory is measured separately.
+    """
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "desweep.cli", *args], stdout=subprocess.DEVNULL, stderr=stderr,
+                                env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            stderr.seek(0)
+            raise RuntimeError(f"desweep {args[0]} failed:\n{stderr.read().decode()[-3000:]}")
+    return Measurement(seconds, usage.ru_maxrss / 1024)
