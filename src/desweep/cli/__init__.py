@@ -21,6 +21,9 @@ COMMANDS: dict[str, str] = {
     "cluster": "desweep.cli.cluster:cluster",
     "composition": "desweep.cli.composition:composition",
     "normalize": "desweep.cli.normalize:normalize",
+    "diagnose": "desweep.cli.diagnose:diagnose",
+    "baselines": "desweep.cli.baselines:baselines",
+    "report": "desweep.cli.report:report",
     "run": "desweep.cli.run:run",
 }
 

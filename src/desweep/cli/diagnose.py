@@ -1,0 +1,124 @@
+"""``desweep diagnose``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from desweep import keys
+from desweep.cli._common import outdir_option, prepare_outdir, step_command
+
+
+def optional_input(path: Path | None, option: str) -> Path | None:
+    """``path``, or ``None`` with a warning when an optional input is missing or empty (a pipeline placeholder)."""
+    import logging
+
+    if path is None:
+        return None
+    if not path.is_file() or path.stat().st_size == 0:
+        logging.getLogger("desweep").warning("%s %s: missing or empty, left out", option, path)
+        return None
+    return path
+
+
+def read_tables(plan, tables_dir: Path) -> dict:
+    """``combination_id`` -> its DE table for every plan row whose ``<tables_dir>/<id>.csv`` exists."""
+    from desweep.io import read_csv
+
+    tables = {}
+    for cid in plan["combination_id"].astype(str):
+        path = tables_dir / f"{cid}.csv"
+        if path.exists():
+            tables[cid] = read_csv(path, required=("gene",), what="DE table")
+    return tables
+
+
+@click.command(name="diagnose")
+@click.option("--adata", "adata_path", type=click.Path(path_type=Path), required=True,
+              help=f"The clustered .h5ad with raw counts in X ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path), required=True,
+              help=f"The DE plan ({keys.STEP_DE}/{keys.PLAN_CSV}).")
+@click.option("--tables", "tables_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help=f"Folder of DE tables <combination_id>.csv (default: {keys.DE_TABLES_DIR}/ beside the plan).")
+@click.option("--comparisons", "comparisons_path", type=click.Path(path_type=Path), required=True,
+              help=f"{keys.STEP_COMPOSITION}/{keys.COMPARISONS_CSV}.")
+@click.option("--means", "means_path", type=click.Path(path_type=Path), default=None,
+              help=f"Optional {keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}: classify in every scVI normalized choice too.")
+@click.option("--history", "history_path", type=click.Path(path_type=Path), default=None,
+              help=f"Optional {keys.STEP_INTEGRATE}/{keys.HISTORY_CSV} for the training-curve plot.")
+@click.option("--counts", "counts_path", type=click.Path(path_type=Path), default=None,
+              help=f"Optional {keys.STEP_COMPOSITION}/{keys.CLUSTER_BATCH_COUNTS_CSV} for the composition plot.")
+@click.option("--top-n", type=click.IntRange(min=1), default=50, show_default=True, help="Top genes classified per setting.")
+@click.option("--explained-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
+              help="Share of the group difference a within-batch (or batch) difference must reach to explain it.")
+@click.option("--noise-k", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              help="Noise floor in robust SDs of the group log fold change over all genes.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write the PNG plots under plots/.")
+@click.option("--plot-genes", type=click.IntRange(min=1), default=30, show_default=True, help="Genes per top-gene heatmap.")
+@outdir_option(f"writes {keys.GENE_PATTERNS_CSV}, {keys.SETTING_SCORES_CSV}, {keys.CONCORDANCE_CSV}, "
+               f"{keys.RECOMMENDATIONS_CSV}, {keys.DIAGNOSE_THRESHOLDS_CSV}, {keys.TOP_GENE_EXPRESSION_CSV} and {keys.PLOTS_DIR}/.")
+@step_command
+def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, comparisons_path: Path, means_path: Path | None,
+             history_path: Path | None, counts_path: Path | None, top_n: int, explained_fraction: float, noise_k: float,
+             plots: bool, plot_genes: int, outdir: Path) -> None:
+    """Classify every setting's top genes as cluster-specific, batch-wide or other; rank settings; recommend.
+
+    Example:
+
+        desweep diagnose --adata results/cluster/clustered.h5ad --plan results/de/plan.csv \\
+            --comparisons results/composition/comparisons.csv \\
+            --means results/normalized/cluster_batch_means.csv -o results/diagnostics
+    """
+    from desweep import diagnose as dg
+    from desweep.datakeys import get_keys
+    from desweep.errors import DesweepInputError
+    from desweep.io import read_csv, read_h5ad, write_csv
+
+    plan = read_csv(plan_path, required=dg.PLAN_REQUIRED, what="plan")
+    tables_dir = tables_dir or plan_path.parent / keys.DE_TABLES_DIR
+    if not tables_dir.is_dir():
+        raise DesweepInputError(tables_dir, "--tables", "folder does not exist: run `desweep de` first")
+    tables = read_tables(plan, tables_dir)
+    comparisons = read_csv(comparisons_path, required=dg.COMPARISON_REQUIRED, what="comparisons")
+    means_path, history_path, counts_path = (optional_input(p, what) for p, what in (
+        (means_path, "--means"), (history_path, "--history"), (counts_path, "--counts")))
+    means = read_csv(means_path, required=dg.MEANS_REQUIRED, what="means") if means_path else None
+    history = read_csv(history_path, what="history") if history_path else None
+    counts = read_csv(counts_path, what="counts") if counts_path else None
+    adata = read_h5ad(adata_path)
+    thresholds = dg.Thresholds(explained_fraction=explained_fraction, noise_k=noise_k)
+    try:
+        dg.check_inputs(plan.astype({"combination_id": str, "comparison_id": str}), tables,
+                        comparisons.astype({"comparison_id": str}), plan_source=str(plan_path),
+                        comparisons_source=str(comparisons_path))
+    except DesweepInputError as err:
+        if err.field == "combination_id":
+            raise DesweepInputError(tables_dir, "tables", f"no <combination_id>.csv for any row of {plan_path}") from err
+        raise
+    results = dg.diagnose(adata, plan, tables, comparisons, means, top_n=top_n, thresholds=thresholds,
+                          heatmap_genes=plot_genes, source=str(adata_path))
+
+    prepare_outdir(outdir)
+    write_csv(results["gene_patterns"], outdir / keys.GENE_PATTERNS_CSV)
+    write_csv(results["setting_scores"], outdir / keys.SETTING_SCORES_CSV)
+    write_csv(results["concordance"], outdir / keys.CONCORDANCE_CSV)
+    write_csv(results["recommendations"], outdir / keys.RECOMMENDATIONS_CSV)
+    write_csv(results["thresholds"], outdir / keys.DIAGNOSE_THRESHOLDS_CSV)
+    write_csv(results["top_gene_expression"], outdir / keys.TOP_GENE_EXPRESSION_CSV)
+    if plots:
+        from desweep.plots import diagnostic_figures, save_png
+
+        data_keys = get_keys(adata, adata_path, need_groups=True)
+        has_umap = keys.X_UMAP in adata.obsm
+        n = 0
+        for name, fig in diagnostic_figures(
+            results=results, plan=plan, tables=tables, history=history, counts=counts,
+            umap_coords=adata.obsm[keys.X_UMAP] if has_umap else None,
+            batch=adata.obs[data_keys.batch_key], cluster=adata.obs[data_keys.group_key],
+        ):
+            save_png(fig, outdir / keys.PLOTS_DIR / name)
+            n += 1
+        click.echo(f"wrote {n} plots to {outdir / keys.PLOTS_DIR}")
+    rec = results["recommendations"]
+    click.echo(rec[["comparison_id", "status", "best_combination_id", "share_cluster_specific", "share_batch_wide"]].to_string(index=False))

@@ -1,0 +1,39 @@
+"""``desweep report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from desweep import keys
+from desweep.cli._common import outdir_option, prepare_outdir, step_command
+
+
+@click.command(name="report")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="The pipeline's OUTDIR (validate/, integrate/, ..., diagnostics/, baselines/, pipeline_info/).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="MultiQC config to use instead of the shipped one (assets/multiqc_config.yml).")
+@click.option("--title", default=None, help="Report title.")
+@outdir_option(f"writes {keys.MULTIQC_REPORT}, multiqc_data/ and {keys.MULTIQC_CUSTOM_CONTENT_DIR}/ (usually OUTDIR/{keys.STEP_REPORT}).")
+@step_command
+def report(results_dir: Path, config_path: Path | None, title: str | None, outdir: Path) -> None:
+    """One self-contained MultiQC HTML report of a desweep run (offline).
+
+    Missing optional inputs give a "not available" note in their section.
+
+    Example:
+
+        desweep report --results results -o results/multiqc
+    """
+    from desweep.errors import DesweepInputError
+    from desweep.report import build_report
+
+    if not results_dir.is_dir():
+        raise DesweepInputError(results_dir, "--results", "folder does not exist")
+    if config_path is not None and not config_path.is_file():
+        raise DesweepInputError(config_path, "--config", "does not exist")
+    prepare_outdir(outdir)
+    path = build_report(results_dir, outdir, config=config_path, title=title)
+    click.echo(f"wrote {path}")

@@ -1,0 +1,282 @@
+"""Static plots (matplotlib, Agg) of the sweep and its diagnostics.
+
+Every function returns a :class:`matplotlib.figure.Figure` and writes nothing;
+:func:`diagnostic_figures` yields ``(relative path, figure)`` pairs that
+``desweep diagnose`` saves as PNG files under ``OUTDIR/diagnostics/plots/``
+(the report embeds some of them; all are usable on their own).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from desweep import keys
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+PATTERN_COLOURS = {"cluster_specific": "#1b9e77", "batch_wide": "#d95f02", "other": "#7570b3"}
+NOT_TOP_COLOUR = "#c8c8c8"
+DPI = 110
+
+
+def _figure(width: float, height: float) -> Figure:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _palette(n: int) -> list:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20" if n > 10 else "tab10"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def top_genes_heatmap(expression: pd.DataFrame, *, title: str = "") -> Figure:
+    """A setting's top genes (rows, best first) across every present cluster x batch (columns).
+
+    ``expression``: that setting's rows of ``top_gene_expression.csv``
+    (:func:`desweep.diagnose.top_gene_expression`). Colour: ``log2(mean + eps)``
+    z-scored per gene; the strip left of the rows gives each gene's pattern;
+    black lines separate clusters.
+    """
+    from matplotlib.patches import Patch
+
+    expression = expression.astype({"gene": str, "cluster": str, "batch": str})
+    genes = list(dict.fromkeys(expression.sort_values("rank", kind="stable")["gene"]))
+    columns = sorted({(c, b) for c, b in zip(expression["cluster"], expression["batch"], strict=True)},
+                     key=lambda cb: (_natural(cb[0]), _natural(cb[1])))
+    wide = expression.pivot_table(index="gene", columns=["cluster", "batch"], values="z", aggfunc="mean")
+    z = wide.reindex(index=genes, columns=pd.MultiIndex.from_tuples(columns) if columns else None).to_numpy(dtype=float) \
+        if genes else np.zeros((0, 0))
+    pattern_of = expression.drop_duplicates("gene").set_index("gene")["pattern"]
+    fig = _figure(max(6.0, 0.32 * len(columns) + 3.5), max(3.5, 0.22 * len(genes) + 2.2))
+    grid = fig.add_gridspec(1, 2, width_ratios=[0.25, max(len(columns), 1)])
+    strip, ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    colours = np.array([[_rgb(PATTERN_COLOURS.get(pattern_of.get(g, "other"), NOT_TOP_COLOUR))] for g in genes])
+    strip.imshow(colours if len(genes) else np.ones((1, 1, 3)), aspect="auto", interpolation="nearest")
+    strip.set_xticks([])
+    strip.set_yticks(range(len(genes)), genes, fontsize=7)
+    image = ax.imshow(z if len(genes) else np.zeros((1, max(len(columns), 1))), aspect="auto", cmap="RdBu_r",
+                      vmin=-2.5, vmax=2.5, interpolation="nearest")
+    ax.set_yticks([])
+    ax.set_xticks(range(len(columns)), [f"{c} | {b}" for c, b in columns], rotation=90, fontsize=7)
+    for i in range(1, len(columns)):
+        if columns[i][0] != columns[i - 1][0]:
+            ax.axvline(i - 0.5, color="black", linewidth=0.8)
+    fig.colorbar(image, ax=ax, shrink=0.6, label="z-score of log2 mean")
+    fig.legend(handles=[Patch(color=c, label=p) for p, c in PATTERN_COLOURS.items()], loc="outside lower center", ncols=3, fontsize=8)
+    ax.set_title(title or "top genes", fontsize=9)
+    return fig
+
+
+def _rgb(colour: str) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(colour)
+
+
+def volcano(table: pd.DataFrame, patterns: pd.DataFrame | None = None, *, title: str = "") -> Figure:
+    """Log fold change against the DE evidence; top genes coloured by pattern.
+
+    y: ``proba_de`` (scVI change mode), else ``log10`` Bayes factor, else
+    ``-log10`` adjusted p-value.
+    """
+    lfc_column = next((c for c in ("lfc_mean", "lfc", "logfoldchanges", "log2FoldChange") if c in table.columns), None)
+    x = pd.to_numeric(table[lfc_column], errors="coerce") if lfc_column else pd.Series(np.zeros(len(table)))
+    if "proba_de" in table.columns and pd.to_numeric(table["proba_de"], errors="coerce").notna().any():
+        y, ylabel = pd.to_numeric(table["proba_de"], errors="coerce"), "proba_de"
+    elif "bayes_factor" in table.columns:
+        y, ylabel = pd.to_numeric(table["bayes_factor"], errors="coerce") / np.log(10), "log10 Bayes factor"
+    else:
+        p = next((c for c in ("padj", "pvals_adj", "pvalue") if c in table.columns), None)
+        y = -np.log10(pd.to_numeric(table[p], errors="coerce").clip(lower=1e-300)) if p else pd.Series(np.zeros(len(table)))
+        ylabel = f"-log10 {p}" if p else ""
+    fig = _figure(5.5, 4.2)
+    ax = fig.add_subplot()
+    genes = table["gene"].astype(str).to_numpy()
+    pattern_of = patterns.set_index(patterns["gene"].astype(str))["pattern"] if patterns is not None and len(patterns) else pd.Series(dtype=str)
+    is_top = np.isin(genes, pattern_of.index)
+    ax.scatter(x[~is_top], y[~is_top], s=6, c=NOT_TOP_COLOUR, label="not in top N", linewidths=0)
+    for pattern, colour in PATTERN_COLOURS.items():
+        hit = np.isin(genes, pattern_of.index[pattern_of == pattern])
+        if hit.any():
+            ax.scatter(x[hit], y[hit], s=14, c=colour, label=pattern, linewidths=0)
+    ax.axvline(0, color="black", linewidth=0.5)
+    ax.set_xlabel(f"{lfc_column or 'lfc'} (group1 vs group2)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best", frameon=False)
+    return fig
+
+
+def concordance_heatmap(concordance: pd.DataFrame, comparison_id: str, *, labels: dict[str, str] | None = None,
+                        value: str = "jaccard_top") -> Figure:
+    """Symmetric heatmap of ``value`` (top-N Jaccard by default) between the settings of a comparison."""
+    part = concordance[concordance["comparison_id"] == comparison_id]
+    ids = list(dict.fromkeys(list(part["combination_id_1"]) + list(part["combination_id_2"])))
+    matrix = pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
+    for _, row in part.iterrows():
+        matrix.loc[row["combination_id_1"], row["combination_id_2"]] = row[value]
+        matrix.loc[row["combination_id_2"], row["combination_id_1"]] = row[value]
+    names = [(labels or {}).get(i, i) for i in ids]
+    size = max(4.0, 0.35 * len(ids) + 3.0)
+    fig = _figure(size + 1.0, size)
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(ids)), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(ids)), names, fontsize=6)
+    fig.colorbar(image, ax=ax, shrink=0.7, label=value)
+    ax.set_title(f"{comparison_id}: {value}", fontsize=9)
+    return fig
+
+
+def setting_scores_bars(scores: pd.DataFrame, comparison_id: str, *, labels: dict[str, str] | None = None) -> Figure:
+    """Stacked bars: the share of each pattern among each setting's top genes, best setting on top."""
+    part = scores[(scores["comparison_id"] == comparison_id) & (scores["status"] == "ok")].sort_values("rank_in_comparison", ascending=False)
+    fig = _figure(7.0, max(2.5, 0.3 * len(part) + 1.5))
+    ax = fig.add_subplot()
+    left = np.zeros(len(part))
+    names = [(labels or {}).get(c, c) for c in part["combination_id"]]
+    for pattern, colour in PATTERN_COLOURS.items():
+        values = part[f"share_{pattern}"].to_numpy(dtype=float)
+        ax.barh(names, values, left=left, color=colour, label=pattern)
+        left += values
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of top genes")
+    ax.tick_params(axis="y", labelsize=6)
+    ax.legend(fontsize=7, loc="lower right", frameon=True)
+    ax.set_title(f"{comparison_id}: top-gene patterns per setting", fontsize=9)
+    return fig
+
+
+def training_curves(history: pd.DataFrame) -> Figure:
+    """Every loss/ELBO column of ``integrate/history.csv`` against the epoch."""
+    columns = [c for c in history.columns if c != "epoch" and any(k in c.lower() for k in ("loss", "elbo", "reconstruction", "kl"))]
+    columns = columns or [c for c in history.columns if c != "epoch"]
+    epoch = history["epoch"] if "epoch" in history.columns else pd.Series(range(len(history)))
+    groups = {"elbo / loss": [c for c in columns if "kl" not in c.lower()], "KL": [c for c in columns if "kl" in c.lower()]}
+    groups = {k: v for k, v in groups.items() if v}
+    fig = _figure(5.0 * max(len(groups), 1), 3.6)
+    for i, (name, cols) in enumerate(groups.items(), start=1):
+        ax = fig.add_subplot(1, len(groups), i)
+        for column in cols:
+            ax.plot(epoch, pd.to_numeric(history[column], errors="coerce"), label=column, linewidth=1.2)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=6, frameon=False)
+    fig.suptitle("scVI training curves", fontsize=10)
+    return fig
+
+
+def umap(coords: np.ndarray, batch: pd.Series, cluster: pd.Series) -> Figure:
+    """UMAP coloured by batch (left) and by cluster (right)."""
+    fig = _figure(11.0, 4.8)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(coords.shape[0])  # no batch painted over the others
+    size = float(np.clip(30000 / max(coords.shape[0], 1), 0.5, 8))
+    for i, (name, values) in enumerate((("batch", batch), ("cluster", cluster)), start=1):
+        ax = fig.add_subplot(1, 2, i)
+        levels = sorted(values.astype(str).unique(), key=_natural)
+        colours = dict(zip(levels, _palette(len(levels)), strict=False))
+        v = values.astype(str).to_numpy()[order]
+        ax.scatter(coords[order, 0], coords[order, 1], s=size, c=[colours[x] for x in v], linewidths=0, rasterized=True)
+        for level in levels:
+            ax.scatter([], [], s=20, color=colours[level], label=level)
+        ax.legend(fontsize=6, markerscale=1, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"UMAP by {name}", fontsize=10)
+    return fig
+
+
+def _natural(text: str) -> tuple:
+    import re
+
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+
+
+def composition_bars(counts: pd.DataFrame) -> Figure:
+    """Cells of each cluster (bars) stacked by batch, from ``composition/cluster_batch_counts.csv``."""
+    counts = counts.set_index("cluster") if "cluster" in counts.columns else counts
+    counts = counts.loc[sorted(counts.index.astype(str), key=_natural) if counts.index.dtype == object else counts.index]
+    fig = _figure(max(5.0, 0.45 * len(counts) + 2.5), 4.0)
+    ax = fig.add_subplot()
+    bottom = np.zeros(len(counts))
+    names = [str(c) for c in counts.index]
+    for colour, batch in zip(_palette(counts.shape[1]), counts.columns, strict=False):
+        values = counts[batch].to_numpy(dtype=float)
+        ax.bar(names, values, bottom=bottom, color=colour, label=str(batch))
+        bottom += values
+    ax.set_ylabel("cells")
+    ax.set_xlabel("cluster")
+    ax.tick_params(axis="x", rotation=90, labelsize=7)
+    ax.legend(title="batch", fontsize=7, frameon=False)
+    ax.set_title("cluster composition by batch", fontsize=10)
+    return fig
+
+
+def setting_label(row: pd.Series) -> str:
+    """A short label of a setting for plot axes: its non-empty plan parameters."""
+    from desweep.diagnose import describe_setting
+
+    return describe_setting(row).replace("batch_correction=", "bc=").replace("delta=", "d=")
+
+
+def diagnostic_figures(
+    *,
+    results: dict[str, pd.DataFrame],
+    plan: pd.DataFrame,
+    tables: dict[str, pd.DataFrame],
+    history: pd.DataFrame | None = None,
+    counts: pd.DataFrame | None = None,
+    umap_coords: np.ndarray | None = None,
+    batch: pd.Series | None = None,
+    cluster: pd.Series | None = None,
+) -> Iterator[tuple[str, Figure]]:
+    """Yield ``(path relative to plots/, figure)`` for every diagnostics plot the inputs allow."""
+    patterns = results["gene_patterns"]
+    scores = results["setting_scores"]
+    plan = plan.astype({"combination_id": str})
+    labels = {str(r["combination_id"]): setting_label(r) for _, r in plan.iterrows()}
+    for cid in plan["combination_id"]:
+        if cid not in tables:
+            continue
+        part = patterns[patterns["combination_id"] == cid]
+        expression = results.get("top_gene_expression")
+        if expression is not None and (expression["combination_id"] == cid).any():
+            yield (f"{keys.PLOT_TOP_GENES_DIR}/{cid}.png",
+                   top_genes_heatmap(expression[expression["combination_id"] == cid], title=f"{cid}\n{labels[cid]}"))
+        yield f"{keys.PLOT_VOLCANO_DIR}/{cid}.png", volcano(tables[cid], part, title=f"{cid}\n{labels[cid]}")
+    for comparison_id in plan["comparison_id"].astype(str).unique():
+        if (results["concordance"]["comparison_id"] == comparison_id).any():
+            yield f"{keys.PLOT_CONCORDANCE_DIR}/{comparison_id}.png", concordance_heatmap(results["concordance"], comparison_id, labels=labels)
+        if ((scores["comparison_id"] == comparison_id) & (scores["status"] == "ok")).any():
+            yield f"{keys.PLOT_SCORES_DIR}/{comparison_id}.png", setting_scores_bars(scores, comparison_id, labels=labels)
+    if history is not None and len(history):
+        yield keys.PLOT_TRAINING, training_curves(history)
+    if umap_coords is not None and batch is not None and cluster is not None:
+        yield keys.PLOT_UMAP, umap(umap_coords, batch, cluster)
+    if counts is not None and len(counts):
+        yield keys.PLOT_COMPOSITION, composition_bars(counts)
+
+
+def save_png(fig: Figure, path) -> None:
+    """Write ``fig`` as PNG to ``path`` (a temporary name, then renamed) and free it."""
+    from desweep.io import write_atomic
+
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    finally:
+        fig.clear()
