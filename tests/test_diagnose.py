@@ -299,9 +299,14 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
                  keys.DIAGNOSE_THRESHOLDS_CSV, keys.TOP_GENE_EXPRESSION_CSV):
         assert (out / name).stat().st_size > 0, name
     plots = out / keys.PLOTS_DIR
-    for cid in plan["combination_id"]:
+    from desweep.plots import first_seed_combinations
+
+    drawn = first_seed_combinations(plan)
+    assert len(drawn) == (plan["setting_id"].nunique() if "setting_id" in plan else len(plan))
+    for cid in drawn:
         assert (plots / keys.PLOT_TOP_GENES_DIR / f"{cid}.png").read_bytes()[:4] == b"\x89PNG"
         assert (plots / keys.PLOT_VOLCANO_DIR / f"{cid}.png").exists()
+    assert len(list((plots / keys.PLOT_VOLCANO_DIR).glob("*.png"))) == len(drawn)
     for cmp_id in sub_ids:
         assert (plots / keys.PLOT_CONCORDANCE_DIR / f"{cmp_id}.png").exists()
         assert (plots / keys.PLOT_SCORES_DIR / f"{cmp_id}.png").exists()

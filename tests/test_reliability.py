@@ -21,7 +21,9 @@ from desweep.io import atomic_path, write_csv
 pytestmark = pytest.mark.slow
 
 TINY_SIM = ["--n-cells", "600", "--n-genes", "400", "--seed", "3"]
-FAST_STEPS = ["--set", "integrate.max_epochs=3", "--set", "integrate.n_top_genes=0", "--threads", "1"]
+GRID = Path(__file__).parent / "data" / "grid_test.yaml"
+FAST_STEPS = ["--threads", "1", "--set", "integrate.max_epochs=3", "--set", "integrate.n_top_genes=0",
+              "--set", "composition.comparisons=only_batch0:only_batch1", "--set", f"plan.grid={GRID}"]
 
 
 def test_atomic_path_keeps_previous_file_when_the_writer_fails(tmp_path: Path):

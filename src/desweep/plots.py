@@ -234,6 +234,14 @@ def setting_label(row: pd.Series) -> str:
     return describe_setting(row).replace("batch_correction=", "bc=").replace("delta=", "d=")
 
 
+def first_seed_combinations(plan: pd.DataFrame) -> list[str]:
+    """One combination per setting: replicate seeds differ only by sampling noise (see stability.csv),
+    so per-setting plots are drawn once, which keeps the plot count at settings, not settings x seeds."""
+    if "setting_id" not in plan.columns:
+        return plan["combination_id"].astype(str).tolist()
+    return plan.drop_duplicates("setting_id", keep="first")["combination_id"].astype(str).tolist()
+
+
 def diagnostic_figures(
     *,
     results: dict[str, pd.DataFrame],
@@ -245,12 +253,16 @@ def diagnostic_figures(
     batch: pd.Series | None = None,
     cluster: pd.Series | None = None,
 ) -> Iterator[tuple[str, Figure]]:
-    """Yield ``(path relative to plots/, figure)`` for every diagnostics plot the inputs allow."""
+    """Yield ``(path relative to plots/, figure)`` for every diagnostics plot the inputs allow.
+
+    Top-gene heatmaps and volcanoes are drawn for the first seed of each setting
+    (:func:`first_seed_combinations`).
+    """
     patterns = results["gene_patterns"]
     scores = results["setting_scores"]
     plan = plan.astype({"combination_id": str})
     labels = {str(r["combination_id"]): setting_label(r) for _, r in plan.iterrows()}
-    for cid in plan["combination_id"]:
+    for cid in first_seed_combinations(plan):
         if cid not in tables:
             continue
         part = patterns[patterns["combination_id"] == cid]

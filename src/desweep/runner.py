@@ -83,7 +83,7 @@ STEPS: tuple[Step, ...] = (
                        "--means", _path(o, keys.STEP_NORMALIZE, keys.CLUSTER_BATCH_MEANS_CSV),
                        "--history", _path(o, keys.STEP_INTEGRATE, keys.HISTORY_CSV),
                        "--counts", _path(o, keys.STEP_COMPOSITION, keys.CLUSTER_BATCH_COUNTS_CSV)]),
-    Step("baselines", keys.STEP_BASELINES, (), ("composition", "normalize"),
+    Step("baselines", keys.STEP_BASELINES, (keys.WILCOXON_CSV, keys.PSEUDOBULK_CSV), ("composition", "normalize"),
          lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD),
                        "--comparisons", _path(o, keys.STEP_COMPOSITION, keys.COMPARISONS_CSV),
                        "--means", _path(o, keys.STEP_NORMALIZE, keys.CLUSTER_BATCH_MEANS_CSV)]),
