@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "integrate": "desweep.cli.integrate:integrate",
     "cluster": "desweep.cli.cluster:cluster",
     "composition": "desweep.cli.composition:composition",
+    "plan": "desweep.cli.plan:plan",
+    "de": "desweep.cli.de:de",
     "normalize": "desweep.cli.normalize:normalize",
     "diagnose": "desweep.cli.diagnose:diagnose",
     "baselines": "desweep.cli.baselines:baselines",

@@ -1,0 +1,150 @@
+"""``desweep de``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from desweep import keys
+from desweep.cli._common import outdir_option, prepare_outdir, step_command, threads_option
+from desweep.compute import ACCELERATORS
+
+
+@click.command(name="de")
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path), required=True,
+              help=f"The plan ({keys.STEP_DE}/{keys.PLAN_CSV}).")
+@click.option("--adata", "adata_path", type=click.Path(path_type=Path), default=None,
+              help=f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}); not needed with --merge.")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help=f"The scVI model folder ({keys.STEP_INTEGRATE}/{keys.MODEL_DIR}); not needed with --merge.")
+@click.option("--sampling-key", "sampling_keys", multiple=True,
+              help=f"Run the combinations of this sampling key (repeatable): writes {keys.DE_TABLES_DIR}/<combination_id>.csv "
+                   f"and {keys.DE_PARTIAL_SUMMARY_DIR}/<sampling_key>.csv. What one Nextflow task runs.")
+@click.option("--all", "run_all", is_flag=True, help=f"Run every sampling key, then merge ({keys.DE_SUMMARY_CSV}, {keys.DE_STABILITY_CSV}).")
+@click.option("--merge", is_flag=True,
+              help=f"Only merge the per-key summaries and tables of earlier --sampling-key runs into {keys.DE_SUMMARY_CSV} and {keys.DE_STABILITY_CSV}.")
+@click.option("--n-samples", type=click.IntRange(min=2), default=5000, show_default=True,
+              help="Posterior samples per group (scvi-tools' n_samples_overall), split evenly over the decoding batches.")
+@click.option("--batch-size", type=click.IntRange(min=8), default=None,
+              help="Minibatch size for decoding (default: scvi-tools' 128), adjusted so no minibatch has 1-2 cells.")
+@click.option("--sampling", type=click.Choice(["shared", "scvi"]), default="shared", show_default=True,
+              help="shared: decode each group once per batch and seed for every setting; "
+                   "scvi: reproduce scvi-tools' random stream per sampling key (tables equal to model.differential_expression).")
+@click.option("--top-n", type=click.IntRange(min=1), default=10, show_default=True,
+              help=f"Top genes counted in {keys.DE_STABILITY_CSV}.")
+@click.option("--partials", "partials_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"With --merge: folder of the per-key summaries (default: OUTDIR/{keys.DE_PARTIAL_SUMMARY_DIR}).")
+@click.option("--tables", "tables_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"With --merge: folder of the tables (default: OUTDIR/{keys.DE_TABLES_DIR}).")
+@click.option("--accelerator", type=click.Choice(ACCELERATORS), default="cpu", show_default=True,
+              help="Device for decoding (auto uses a GPU when one is present).")
+@threads_option
+@outdir_option(f"writes {keys.DE_TABLES_DIR}/, {keys.DE_PARTIAL_SUMMARY_DIR}/, {keys.DE_SUMMARY_CSV} and {keys.DE_STABILITY_CSV}.")
+@step_command
+def de(plan_path: Path, adata_path: Path | None, model_dir: Path | None, sampling_keys: tuple[str, ...], run_all: bool,
+       merge: bool, n_samples: int, batch_size: int | None, sampling: str, top_n: int, partials_dir: Path | None,
+       tables_dir: Path | None, accelerator: str, threads: int | None, outdir: Path) -> None:
+    """Run the DE sweep of a plan: one table per combination, a summary and replicate stability.
+
+    One sampling key per Nextflow task, then a merge:
+
+        desweep de --plan results/de/plan.csv --adata results/cluster/clustered.h5ad \\
+            --model results/integrate/model --sampling-key KEY -o results/de
+
+        desweep de --plan results/de/plan.csv --merge -o results/de
+
+    or everything in one process: replace --sampling-key with --all.
+    """
+    import pandas as pd
+
+    from desweep import de as sweep
+    from desweep.errors import DesweepInputError
+    from desweep.io import read_csv, require_file, write_csv
+
+    chosen = [name for name, on in (("--sampling-key", bool(sampling_keys)), ("--all", run_all), ("--merge", merge)) if on]
+    if len(chosen) != 1:
+        raise DesweepInputError("desweep de", "--sampling-key/--all/--merge", f"give exactly one of them (got {', '.join(chosen) or 'none'})")
+    read_csv(plan_path, what="plan")
+    plan = sweep.check_plan(pd.read_csv(require_file(plan_path), dtype=str, keep_default_na=False), source=str(plan_path))
+    tables_dir = tables_dir or outdir / keys.DE_TABLES_DIR
+    partials_dir = partials_dir or outdir / keys.DE_PARTIAL_SUMMARY_DIR
+
+    if not merge:
+        known = set(plan["sampling_key"])
+        for key in sampling_keys:
+            if key not in known:
+                example = next(iter(plan["sampling_key"]))
+                raise DesweepInputError(plan_path, "sampling_key", f"'{key}' is not in this plan ({len(known)} keys, e.g. '{example}')")
+        for option, value in (("--adata", adata_path), ("--model", model_dir)):
+            if value is None:
+                raise DesweepInputError("desweep de", option, "required unless --merge")
+        _run(plan, plan_path=plan_path, adata_path=adata_path, model_dir=model_dir,
+             keys_to_run=list(sampling_keys) or sweep.sampling_keys(plan), n_samples=n_samples, batch_size=batch_size,
+             sampling=sampling, accelerator=accelerator, threads=threads, outdir=outdir)
+        if sampling_keys:
+            return
+
+    summary, stability = _merge(plan, partials_dir=partials_dir, tables_dir=tables_dir, top_n=top_n)
+    prepare_outdir(outdir)
+    write_csv(summary, outdir / keys.DE_SUMMARY_CSV)
+    write_csv(stability, outdir / keys.DE_STABILITY_CSV)
+    n_ood = int((summary["out_of_distribution"].astype(str) == "True").sum())
+    click.echo(f"{len(summary)} combinations: {outdir / keys.DE_SUMMARY_CSV} ({n_ood} decode a group out of distribution), "
+               f"{outdir / keys.DE_STABILITY_CSV}")
+
+
+def _run(plan, *, plan_path: Path, adata_path: Path, model_dir: Path, keys_to_run: list[str], n_samples: int,
+         batch_size: int | None, sampling: str, accelerator: str, threads: int | None, outdir: Path) -> None:
+    from desweep import compute
+    from desweep import de as sweep
+    from desweep.datakeys import get_keys
+    from desweep.integrate import load_model
+    from desweep.io import read_h5ad, write_csv
+
+    compute.configure(threads=threads)
+    device = compute.resolve_accelerator(accelerator)
+    adata = read_h5ad(adata_path)
+    data_keys = get_keys(adata, adata_path, need_groups=True)
+    model = load_model(str(model_dir), adata, accelerator=device)
+    subset = plan[plan["sampling_key"].isin(keys_to_run)]
+    sweep.check_inputs(adata, model, subset, group_key=data_keys.group_key, source=str(adata_path))
+    prepare_outdir(outdir)
+    context = sweep.make_context(adata, model, plan, group_key=data_keys.group_key, keys=keys_to_run, n_samples=n_samples,
+                                 batch_size=batch_size, sampling=sampling)
+    start = time.perf_counter()
+    for i, key in enumerate(keys_to_run, 1):
+        tables, summary = sweep.run_group(adata, model, plan, key, group_key=data_keys.group_key, context=context)
+        for cid, table in tables.items():
+            write_csv(table, outdir / keys.DE_TABLES_DIR / f"{cid}.csv")
+        write_csv(summary, outdir / keys.DE_PARTIAL_SUMMARY_DIR / f"{key}.csv")
+        click.echo(f"[{i}/{len(keys_to_run)}] {key}: {len(tables)} tables")
+    click.echo(f"{len(keys_to_run)} sampling keys in {time.perf_counter() - start:.1f} s "
+               f"(decoding {context.decode_seconds:.1f} s, {sampling} sampling)")
+
+
+def _merge(plan, *, partials_dir: Path, tables_dir: Path, top_n: int):
+    import pandas as pd
+
+    from desweep import de as sweep
+    from desweep.errors import DesweepInputError
+
+    partials, missing = [], []
+    for key in sweep.sampling_keys(plan):
+        path = partials_dir / f"{key}.csv"
+        if path.is_file():
+            partials.append(pd.read_csv(path, dtype=str, keep_default_na=False))
+        else:
+            missing.append(key)
+    if missing:
+        raise DesweepInputError(partials_dir, "sampling_key", f"no summary for {len(missing)} of {len(missing) + len(partials)} "
+                                f"sampling keys, e.g. '{missing[0]}.csv': run `desweep de --sampling-key` for them first")
+    summary = sweep.merge_summaries(partials, plan, source=str(partials_dir))
+    tables = {}
+    for cid in plan["combination_id"]:
+        path = tables_dir / f"{cid}.csv"
+        if not path.is_file():
+            raise DesweepInputError(tables_dir, "combination_id", f"table '{cid}.csv' is missing")
+        tables[cid] = pd.read_csv(path, usecols=["gene", "rank", "is_de_fdr"], dtype={"gene": str})
+    return summary, sweep.stability(tables, plan, top_n=top_n)

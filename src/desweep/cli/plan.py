@@ -1,0 +1,59 @@
+"""``desweep plan``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from desweep import keys
+from desweep.cli._common import outdir_option, prepare_outdir, step_command
+
+
+def _show_default_grid(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from desweep.plan import default_grid_text
+
+        click.echo(default_grid_text(), nl=False)
+        ctx.exit()
+
+
+@click.command(name="plan")
+@click.option("--comparisons", "comparisons_path", type=click.Path(path_type=Path), required=True,
+              help=f"The comparisons ({keys.STEP_COMPOSITION}/{keys.COMPARISONS_CSV}).")
+@click.option("--grid", "grid_path", type=click.Path(path_type=Path), default=None,
+              help="Grid YAML (default: the shipped grid; print it with --show-default-grid). Keys left out take the default.")
+@click.option("--batch-counts", "counts_path", type=click.Path(path_type=Path), default=None,
+              help=f"Cluster x batch counts, to know every batch of the model (default: {keys.CLUSTER_BATCH_COUNTS_CSV} "
+                   "beside the comparisons, when present).")
+@click.option("--show-default-grid", is_flag=True, is_eager=True, expose_value=False, callback=_show_default_grid,
+              help="Print the default grid YAML and exit.")
+@outdir_option(f"writes {keys.PLAN_CSV} and {keys.PLAN_SKIPPED_CSV}.")
+@step_command
+def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | None, outdir: Path) -> None:
+    """Cross a grid of scvi-tools DE settings with the comparisons: one row per combination.
+
+    Invalid combinations go to plan_skipped.csv with the reason. Example:
+
+        desweep plan --comparisons results/composition/comparisons.csv --grid grid.yaml -o results/de
+    """
+    import pandas as pd
+
+    from desweep.io import read_csv, read_yaml, write_csv
+    from desweep.plan import check_grid, make_plan
+
+    read_csv(comparisons_path, required=("comparison_id", "group1", "group2", "group1_batches", "group2_batches"), what="comparisons")
+    comparisons = pd.read_csv(comparisons_path, dtype=str, keep_default_na=False)
+    grid = check_grid(read_yaml(grid_path, what="grid"), source=grid_path) if grid_path is not None else None
+    if counts_path is None and (comparisons_path.parent / keys.CLUSTER_BATCH_COUNTS_CSV).is_file():
+        counts_path = comparisons_path.parent / keys.CLUSTER_BATCH_COUNTS_CSV
+    batches = None
+    if counts_path is not None:
+        counts = read_csv(counts_path, required=("cluster",), what="batch counts")
+        batches = [str(c) for c in counts.columns if c != "cluster"]
+    the_plan, skipped = make_plan(comparisons, grid, batches=batches, source=str(comparisons_path))
+    prepare_outdir(outdir)
+    write_csv(the_plan, outdir / keys.PLAN_CSV)
+    write_csv(skipped, outdir / keys.PLAN_SKIPPED_CSV)
+    click.echo(f"{len(the_plan)} combinations in {the_plan['sampling_key'].nunique()} sampling keys "
+               f"({the_plan['comparison_id'].nunique()} comparisons); {len(skipped)} skipped (see {keys.PLAN_SKIPPED_CSV})")

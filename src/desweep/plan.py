@@ -1,0 +1,302 @@
+"""The DE sweep plan: every scvi-tools ``differential_expression`` setting to run, per comparison.
+
+A *grid* (YAML; default shipped as ``desweep/data/default_grid.yaml``) lists values
+for the settings that change scvi-tools' answer; :func:`make_plan` crosses them
+with the comparisons of ``composition/comparisons.csv`` and returns
+
+- the plan: one row per combination, with a stable, readable ``combination_id``;
+- the skipped combinations, each with the reason it cannot or need not run.
+
+Grid keys
+---------
+``batch_correction``
+    ``true``/``false``. ``false`` decodes every cell in its own batch
+    (``decoding = observed``, ``batchid1``/``batchid2`` empty).
+``mode``
+    ``vanilla`` and/or ``change``.
+``delta``
+    Positive numbers; change mode only.
+``batchids``
+    With ``batch_correction: true``, the batches each group is decoded in:
+    ``all`` (``batchid1 = batchid2 = None``: every batch of the model, scvi's
+    default), ``each`` (both groups in one batch, for each batch either group
+    occurs in) and ``own`` (each group in the batches it occurs in, from
+    ``group1_batches`` / ``group2_batches`` of comparisons.csv).
+``weights``
+    ``uniform`` and/or ``importance``.
+``filter_outlier_cells``
+    ``true``/``false``.
+``fdr_target``
+    Numbers in (0, 1).
+``seeds``
+    Non-negative integers; one posterior-sampling replicate each.
+
+Identifiers
+-----------
+``combination_id`` = ``<comparison>__<decoding>__<mode>__<weights>__fdr<f>__seed<s>`` with
+decoding ``nobc`` | ``bc-all`` | ``bc-in-<batch>`` | ``bc-own``, mode ``vanilla`` |
+``change-d<delta>``, weights ``uniform`` | ``importance`` (``-filtered`` appended
+with ``filter_outlier_cells``). ``setting_id`` is the same without ``__seed<s>``
+(replicates of one setting share it); ``sampling_key`` drops mode and FDR target:
+rows with one sampling key share their posterior samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from desweep.composition import _safe
+from desweep.errors import DesweepInputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRID_RESOURCE = "data/default_grid.yaml"
+MODES = ("vanilla", "change")
+BATCHIDS = ("all", "each", "own")
+WEIGHTS = ("uniform", "importance")
+GRID_KEYS = ("batch_correction", "mode", "delta", "batchids", "weights", "filter_outlier_cells", "fdr_target", "seeds")
+COMPARISON_REQUIRED = ("comparison_id", "group1", "group2", "group1_batches", "group2_batches")
+PLAN_COLUMNS = [
+    "combination_id", "sampling_key", "setting_id", "comparison_id", "group1", "group2", "design",
+    "batch_correction", "decoding", "batchid1", "batchid2", "mode", "delta", "weights", "filter_outlier_cells",
+    "fdr_target", "seed",
+]
+SKIPPED_COLUMNS = PLAN_COLUMNS + ["reason"]
+
+
+def default_grid_text() -> str:
+    """The shipped default grid, as YAML text (with its comments)."""
+    return resources.files("desweep").joinpath(DEFAULT_GRID_RESOURCE).read_text()
+
+
+def default_grid() -> dict[str, list]:
+    """The shipped default grid, checked."""
+    import yaml
+
+    return check_grid(yaml.safe_load(default_grid_text()), source="default_grid.yaml", fill_defaults=False)
+
+
+def check_grid(raw: Any, *, source: str | Path = "grid", fill_defaults: bool = True) -> dict[str, list]:
+    """Check a grid read from YAML; return it with every key as a list of values.
+
+    Parameters
+    ----------
+    raw
+        The parsed YAML document.
+    source
+        The file name, for error messages.
+    fill_defaults
+        Give keys left out the value of the default grid.
+
+    Raises
+    ------
+    DesweepInputError
+        Not a mapping, empty, an unknown key, an empty list, or a value of the
+        wrong type or out of range; the error names the file and the key.
+    """
+    if raw is None or (isinstance(raw, dict) and not raw):
+        raise DesweepInputError(source, "grid", f"is empty; give at least one of: {', '.join(GRID_KEYS)}")
+    if not isinstance(raw, dict):
+        raise DesweepInputError(source, "grid", f"must be a mapping of setting -> list of values, got {type(raw).__name__}")
+    unknown = [str(k) for k in raw if k not in GRID_KEYS]
+    if unknown:
+        raise DesweepInputError(source, unknown[0], f"unknown grid key (allowed: {', '.join(GRID_KEYS)})")
+    grid: dict[str, list] = {}
+    for key in GRID_KEYS:
+        if key not in raw:
+            continue
+        values = raw[key] if isinstance(raw[key], list) else [raw[key]]
+        if not values:
+            raise DesweepInputError(source, key, "is an empty list; give at least one value or leave the key out")
+        grid[key] = _dedupe([_check_value(source, key, v) for v in values])
+    if fill_defaults:
+        defaults = default_grid()
+        grid = {key: grid.get(key, defaults[key]) for key in GRID_KEYS}
+    return grid
+
+
+def _check_value(source: str | Path, key: str, value: Any) -> Any:
+    def fail(expected: str) -> DesweepInputError:
+        return DesweepInputError(source, key, f"{expected}, got {value!r}")
+
+    if key in ("batch_correction", "filter_outlier_cells"):
+        if not isinstance(value, bool):
+            raise fail("must be true or false")
+        return value
+    if key in ("mode", "batchids", "weights"):
+        allowed = {"mode": MODES, "batchids": BATCHIDS, "weights": WEIGHTS}[key]
+        if not isinstance(value, str) or value not in allowed:
+            raise fail(f"must be one of {', '.join(allowed)}")
+        return value
+    if key in ("delta", "fdr_target"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("must be a number")
+        value = float(value)
+        if key == "delta" and not value > 0:
+            raise fail("must be positive")
+        if key == "fdr_target" and not 0 < value < 1:
+            raise fail("must be between 0 and 1")
+        return value
+    if key == "seeds":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise fail("must be a non-negative integer")
+        return value
+    raise AssertionError(key)  # pragma: no cover
+
+
+def _dedupe(values: list) -> list:
+    seen: list = []
+    for value in values:
+        if value not in seen:
+            seen.append(value)
+    return seen
+
+
+def _split_batches(text: Any) -> list[str]:
+    if text is None or (isinstance(text, float) and pd.isna(text)):
+        return []
+    return [b for b in str(text).split(";") if b]
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _decodings(row: pd.Series, batchids: list[str], all_batches: list[str] | None) -> list[tuple[str, str, list[str] | None, list[str] | None, str]]:
+    """Decoding choices for batch_correction=True: ``(name, label, batchid1, batchid2, skip_reason)``."""
+    b1, b2 = _split_batches(row["group1_batches"]), _split_batches(row["group2_batches"])
+    out = []
+    for choice in batchids:
+        if choice == "all":
+            out.append(("all", "bc-all", None, None, ""))
+        elif choice == "each":
+            union = sorted(set(b1) | set(b2))
+            if not union:
+                out.append(("single", "bc-each", [], [], "neither group is present in any batch (comparisons.csv group batches empty)"))
+            for batch in union:
+                out.append(("single", f"bc-in-{_safe(batch)}", [batch], [batch], ""))
+        elif choice == "own":
+            reason = ""
+            if not b1 or not b2:
+                reason = "a group is present in no batch (comparisons.csv group1_batches/group2_batches empty), so it has no own batches"
+            elif set(b1) & set(b2) and set(b1) != set(b2):
+                reason = (f"batchid1 ({';'.join(b1)}) and batchid2 ({';'.join(b2)}) overlap without being equal: scvi-tools then "
+                          "pairs samples across batches and warns that batch correction is not trustworthy")
+            out.append(("own", "bc-own", b1, b2, reason))
+    # the same batches twice (e.g. own == a single batch, or own == every batch of the model) run once
+    seen: dict[tuple, str] = {}
+    result = []
+    for name, label, batchid1, batchid2, reason in out:
+        canonical = (None, None) if batchid1 is None else (tuple(sorted(batchid1)), tuple(sorted(batchid2)))
+        if all_batches is not None and batchid1 is not None and set(batchid1) == set(batchid2) == set(all_batches):
+            canonical = (None, None)
+        if not reason and canonical in seen:
+            reason = f"decodes in the same batches as '{seen[canonical]}'"
+        elif not reason:
+            seen[canonical] = label
+        result.append((name, label, batchid1, batchid2, reason))
+    return result
+
+
+def make_plan(
+    comparisons: pd.DataFrame, grid: dict[str, list] | None = None, *, batches: list[str] | None = None,
+    source: str | Path = "comparisons.csv",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cross the grid with the comparisons.
+
+    Parameters
+    ----------
+    comparisons
+        ``composition/comparisons.csv``: ``comparison_id, group1, group2,
+        group1_batches, group2_batches`` (``;``-joined) and ``design``.
+    grid
+        A grid checked by :func:`check_grid`; the default grid when ``None``.
+    batches
+        Every batch of the model (``composition/cluster_batch_counts.csv``
+        columns), when known: an explicit list of every batch for both groups is
+        then recognised as a duplicate of ``all``.
+    source
+        Name of the comparisons file, for error messages.
+
+    Returns
+    -------
+    ``(plan, skipped)``: columns :data:`PLAN_COLUMNS`, and the same plus
+    ``reason``. Rows are ordered comparison, seed, decoding, weights, filter,
+    mode/delta, FDR target, so the rows of a sampling key are contiguous and
+    equal inputs give equal plans.
+    """
+    grid = check_grid(grid, source="grid") if grid is not None else default_grid()
+    missing = [c for c in COMPARISON_REQUIRED if c not in comparisons.columns]
+    if missing:
+        raise DesweepInputError(source, missing[0], "column missing")
+    if comparisons.empty:
+        raise DesweepInputError(source, "comparison_id", "no comparisons: nothing to plan")
+    duplicated = comparisons["comparison_id"].astype(str)[comparisons["comparison_id"].astype(str).duplicated()]
+    if not duplicated.empty:
+        raise DesweepInputError(source, "comparison_id", f"'{duplicated.iloc[0]}' appears twice")
+
+    modes: list[tuple[str, float | None, str]] = []  # (mode, delta, skip reason)
+    for mode in grid["mode"]:
+        if mode == "change":
+            modes += [("change", delta, "") for delta in grid["delta"]]
+        else:
+            modes.append(("vanilla", None, ""))
+            modes += [("vanilla", delta, "delta applies to mode=change only; vanilla runs once, without delta")
+                      for delta in grid["delta"]]
+
+    rows, skipped = [], []
+    for _, comp in comparisons.iterrows():
+        cid = str(comp["comparison_id"])
+        decodings: list[tuple[bool, str, str, list[str] | None, list[str] | None, str]] = []
+        for bc in grid["batch_correction"]:
+            if not bc:
+                decodings.append((False, "observed", "nobc", None, None, ""))
+                for choice in grid["batchids"]:
+                    if choice != "all":
+                        decodings.append((False, choice, f"nobc-{choice}", None, None,
+                                          f"batchids={choice} needs batch_correction=true "
+                                          "(scvi-tools raises 'Inconsistent batch policy' for batchid1/batchid2 without it)"))
+            else:
+                decodings += [(True, *choice) for choice in _decodings(comp, grid["batchids"], batches)]
+        for seed in grid["seeds"]:
+            for bc, decoding, label, batchid1, batchid2, dec_reason in decodings:
+                for weights in grid["weights"]:
+                    for filt in grid["filter_outlier_cells"]:
+                        wlabel = weights + ("-filtered" if filt else "")
+                        key = f"{cid}__{label}__{wlabel}__seed{seed}"
+                        for mode, delta, mode_reason in modes:
+                            mlabel = "vanilla" if mode == "vanilla" else f"change-d{_num(delta)}"
+                            if mode == "vanilla" and delta is not None:
+                                mlabel = f"vanilla-d{_num(delta)}"
+                            for fdr in grid["fdr_target"]:
+                                setting = f"{cid}__{label}__{mlabel}__{wlabel}__fdr{_num(fdr)}"
+                                row = {
+                                    "combination_id": f"{setting}__seed{seed}", "sampling_key": key, "setting_id": setting,
+                                    "comparison_id": cid, "group1": str(comp["group1"]), "group2": str(comp["group2"]),
+                                    "design": str(comp.get("design", "")), "batch_correction": bc, "decoding": decoding,
+                                    "batchid1": ";".join(batchid1) if batchid1 else "",
+                                    "batchid2": ";".join(batchid2) if batchid2 else "",
+                                    "mode": mode, "delta": delta, "weights": weights, "filter_outlier_cells": filt,
+                                    "fdr_target": fdr, "seed": seed,
+                                }
+                                reason = dec_reason or mode_reason
+                                if reason:
+                                    skipped.append({**row, "reason": reason})
+                                else:
+                                    rows.append(row)
+    plan = pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    skipped_df = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
+    clash = plan["combination_id"][plan["combination_id"].duplicated()]
+    if not clash.empty:
+        raise DesweepInputError(source, "comparison_id", f"two combinations get the id '{clash.iloc[0]}' "
+                                "(batch or group names that differ only in punctuation); rename them")
+    if plan.empty:
+        first = skipped_df["reason"].iloc[0] if len(skipped_df) else "no combination"
+        raise DesweepInputError(source, "grid", f"every combination is invalid ({len(skipped_df)} skipped), e.g.: {first}")
+    logger.info("plan: %d combinations in %d sampling keys, %d skipped", len(plan), plan["sampling_key"].nunique(), len(skipped_df))
+    return plan, skipped_df
