@@ -9,7 +9,7 @@ STAMP := $(VENV)/.desweep-installed
 EXAMPLE_OUT ?= results/example
 PYTEST_ARGS ?=
 
-.PHONY: install example test nextflow-engine lint clean
+.PHONY: install example test nextflow-engine guide clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ example: install
 
 test: install nextflow-engine
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+## The real-data guide (docs/guide.md): needs ../shared/data/pbmc_3tech.h5ad and Debian's chromium
+guide: install
+	$(PY) scripts/guide_data.py ../shared/data/pbmc_3tech.h5ad results/guide/pbmc_two_specific.h5ad
+	$(VENV)/bin/desweep run -c examples/pbmc_guide.yaml
+	scripts/guide_figures.sh results/guide docs/guide B-cells_vs_Monocytes
 
 clean:
 	rm -rf results .pytest_cache .nextflow* work

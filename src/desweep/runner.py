@@ -103,6 +103,10 @@ def load_config(config_path: Path | None, overrides: dict[str, Any]) -> dict[str
         if not isinstance(loaded, dict):
             raise DesweepInputError(source, "config", "must be a mapping of keys to values")
         config.update(loaded)
+    if config_path is not None:  # paths in a config file are relative to that file
+        for key in ("input", "outdir"):
+            if config.get(key) and not Path(str(config[key])).is_absolute():
+                config[key] = str((Path(config_path).parent / str(config[key])).resolve())
     config.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     if unknown:
@@ -119,8 +123,6 @@ def load_config(config_path: Path | None, overrides: dict[str, Any]) -> dict[str
         if options is not None and not isinstance(options, dict):
             raise DesweepInputError(source, f"steps.{name}", "must be a mapping of option names to values")
     config["steps"] = {k: dict(v or {}) for k, v in steps.items()}
-    if config_path is not None and not Path(str(config["input"])).is_absolute():
-        config["input"] = str((Path(config_path).parent / str(config["input"])).resolve())
     return config
 
 
