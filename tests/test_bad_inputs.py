@@ -150,6 +150,40 @@ def composition_case(name: str, comparisons: str, expected: str) -> Case:
     return Case(name, build)
 
 
+def clustered_small(tmp: Path) -> Path:
+    a = small_adata()
+    a.uns["desweep"] = {"batch_key": "batch", "labels_key": "cell_type", "group_key": "cell_type"}
+    return write(a, tmp / "clustered.h5ad")
+
+
+def comparisons_small(tmp: Path) -> Path:
+    """A valid composition/ folder for the small data (T vs B, both shared)."""
+    out = tmp / "composition"
+    result = CliRunner().invoke(cli, ["composition", "-i", str(clustered_small(tmp)), "--comparisons", "T:B", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out / "comparisons.csv"
+
+
+def grid_case(name: str, grid_text: str, expected: str) -> Case:
+    def build(tmp: Path) -> tuple[list[str], str, Path]:
+        grid = tmp / "grid.yaml"
+        grid.write_text(grid_text)
+        out = tmp / "out" / "de"
+        return ["plan", "--comparisons", str(comparisons_small(tmp)), "--grid", str(grid), "-o", str(out)], expected, out
+
+    return Case(name, build)
+
+
+def _unknown_sampling_key(tmp: Path) -> tuple[list[str], str, Path]:
+    planned = tmp / "planned"
+    result = CliRunner().invoke(cli, ["plan", "--comparisons", str(comparisons_small(tmp)), "-o", str(planned)])
+    assert result.exit_code == 0, result.output
+    out = tmp / "out" / "de"
+    args = ["de", "--plan", str(planned / "plan.csv"), "--adata", str(tmp / "clustered.h5ad"), "--model", str(tmp / "model"),
+            "--sampling-key", "T_vs_B__edited-by-hand", "-o", str(out)]
+    return args, "plan.csv: sampling_key: 'T_vs_B__edited-by-hand' is not in this plan", out
+
+
 def run_case(name: str, config_text: str, expected: str) -> Case:
     def build(tmp: Path) -> tuple[list[str], str, Path]:
         write(small_adata(), tmp / "in.h5ad")
@@ -187,6 +221,13 @@ CASES: list[Case] = [
     composition_case("comparison malformed", "T-B", "comparisons: 'T-B' is not of the form group1:group2"),
     composition_case("group1 equals group2", "T:T", "comparisons: 'T:T' compares a group with itself"),
     composition_case("group absent", "T:NK", "comparisons: group 'NK' does not exist (have: B, T)"),
+    Case("group smaller than the minimum", lambda tmp: (
+        ["composition", "-i", str(clustered_small(tmp)), "--comparisons", "T:B", "--min-cells-per-group", "100", "-o", str(tmp / "c")],
+        "comparisons: group 'T' has 60 cells, fewer than --min-cells-per-group 100", tmp / "c")),
+    grid_case("grid unknown key", "batch_corection: [true]\n", "grid.yaml: batch_corection: unknown grid key"),
+    grid_case("grid wrong type", "seeds: [zero]\n", "grid.yaml: seeds: "),
+    grid_case("grid empty", "# nothing here\n", "grid.yaml: grid: is empty"),
+    Case("plan edited with an unknown sampling key", _unknown_sampling_key),
     run_case("config unknown key", "input: in.h5ad\nbatchkey: batch\n", "config.yaml: batchkey: unknown key"),
     run_case("config unknown step option", "input: in.h5ad\nsteps:\n  integrate:\n    epochs: 3\n", "steps.integrate.epochs: unknown option of `desweep integrate`"),
     run_case("config not YAML", "input: [in.h5ad\n", "config.yaml: config: is not valid YAML"),
