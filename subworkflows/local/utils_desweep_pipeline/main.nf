@@ -144,7 +144,7 @@ def helpMessage(definitions) {
     ]
     definitions.groupBy { name, entry -> entry.group }.each { group, entries ->
         lines << "${group}:"
-        entries.each { name, entry ->
+        entries.findAll { name, entry -> !entry.definition.hidden }.each { name, entry ->
             def d = entry.definition
             def shown = d.default != null ? " [default: ${d.default}]" : ''
             lines << "    --${name.padRight(26)} ${d.description ?: ''}${shown}".toString()
