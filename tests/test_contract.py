@@ -268,5 +268,5 @@ def test_every_module_is_used_by_the_pipeline() -> None:
     sources = "\n".join(p.read_text() for p in [REPO / "main.nf", *REPO.glob("workflows/*.nf"), *REPO.glob("subworkflows/local/*/main.nf")])
     for module in module_dirs():
         process = process_name((module / "main.nf").read_text())
-        assert re.search(rf"include\s*\{{[^}}]*\b{process}\b[^}}]*\}}\s*from\s*['\"][./]*modules/local/{module.name}/main['\"]", sources), \
-            f"{process} is not included anywhere"
+        pattern = r"include\s*\{[^}]*\bPROCESS\b[^}]*\}\s*from\s*['\"][./]*modules/local/MODULE/main['\"]"
+        assert re.search(pattern.replace("PROCESS", process).replace("MODULE", module.name), sources), f"{process} is not included anywhere"
