@@ -607,10 +607,14 @@ def _raw_stats(ctx: SweepContext, group1: str, group2: str) -> dict[str, np.ndar
 
 
 def _where_zero(ctx: SweepContext, cells: np.ndarray) -> np.ndarray:
+    """Genes whose mean count over ``cells`` is below scvi-tools' ``threshold_counts`` (0.01)."""
     from scvi import REGISTRY_KEYS
 
-    x = ctx.model.get_anndata_manager(ctx.adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
-    return np.asarray(np.mean(x[cells], 0)).flatten() < 0.01  # scvi-tools' threshold_counts
+    cache_key = ("zero", hashlib.sha256(np.ascontiguousarray(cells).tobytes()).hexdigest())
+    if cache_key not in ctx.cache:
+        x = ctx.model.get_anndata_manager(ctx.adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+        ctx.cache[cache_key] = np.asarray(np.mean(x[cells], 0)).flatten() < 0.01
+    return ctx.cache[cache_key]
 
 
 def _ood(ctx: SweepContext, key: _Key) -> str:

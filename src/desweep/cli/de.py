@@ -50,9 +50,9 @@ def de(plan_path: Path, adata_path: Path | None, model_dir: Path | None, samplin
 
     One sampling key per Nextflow task, then a merge:
 
+    \b
         desweep de --plan results/de/plan.csv --adata results/cluster/clustered.h5ad \\
             --model results/integrate/model --sampling-key KEY -o results/de
-
         desweep de --plan results/de/plan.csv --merge -o results/de
 
     or everything in one process: replace --sampling-key with --all.
