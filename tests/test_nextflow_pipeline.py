@@ -9,7 +9,8 @@ their PATH) and this project's Python (this test puts the interpreter's folder, 
   published, and the samplesheet handed to VALIDATE names the staged files;
 - for real on ``tests/data/sim_500x300.h5ad``: the published files follow the output
   contract, and the tables match what ``desweep run`` writes for the same input and seed;
-- ``-resume`` afterwards: every task is CACHED.
+- ``-resume`` afterwards: every task is CACHED;
+- every profile resolves (``nextflow config``) to the settings docs/usage.md promises.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import yaml
 
 from desweep import keys
 
-pytestmark = [pytest.mark.nextflow, pytest.mark.slow]
+pytestmark = pytest.mark.nextflow
 
 REPO = Path(__file__).resolve().parents[1]
 WRAPPER = REPO / "scripts" / "nextflow"
@@ -159,6 +160,7 @@ def reference_run(tmp_path_factory) -> Path:
 
 # --- -stub -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_stub_run_publishes_the_output_contract(stub_run: Path) -> None:
     outdir = stub_run / "results"
     check_contract_layout(outdir)
@@ -173,6 +175,7 @@ def test_stub_run_publishes_the_output_contract(stub_run: Path) -> None:
     assert params["input"].endswith("samplesheet.csv") and params["labels_key"] == "cell_type"
 
 
+@pytest.mark.slow
 def test_stub_run_stages_the_samplesheet(stub_run: Path) -> None:
     trace = read_trace(stub_run / "results", "stub")
     workdir = Path(next(row["workdir"] for row in trace if row["process"].endswith(":VALIDATE")))
@@ -186,6 +189,7 @@ def test_stub_run_stages_the_samplesheet(stub_run: Path) -> None:
 
 # --- the real run --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_real_run_publishes_the_output_contract(real_run: Path) -> None:
     outdir = real_run / "results"
     check_contract_layout(outdir)
@@ -202,6 +206,7 @@ def test_real_run_publishes_the_output_contract(real_run: Path) -> None:
     assert versions["INTEGRATE"]["scvi-tools"] and versions["Workflow"]["Nextflow"]
 
 
+@pytest.mark.slow
 def test_real_run_matches_desweep_run(real_run: Path, reference_run: Path) -> None:
     outdir = real_run / "results"
     # validate: the same report, but for where the input was read from
@@ -221,6 +226,7 @@ def test_real_run_matches_desweep_run(real_run: Path, reference_run: Path) -> No
         assert {r["gene"] for r in read_rows(path)} == {r["gene"] for r in read_rows(theirs_tables[name])}, name
 
 
+@pytest.mark.slow
 def test_resume_reruns_nothing(real_run: Path) -> None:
     outdir = real_run / "results"
     first = read_trace(outdir, "first")
@@ -229,3 +235,46 @@ def test_resume_reruns_nothing(real_run: Path) -> None:
     assert len(second) == len(first)
     assert {row["status"] for row in second} == {"CACHED"}, [(r["name"], r["status"]) for r in second if r["status"] != "CACHED"]
     assert sorted(r["hash"] for r in second) == sorted(r["hash"] for r in first)
+
+
+# --- profiles --------------------------------------------------------------------
+
+#: profile -> settings `nextflow config -flat` must show (values as Nextflow prints them)
+PROFILE_SETTINGS = {
+    "docker,gpu": {"docker.enabled": "true", "docker.runOptions": "'-u $(id -u):$(id -g) --gpus all'"},
+    "singularity,gpu": {"singularity.enabled": "true", "singularity.autoMounts": "true", "singularity.runOptions": "'--nv'"},
+    "apptainer,gpu": {"apptainer.enabled": "true", "apptainer.runOptions": "'--nv'"},
+    "podman": {"podman.enabled": "true"},
+    "conda": {"conda.enabled": "true"},
+    "slurm,singularity,gpu": {"process.executor": "'slurm'", "singularity.enabled": "true"},
+    "awsbatch": {"process.executor": "'awsbatch'", "docker.enabled": "true"},
+    "google,gpu": {"process.executor": "'google-batch'", "docker.enabled": "true", "google.batch.installGpuDrivers": "true"},
+    "test": {"params.max_epochs": "20", "params.labels_key": "'cell_type'", "params.de_keys_per_task": "4"},
+    "test_full": {"params.simulate_cells": "20000"},
+}
+
+
+def flat_config(profile: str, cwd: Path) -> dict[str, str]:
+    env = task_env()
+    proc = subprocess.run([str(WRAPPER), "config", "-flat", "-profile", profile, str(REPO)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    settings = {}
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep:
+            settings[key.strip()] = value.strip()
+    return settings
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILE_SETTINGS))
+def test_profile_resolves(profile: str, tmp_path: Path) -> None:
+    settings = flat_config(profile, tmp_path)
+    for key, value in PROFILE_SETTINGS[profile].items():
+        assert settings.get(key) == value, f"-profile {profile}: {key} = {settings.get(key)!r}, expected {value}"
+    # every profile keeps the GPU settings of conf/base.config (a profile that redefined
+    # `withLabel: process_gpu` would replace them)
+    for key in ("ext.use_gpu", "accelerator", "clusterOptions", "machineType"):
+        assert f"process.'withLabel:process_gpu'.{key}" in settings, f"-profile {profile} lost process_gpu {key}"
+    engines = [e for e in ("docker", "singularity", "apptainer", "podman", "conda") if settings.get(f"{e}.enabled") == "true"]
+    assert len(engines) <= 1, f"-profile {profile} enables {engines}"
