@@ -499,11 +499,12 @@ def compare(
     settings
         ``(mode, delta)`` pairs; delta is ``None`` for vanilla.
     exact
-        Compute the fold changes with scvi-tools' own expressions (float64).
-        ``False`` computes them in float32 as ``log2((x + pc) / (y + pc))``
-        (about 3 times faster; log2 fold changes differ by about 1e-6, far below
-        the Monte Carlo error) and takes the median from one partition; the
-        shared sampler uses it.
+        Compute with scvi-tools' own expressions (float64 fold changes).
+        ``False`` (the shared sampler) computes the fold changes in float32 as
+        ``log2((x + pc) / (y + pc))``, a block of samples at a time so that the
+        temporaries stay in cache, counts every delta from the same block and
+        takes the median from one partition: about 3 times faster; log2 fold
+        changes differ by about 1e-6, far below the Monte Carlo error.
 
     Returns
     -------
@@ -516,26 +517,27 @@ def compare(
     scale2 = s2["scale"].mean(axis=0)
     x, y = _pair(s1, s2, use_observed=use_observed, exact=exact)
     pseudocounts = estimate_pseudocounts_offset(scales_a=x, scales_b=y, where_zero_a=where_zero1, where_zero_b=where_zero2, quantile=0.9)
+    deltas = list(dict.fromkeys(float(d) for m, d in settings if m == "change"))
     if exact:
         lfc_props = describe_continuous_distrib(samples=np.log2(x + 1e-3 * pseudocounts) - np.log2(y + 1e-3 * pseudocounts))
+        change = np.log2(x + pseudocounts) - np.log2(y + pseudocounts) if deltas else None
+        up = {d: _share(change >= d) for d in deltas}
+        down = {d: _share(change < -d) for d in deltas}
+        vanilla = _share(x > y)
     else:
-        lfc_props = _describe_fast(_lfc32(x, y, 1e-3 * pseudocounts))
+        lfc_props, up, down, vanilla = _fast_stats(x, y, pseudocounts, deltas)
     common = {"scale1": scale1, "scale2": scale2, "pseudocounts": np.full(scale1.shape, pseudocounts),
               **{f"lfc_{k}": v for k, v in lfc_props.items()}}
     out: dict[tuple[str, float | None], dict[str, np.ndarray]] = {}
-    change = None
     for mode, delta in settings:
         if mode == "vanilla":
-            m1 = _share(x > y)
+            m1 = vanilla
             m2 = 1.0 - m1
             proba_de = np.maximum(m1, m2)
             bayes = np.log(m1 + EPS) - np.log(m2 + EPS)
             delta_col = np.full(scale1.shape, np.nan)
         else:
-            if change is None:
-                change = np.log2(x + pseudocounts) - np.log2(y + pseudocounts) if exact else _lfc32(x, y, pseudocounts)
-            m1 = _share(change >= delta)
-            m2 = _share(change < -delta)
+            m1, m2 = up[float(delta)], down[float(delta)]
             proba_de = np.maximum(m1, m2)
             bayes = np.log(proba_de + EPS) - np.log(1.0 - proba_de + EPS)
             delta_col = np.full(scale1.shape, delta)
@@ -549,33 +551,52 @@ def _share(flags: np.ndarray) -> np.ndarray:
     return np.count_nonzero(flags, axis=0) / flags.shape[0]
 
 
-def _lfc32(x: np.ndarray, y: np.ndarray, pseudocounts: float) -> np.ndarray:
-    """``log2((x + pc) / (y + pc))`` in float32: one logarithm instead of two."""
-    pc = np.float32(pseudocounts)
-    out = np.add(x, pc, dtype=np.float32)
-    out /= np.add(y, pc, dtype=np.float32)
-    return np.log2(out, out=out)
-
-
-def _describe_fast(samples: np.ndarray) -> dict[str, np.ndarray]:
-    """``describe_continuous_distrib`` (mean, median, std, min, max) from one transposed copy.
-
-    Per gene, the samples are contiguous, so the float32 sums are pairwise
-    (accurate to a few float32 ulps) and the median needs one partition: the
-    upper middle value is the ``n // 2``-th smallest, the lower one (``n`` even)
-    the largest value left of it; their mean is ``np.median``'s.
-    """
-    per_gene = np.ascontiguousarray(samples.T)
-    n = per_gene.shape[1]
-    out = {
+def _fast_stats(
+    x: np.ndarray, y: np.ndarray, pseudocounts: float, deltas: list[float],
+) -> tuple[dict[str, np.ndarray], dict[float, np.ndarray], dict[float, np.ndarray], np.ndarray]:
+    """Float32, cache-blocked: lfc summary (pseudocount x 1e-3), ``P(lfc >= d)``, ``P(lfc < -d)`` per delta, ``P(x > y)``."""
+    n, n_genes = x.shape
+    rows = int(np.clip(131072 // max(n_genes, 1), 32, 256))
+    pc, pc_small = np.float32(pseudocounts), np.float32(1e-3 * pseudocounts)
+    per_gene = np.empty((n_genes, n), dtype=np.float32)  # lfc with the small pseudocount, one row per gene
+    up = np.zeros((len(deltas), n_genes), dtype=np.int64)
+    down = np.zeros((len(deltas), n_genes), dtype=np.int64)
+    greater = np.zeros(n_genes, dtype=np.int64)
+    a = np.empty((rows, n_genes), dtype=np.float32)
+    b = np.empty((rows, n_genes), dtype=np.float32)
+    flags = np.empty((rows, n_genes), dtype=bool)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        k = stop - start
+        xa, ya, fa, aa, ba = x[start:stop], y[start:stop], flags[:k], a[:k], b[:k]
+        np.greater(xa, ya, out=fa)
+        greater += np.count_nonzero(fa, axis=0)
+        if deltas:
+            np.add(xa, pc, out=aa)
+            np.add(ya, pc, out=ba)
+            aa /= ba
+            np.log2(aa, out=aa)
+            for i, delta in enumerate(deltas):
+                np.greater_equal(aa, delta, out=fa)
+                up[i] += np.count_nonzero(fa, axis=0)
+                np.less(aa, -delta, out=fa)
+                down[i] += np.count_nonzero(fa, axis=0)
+        np.add(xa, pc_small, out=aa)
+        np.add(ya, pc_small, out=ba)
+        aa /= ba
+        np.log2(aa, out=aa)
+        per_gene[:, start:stop] = aa.T
+    props = {
         "mean": per_gene.mean(1).astype(np.float64), "std": per_gene.std(1).astype(np.float64),
         "min": per_gene.min(1).astype(np.float64), "max": per_gene.max(1).astype(np.float64),
     }
+    # median: the upper middle value is the n // 2-th smallest, the lower one (n even) the largest left of it
     per_gene.partition(n // 2, axis=1)
     upper = per_gene[:, n // 2].astype(np.float64)
     lower = per_gene[:, : n // 2].max(1).astype(np.float64) if n % 2 == 0 else upper
-    out["median"] = (lower + upper) / 2
-    return {k: out[k] for k in ("mean", "median", "std", "min", "max")}
+    props["median"] = (lower + upper) / 2
+    props = {k: props[k] for k in ("mean", "median", "std", "min", "max")}
+    return (props, {d: up[i] / n for i, d in enumerate(deltas)}, {d: down[i] / n for i, d in enumerate(deltas)}, greater / n)
 
 
 def fdr_count(proba_de: np.ndarray, fdr: float) -> int:
