@@ -3,8 +3,8 @@
 
 Simulates 2,000 / 10,000 / 50,000 (and optionally 100,000) cells x 2,000 genes,
 runs every step of `desweep run` in its own process with the same arguments the
-runner uses (integrate with a fixed number of epochs, the default 16-row sweep
-cut to the first comparison), and prints wall time, peak memory and the growth
+runner uses (integrate with a fixed number of epochs, the 16-combination grid
+benchmarks/grid16.yaml on the confounded comparison), and prints wall time, peak memory and the growth
 exponent between consecutive sizes (1.0 = linear in cells).
 
     .venv/bin/python benchmarks/scaling.py --sizes 2000,10000,50000,100000 --epochs 5 --threads 2
@@ -50,6 +50,7 @@ def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> dict[str, M
         "steps": {
             "integrate": {"max_epochs": args.epochs, "early_stopping": False, "n_top_genes": 0},
             "composition": {"comparisons": "only_batch0:only_batch1"},
+            "plan": {"grid": str(Path(__file__).parent / "grid16.yaml")},
         },
     })
     for step in available_steps():

@@ -136,14 +136,14 @@ def available_steps() -> list[Step]:
 def step_arguments(step: Step, config: dict[str, Any], outdir: Path, source: str = "config") -> list[str]:
     """The full command line of ``step``: fixed inputs, shared options, the step's own options."""
     command = _command(step.name)
-    params = {p.name: p for p in command.params}
+    params = _options_by_name(command)
     args = step.arguments(config, outdir)
     options = {k: config[k] for k in SHARED_OPTIONS if k in params and config.get(k) is not None}
     options.update(config["steps"].get(step.name, {}))
     for name, value in options.items():
         param = params.get(name.replace("-", "_"))
-        if param is None or not isinstance(param, click.Option):
-            allowed = ", ".join(sorted(p.name for p in command.params if isinstance(p, click.Option) and p.name not in ("outdir", "debug", "verbose", "input_path")))
+        if param is None:
+            allowed = ", ".join(sorted(set(params) - {"outdir", "debug", "verbose", "input", "help"}))
             raise DesweepInputError(source, f"steps.{step.name}.{name}", f"unknown option of `desweep {step.name}` (have: {allowed})")
         args += _option_args(param, value)
     return args + ["--outdir", _path(outdir, step.folder)]
@@ -194,6 +194,19 @@ def _command(name: str) -> click.Command:
     command = cli.get_command(click.Context(cli), name)
     assert command is not None, name
     return command
+
+
+def _options_by_name(command: click.Command) -> dict[str, click.Option]:
+    """A command's options by the names a config uses: each long flag without dashes (``--grid`` ->
+    ``grid``, ``--no-plots`` -> ``plots``) and the Python parameter name."""
+    names: dict[str, click.Option] = {}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            names[param.name] = param
+            for flag in param.opts:
+                if flag.startswith("--"):
+                    names[flag[2:].replace("-", "_")] = param
+    return names
 
 
 def _option_args(param: click.Option, value: Any) -> list[str]:
