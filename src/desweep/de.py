@@ -272,8 +272,17 @@ class SweepContext:
     decode_seconds: float = 0.0
     n_decode_passes: int = 0
 
+    buffers: dict = field(default_factory=dict)
+
     def mask(self, group: str) -> np.ndarray:
         return self.groups == group
+
+    def buffer(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        """A scratch array reused from key to key (fewer page faults than a fresh one each time)."""
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != np.dtype(dtype):
+            buf = self.buffers[name] = np.empty(shape, dtype=dtype)
+        return buf
 
 
 def make_context(
@@ -393,20 +402,24 @@ def _release(ctx: SweepContext, key: _Key) -> None:
         del ctx.pools[need]
 
 
-def _draw(ctx: SweepContext, group: str, filt: bool, seed: int, batches: list[str] | None) -> dict[str, np.ndarray]:
-    """scvi-tools' ``scale_sampler`` output from the shared pools: ``{'scale': (n, G), 'batch': (n,)}``."""
+def _draw(ctx: SweepContext, group: str, filt: bool, seed: int, batches: list[str] | None, *, role: str) -> dict[str, np.ndarray]:
+    """scvi-tools' ``scale_sampler`` output from the shared pools: ``{'scale': (n, G), 'batch': (n,)}``.
+
+    The samples are written to a scratch buffer of ``role``: valid until the next key is sampled.
+    """
     targets = [None] if batches is None else batches
     n_per = int(ctx.n_samples / len(targets)) or 2
-    scales, labels = [], []
-    for batch in targets:
+    scale = None
+    labels = []
+    for i, batch in enumerate(targets):
         pool = _pool(ctx, group, filt, seed, batch)
         flat = pool.reshape(-1, pool.shape[-1])
+        if scale is None:
+            scale = ctx.buffer(f"draw-{role}", (n_per * len(targets), flat.shape[1]), flat.dtype)
         rng = np.random.default_rng(_derive_seed(seed, group, filt, "draw", batch, n_per))
-        scales.append(flat[rng.integers(0, flat.shape[0], size=n_per)])
+        np.take(flat, rng.integers(0, flat.shape[0], size=n_per), axis=0, out=scale[i * n_per:(i + 1) * n_per])
         labels.append(np.full(n_per, np.nan) if batch is None else np.array([batch] * n_per))
-    if len(scales) == 1:
-        return {"scale": scales[0], "batch": labels[0]}
-    return {"scale": np.concatenate(scales), "batch": np.concatenate(labels)}
+    return {"scale": scale, "batch": labels[0] if len(labels) == 1 else np.concatenate(labels)}
 
 
 def _sample_shared(ctx: SweepContext, key: _Key) -> tuple[dict, dict, np.ndarray, np.ndarray, int]:
@@ -419,8 +432,8 @@ def _sample_shared(ctx: SweepContext, key: _Key) -> tuple[dict, dict, np.ndarray
             b2 = b1  # the same order, so the samples are paired batch by batch as they are
     else:
         b1 = b2 = None
-    s1 = _draw(ctx, key.group1, key.filter_outlier_cells, key.seed, b1)
-    s2 = _draw(ctx, key.group2, key.filter_outlier_cells, key.seed, b2)
+    s1 = _draw(ctx, key.group1, key.filter_outlier_cells, key.seed, b1, role="1")
+    s2 = _draw(ctx, key.group2, key.filter_outlier_cells, key.seed, b2, role="2")
     return s1, s2, cells1, cells2, ctx.batch_size or DEFAULT_BATCH_SIZE
 
 
@@ -484,7 +497,7 @@ def _pair(s1: dict, s2: dict, *, use_observed: bool, exact: bool = True) -> tupl
 
 def compare(
     s1: dict, s2: dict, *, use_observed: bool, where_zero1: np.ndarray, where_zero2: np.ndarray,
-    settings: list[tuple[str, float | None]], exact: bool = True,
+    settings: list[tuple[str, float | None]], exact: bool = True, scratch: Callable[..., np.ndarray] | None = None,
 ) -> dict[tuple[str, float | None], dict[str, np.ndarray]]:
     """scvi-tools' ``get_bayes_factors`` step 3 for several (mode, delta) settings from one set of samples.
 
@@ -525,7 +538,7 @@ def compare(
         down = {d: _share(change < -d) for d in deltas}
         vanilla = _share(x > y)
     else:
-        lfc_props, up, down, vanilla = _fast_stats(x, y, pseudocounts, deltas)
+        lfc_props, up, down, vanilla = _fast_stats(x, y, pseudocounts, deltas, scratch=scratch)
     common = {"scale1": scale1, "scale2": scale2, "pseudocounts": np.full(scale1.shape, pseudocounts),
               **{f"lfc_{k}": v for k, v in lfc_props.items()}}
     out: dict[tuple[str, float | None], dict[str, np.ndarray]] = {}
@@ -552,13 +565,14 @@ def _share(flags: np.ndarray) -> np.ndarray:
 
 
 def _fast_stats(
-    x: np.ndarray, y: np.ndarray, pseudocounts: float, deltas: list[float],
+    x: np.ndarray, y: np.ndarray, pseudocounts: float, deltas: list[float], *, scratch: Callable[..., np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[float, np.ndarray], dict[float, np.ndarray], np.ndarray]:
     """Float32, cache-blocked: lfc summary (pseudocount x 1e-3), ``P(lfc >= d)``, ``P(lfc < -d)`` per delta, ``P(x > y)``."""
     n, n_genes = x.shape
     rows = int(np.clip(131072 // max(n_genes, 1), 32, 256))
     pc, pc_small = np.float32(pseudocounts), np.float32(1e-3 * pseudocounts)
-    per_gene = np.empty((n_genes, n), dtype=np.float32)  # lfc with the small pseudocount, one row per gene
+    scratch = scratch or (lambda _name, shape, dtype: np.empty(shape, dtype=dtype))
+    per_gene = scratch("lfc-per-gene", (n_genes, n), np.float32)  # lfc with the small pseudocount, one row per gene
     up = np.zeros((len(deltas), n_genes), dtype=np.int64)
     down = np.zeros((len(deltas), n_genes), dtype=np.int64)
     greater = np.zeros(n_genes, dtype=np.int64)
@@ -699,7 +713,7 @@ def run_group(
     s1, s2, cells1, cells2, size = (_sample_scvi if use_scvi else _sample_shared)(ctx, key)
     settings = list(dict.fromkeys((m, None if m == "vanilla" else float(d)) for m, d in zip(rows["mode"], rows["delta"], strict=True)))
     stats = compare(s1, s2, use_observed=not key.batch_correction, where_zero1=_where_zero(ctx, cells1),
-                    where_zero2=_where_zero(ctx, cells2), settings=settings, exact=use_scvi)
+                    where_zero2=_where_zero(ctx, cells2), settings=settings, exact=use_scvi, scratch=ctx.buffer)
     raw = _raw_stats(ctx, key.group1, key.group2)
     ood = _ood(ctx, key)
     tables, summary = {}, []
