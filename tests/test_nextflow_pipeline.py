@@ -46,7 +46,7 @@ TEST_PROFILE_RUN_CONFIG = {
     "steps": {
         "integrate": {"n_top_genes": 0, "max_epochs": 20},
         "composition": {"comparisons": "only_batch0:shared0;only_batch0:only_batch1"},
-        "plan": {"grid_path": str(DATA / "grid_test.yaml")},  # the runner names options as the Click parameters
+        "plan": {"grid": str(DATA / "grid_test.yaml")},
     },
 }
 
