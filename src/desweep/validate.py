@@ -137,7 +137,7 @@ def read_samplesheet(path: str | Path, *, batch_key: str = "batch", layer: str |
     duplicated = sheet["sample"][sheet["sample"].duplicated()]
     if not duplicated.empty:
         raise DesweepInputError(path, "sample", f"sample name '{duplicated.iloc[0]}' is used more than once")
-    base = Path(path).resolve().parent
+    base = Path(path).absolute().parent  # not resolve(): a staged symlink must not move relative paths
     parts = []
     for row in rows:
         sample_path = Path(row["path"]) if Path(row["path"]).is_absolute() else base / row["path"]
