@@ -564,6 +564,11 @@ def _share(flags: np.ndarray) -> np.ndarray:
     return np.count_nonzero(flags, axis=0) / flags.shape[0]
 
 
+def _column_counts(flags: np.ndarray) -> np.ndarray:
+    """True values per column of a boolean block (``np.count_nonzero(axis=0)``, without its temporary copy)."""
+    return flags.view(np.uint8).sum(0, dtype=np.int32)
+
+
 def _fast_stats(
     x: np.ndarray, y: np.ndarray, pseudocounts: float, deltas: list[float], *, scratch: Callable[..., np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[float, np.ndarray], dict[float, np.ndarray], np.ndarray]:
@@ -584,7 +589,7 @@ def _fast_stats(
         k = stop - start
         xa, ya, fa, aa, ba = x[start:stop], y[start:stop], flags[:k], a[:k], b[:k]
         np.greater(xa, ya, out=fa)
-        greater += np.count_nonzero(fa, axis=0)
+        greater += _column_counts(fa)
         if deltas:
             np.add(xa, pc, out=aa)
             np.add(ya, pc, out=ba)
@@ -592,9 +597,9 @@ def _fast_stats(
             np.log2(aa, out=aa)
             for i, delta in enumerate(deltas):
                 np.greater_equal(aa, delta, out=fa)
-                up[i] += np.count_nonzero(fa, axis=0)
+                up[i] += _column_counts(fa)
                 np.less(aa, -delta, out=fa)
-                down[i] += np.count_nonzero(fa, axis=0)
+                down[i] += _column_counts(fa)
         np.add(xa, pc_small, out=aa)
         np.add(ya, pc_small, out=ba)
         aa /= ba
@@ -622,12 +627,13 @@ def fdr_count(proba_de: np.ndarray, fdr: float) -> int:
 
 def make_table(genes: pd.Index, columns: dict[str, np.ndarray], raw: dict[str, np.ndarray], *, fdr: float) -> pd.DataFrame:
     """Assemble, rank and flag one combination's table (see the module docstring for the order)."""
-    table = pd.DataFrame({"gene": np.asarray(genes, dtype=str), **columns, **raw})
-    order = np.lexsort((table["gene"].to_numpy(), -np.abs(table["lfc_mean"].to_numpy()), -table["proba_de"].to_numpy()))
-    table = table.iloc[order].reset_index(drop=True)
-    table["rank"] = np.arange(1, len(table) + 1)
-    table["is_de_fdr"] = table["rank"] <= fdr_count(table["proba_de"].to_numpy(), fdr)
-    return table[TABLE_COLUMNS]
+    names = np.asarray(genes, dtype=str)
+    values = {**columns, **raw}
+    order = np.lexsort((names, -np.abs(values["lfc_mean"]), -values["proba_de"]))
+    n_de = fdr_count(values["proba_de"], fdr)
+    data = {"gene": names[order], "rank": np.arange(1, names.size + 1), "is_de_fdr": np.arange(names.size) < n_de}
+    data.update({c: np.asarray(values[c])[order] for c in TABLE_COLUMNS if c not in data})
+    return pd.DataFrame({c: data[c] for c in TABLE_COLUMNS})
 
 
 # --------------------------------------------------------------------------- running
@@ -830,33 +836,38 @@ def stability(tables: Mapping[str, pd.DataFrame], plan: pd.DataFrame, *, top_n: 
     at least one replicate; rows in plan order of the settings, then by
     ``frac_top``, ``frac_de`` (descending), ``mean_rank`` and gene.
     """
-    frames = []
-    for setting, rows in plan.groupby("setting_id", sort=False):
-        runs = [tables[cid] for cid in rows["combination_id"] if cid in tables]
-        if not runs:
-            continue
-        genes = pd.Index(runs[0]["gene"].astype(str))
-        for table in runs[1:]:
-            genes = genes.union(pd.Index(table["gene"].astype(str)), sort=False)
-        n_de, n_top, rank_sum = (np.zeros(genes.size) for _ in range(3))
-        for table in runs:
-            where = genes.get_indexer(table["gene"].astype(str))
+    settings = list(dict.fromkeys(plan["setting_id"]))
+    setting_code = {setting: i for i, setting in enumerate(settings)}
+    comparison_of = dict(zip(plan["setting_id"], plan["comparison_id"], strict=True))
+    parts = []
+    for cid, setting in zip(plan["combination_id"], plan["setting_id"], strict=True):
+        if cid in tables:
+            table = tables[cid]
             flags = table["is_de_fdr"]
             if flags.dtype != bool:
                 flags = flags.astype(str).str.lower().isin(["true", "1"])
-            ranks = table["rank"].to_numpy(dtype=float)
-            n_de += np.bincount(where, weights=flags.to_numpy(dtype=float), minlength=genes.size)
-            n_top += np.bincount(where, weights=(ranks <= top_n).astype(float), minlength=genes.size)
-            rank_sum += np.bincount(where, weights=ranks, minlength=genes.size)
-        per_gene = pd.DataFrame({"gene": genes, "frac_de": n_de / len(runs), "frac_top": n_top / len(runs),
-                                 "mean_rank": rank_sum / len(runs)})
-        per_gene = per_gene[(per_gene["frac_de"] > 0) | (per_gene["frac_top"] > 0)]
-        per_gene = per_gene.sort_values(["frac_top", "frac_de", "mean_rank", "gene"], ascending=[False, False, True, True])
-        per_gene.insert(0, "setting_id", setting)
-        per_gene.insert(1, "comparison_id", rows["comparison_id"].iloc[0])
-        per_gene["n_runs"] = len(runs)
-        per_gene["top_n"] = top_n
-        frames.append(per_gene)
-    if not frames:
+            parts.append((setting_code[setting], table["gene"].astype(str).to_numpy(), table["rank"].to_numpy(dtype=float),
+                          flags.to_numpy(dtype=bool)))
+    if not parts:
         return pd.DataFrame(columns=STABILITY_COLUMNS)
-    return pd.concat(frames, ignore_index=True)[STABILITY_COLUMNS]
+    genes, gene_codes = np.unique(np.concatenate([p[1] for p in parts]), return_inverse=True)
+    setting_codes = np.concatenate([np.full(p[1].size, p[0]) for p in parts])
+    ranks = np.concatenate([p[2] for p in parts])
+    flags = np.concatenate([p[3] for p in parts])
+    cell = setting_codes * genes.size + gene_codes  # one bin per (setting, gene)
+    size = len(settings) * genes.size
+    n_runs_per_setting = np.bincount([p[0] for p in parts], minlength=len(settings))
+    seen = np.bincount(cell, minlength=size)
+    n_de = np.bincount(cell, weights=flags, minlength=size)
+    n_top = np.bincount(cell, weights=ranks <= top_n, minlength=size)
+    rank_sum = np.bincount(cell, weights=ranks, minlength=size)
+    keep = np.flatnonzero((seen > 0) & ((n_de > 0) | (n_top > 0)))
+    runs = n_runs_per_setting[keep // genes.size]
+    out = pd.DataFrame({
+        "setting_id": np.asarray(settings, dtype=object)[keep // genes.size], "gene": genes[keep % genes.size],
+        "n_runs": runs, "frac_de": n_de[keep] / runs, "frac_top": n_top[keep] / runs, "top_n": top_n,
+        "mean_rank": rank_sum[keep] / seen[keep], "_setting": keep // genes.size,
+    })
+    out["comparison_id"] = out["setting_id"].map(comparison_of)
+    out = out.sort_values(["_setting", "frac_top", "frac_de", "mean_rank", "gene"], ascending=[True, False, False, True, True])
+    return out[STABILITY_COLUMNS].reset_index(drop=True)
