@@ -38,7 +38,7 @@ from desweep.compute import ACCELERATORS
               help=f"With --merge: folder of the per-key summaries (default: OUTDIR/{keys.DE_PARTIAL_SUMMARY_DIR}).")
 @click.option("--tables", "tables_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"With --merge: folder of the tables (default: OUTDIR/{keys.DE_TABLES_DIR}).")
-@click.option("--accelerator", type=click.Choice(ACCELERATORS), default="cpu", show_default=True,
+@click.option("--accelerator", type=click.Choice(ACCELERATORS), default="auto", show_default=True,
               help="Device for decoding (auto uses a GPU when one is present).")
 @threads_option
 @outdir_option(f"writes {keys.DE_TABLES_DIR}/, {keys.DE_PARTIAL_SUMMARY_DIR}/, {keys.DE_SUMMARY_CSV} and {keys.DE_STABILITY_CSV}.")
