@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from math import ceil
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -301,9 +302,9 @@ def load_model(model_dir: str, adata: AnnData, *, accelerator: str = "cpu") -> S
     """Load a saved scVI model for ``adata``, with a one-line error when they do not match."""
     import scvi
 
+    if not (Path(model_dir) / "model.pt").is_file():
+        raise DesweepInputError(model_dir, "model", "no saved scVI model in this folder (model.pt missing)")
     try:
         return scvi.model.SCVI.load(model_dir, adata=adata, accelerator=accelerator)
-    except FileNotFoundError as err:
-        raise DesweepInputError(model_dir, "model", "no saved scVI model in this folder (model.pt missing)") from err
     except (ValueError, KeyError, RuntimeError) as err:
         raise DesweepInputError(model_dir, "model", f"does not match the data (genes or batches differ): {str(err).splitlines()[0]}") from err

@@ -49,6 +49,7 @@ def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator
         fd, name = tempfile.mkstemp(prefix=prefix, dir=destination.parent, suffix=destination.suffix)
         os.close(fd)
         tmp = Path(name)
+    _IN_PROGRESS.add(tmp)
     try:
         yield tmp
         _default_permissions(tmp)
@@ -56,11 +57,27 @@ def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator
             shutil.rmtree(destination)
         os.replace(tmp, destination)
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
+    finally:
+        _IN_PROGRESS.discard(tmp)
+
+
+#: temporary paths being written now, removed by :func:`remove_partial_outputs` on SIGTERM
+_IN_PROGRESS: set[Path] = set()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_partial_outputs() -> None:
+    """Delete every temporary output still being written (called from the SIGTERM handler)."""
+    for path in list(_IN_PROGRESS):
+        _remove(path)
 
 
 def _default_permissions(path: Path) -> None:

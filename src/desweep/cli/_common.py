@@ -66,16 +66,25 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _exit_cleanly_on_sigterm() -> None:
-    """Turn SIGTERM (what schedulers and Nextflow send first) into SystemExit.
+    """On SIGTERM (what schedulers and Nextflow send first), delete partial outputs and exit.
 
-    SystemExit unwinds through :func:`desweep.io.atomic_path`, which removes its
-    temporary file, so a terminated step leaves no partial output behind.
+    The handler does not raise into the interrupted code, which could swallow
+    the exception (I/O libraries catch broadly): it removes every temporary file
+    :func:`desweep.io.atomic_path` is writing and ends the process at once, so a
+    terminated step leaves its previous complete outputs or none.
     """
+    import os
     import signal
     import threading
 
+    from desweep.io import remove_partial_outputs
+
+    def terminate(signum: int, frame: object) -> None:
+        remove_partial_outputs()
+        os._exit(128 + signum)
+
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        signal.signal(signal.SIGTERM, terminate)
 
 
 def outdir_option(default_help: str) -> Callable[..., Any]:
