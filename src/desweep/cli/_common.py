@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from desweep import keys
 from desweep.errors import DesweepInputError
 
 logger = logging.getLogger("desweep")
@@ -98,6 +99,14 @@ def outdir_option(default_help: str) -> Callable[..., Any]:
     )
 
 
+comparisons_option = click.option(
+    "--comparisons", "comparisons_path", type=click.Path(path_type=Path), required=True,
+    help=f"{keys.STEP_COMPOSITION}/{keys.COMPARISONS_CSV}.",
+)
+means_option = click.option(
+    "--means", "means_path", type=click.Path(path_type=Path), default=None,
+    help=f"Optional {keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}: classify in every scVI normalized choice too.",
+)
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 threads_option = click.option(
     "--threads",

@@ -7,16 +7,14 @@ from pathlib import Path
 import click
 
 from desweep import keys
-from desweep.cli._common import outdir_option, prepare_outdir, seed_option, step_command, threads_option
+from desweep.cli._common import comparisons_option, means_option, outdir_option, prepare_outdir, seed_option, step_command, threads_option
 
 
 @click.command(name="baselines")
 @click.option("--adata", "adata_path", type=click.Path(path_type=Path), required=True,
               help=f"The clustered .h5ad with raw counts in X ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
-@click.option("--comparisons", "comparisons_path", type=click.Path(path_type=Path), required=True,
-              help=f"{keys.STEP_COMPOSITION}/{keys.COMPARISONS_CSV}.")
-@click.option("--means", "means_path", type=click.Path(path_type=Path), default=None,
-              help=f"Optional {keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}: classify in every scVI normalized choice too.")
+@comparisons_option
+@means_option
 @click.option("--methods", default="wilcoxon,pseudobulk", show_default=True, help="Comma-separated: wilcoxon, pseudobulk.")
 @click.option("--top-n", type=click.IntRange(min=1), default=50, show_default=True, help="Top genes classified per method.")
 @click.option("--sample-key", default="sample", show_default=True,

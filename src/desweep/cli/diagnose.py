@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from desweep import keys
-from desweep.cli._common import outdir_option, prepare_outdir, step_command
+from desweep.cli._common import comparisons_option, means_option, outdir_option, prepare_outdir, step_command
 
 
 def optional_input(path: Path | None, option: str) -> Path | None:
@@ -41,10 +41,8 @@ def read_tables(plan, tables_dir: Path) -> dict:
               help=f"The DE plan ({keys.STEP_DE}/{keys.PLAN_CSV}).")
 @click.option("--tables", "tables_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help=f"Folder of DE tables <combination_id>.csv (default: {keys.DE_TABLES_DIR}/ beside the plan).")
-@click.option("--comparisons", "comparisons_path", type=click.Path(path_type=Path), required=True,
-              help=f"{keys.STEP_COMPOSITION}/{keys.COMPARISONS_CSV}.")
-@click.option("--means", "means_path", type=click.Path(path_type=Path), default=None,
-              help=f"Optional {keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}: classify in every scVI normalized choice too.")
+@comparisons_option
+@means_option
 @click.option("--history", "history_path", type=click.Path(path_type=Path), default=None,
               help=f"Optional {keys.STEP_INTEGRATE}/{keys.HISTORY_CSV} for the training-curve plot.")
 @click.option("--counts", "counts_path", type=click.Path(path_type=Path), default=None,
