@@ -14,6 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CHECKER = REPO / "scripts" / "check_groovy_syntax"
 TIMEOUT = 600  # first call may fetch the Groovy jar from Maven Central
+GROOVY_SUFFIXES = (".nf", ".config", ".nf.test")
 
 GOOD_NF = """\
 #!/usr/bin/env nextflow
@@ -89,13 +90,24 @@ def check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def groovy_files_in_repo() -> list[str]:
+    """The files the checker must find: what git tracks or would track (untracked, not ignored),
+    named like Groovy sources, outside the hidden folders the walker skips."""
+    proc = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    return [path for path in proc.stdout.splitlines()
+            if path.endswith(GROOVY_SUFFIXES) and not any(part.startswith(".") for part in Path(path).parts[:-1])
+            and (REPO / path).is_file()]
+
+
 def test_repo_parses() -> None:
     proc = check(cwd=REPO)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     m = re.search(r"(\d+) file\(s\) parsed, 0 failed", proc.stderr)
     assert m, proc.stderr
-    # at least tests/nextflow/hello/main.nf
-    assert int(m.group(1)) >= 1
+    expected = groovy_files_in_repo()
+    assert {"main.nf", "nextflow.config", "tests/nextflow/hello/main.nf"} <= set(expected), expected
+    assert int(m.group(1)) == len(expected), f"parsed {m.group(1)} files, the repository has {len(expected)}: {expected}"
 
 
 def test_hello_pipeline_parses() -> None:

@@ -1,0 +1,33 @@
+"""The suite's own guards: tests that need outside data cannot pass silently without it (issue #19)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_real_data_tests(shared_data: Path, *, ci: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["DESWEEP_SHARED_DATA"] = str(shared_data)
+    if ci is not None:
+        env["CI"] = ci
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(REPO / "tests" / "test_real_data.py")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_real_data_tests_fail_in_ci_without_the_data(tmp_path):
+    proc = run_real_data_tests(tmp_path, ci="true")
+    assert proc.returncode == 1, proc.stdout
+    assert "2 errors" in proc.stdout and "passed" not in proc.stdout, proc.stdout
+    assert f"CI=true: shared real data not found at {tmp_path / 'pbmc_3tech.h5ad'}" in proc.stdout
+
+
+def test_real_data_tests_skip_with_the_reason_outside_ci(tmp_path):
+    proc = run_real_data_tests(tmp_path, ci=None)
+    assert proc.returncode == 0, proc.stdout
+    assert "2 skipped" in proc.stdout and "passed" not in proc.stdout, proc.stdout
+    assert f"shared real data not found at {tmp_path / 'pbmc_3tech.h5ad'}" in proc.stdout
