@@ -37,7 +37,11 @@ Two samplers
     ``scvi.settings.seed = seed`` and sample exactly as
     ``model.differential_expression`` does (scvi-tools' own
     ``DifferentialComputation``), so every table equals the one of a direct
-    scvi-tools call with that seed. Importance weights always use this sampler.
+    scvi-tools call with that seed, except where groups are decoded in several
+    batches: there ``lfc_mean`` and ``lfc_std`` sum the same samples in sorted
+    batch order where scvi-tools follows a hash-seeded set order (see
+    :func:`_pair`), so they can differ in the last bits. Importance weights
+    always use this sampler.
 
 Tables
 ------
@@ -472,16 +476,22 @@ def _sample_scvi(ctx: SweepContext, key: _Key) -> tuple[dict, dict, np.ndarray, 
 def _pair(s1: dict, s2: dict, *, use_observed: bool, exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """scvi-tools' pairing of the two groups' samples (``use_permutation=False``).
 
+    Samples decoded in the same batches are paired batch by batch, as scvi-tools
+    does, and concatenated in sorted batch order. scvi-tools concatenates them in
+    the iteration order of a ``set`` of batch names, which changes with
+    ``PYTHONHASHSEED``; the pairs are the same, but the sums behind ``lfc_mean``
+    and ``lfc_std`` are not (in float32 when a group has genes without counts),
+    so sorted order keeps tables byte-identical from process to process.
+
     With ``exact=False`` and both groups' samples already in the same batch
-    order, the arrays are used as they are (the same pairs, without copying them
-    into scvi-tools' set order).
+    order, the arrays are used as they are (the same pairs, without copying them).
     """
     if not exact and not use_observed and s1["batch"].shape == s2["batch"].shape and np.array_equal(s1["batch"], s2["batch"]):
         return s1["scale"], s2["scale"]
     b1, b2 = np.unique(s1["batch"]), np.unique(s2["batch"])
     if set(b1) == set(b2) and not use_observed:
         first, second = [], []
-        for batch in set(b1):  # scvi-tools' own iteration order
+        for batch in b1:  # sorted (np.unique), not scvi-tools' hash-seeded set order
             first.append(s1["scale"][s1["batch"] == batch])
             second.append(s2["scale"][s2["batch"] == batch])
         return np.concatenate(first), np.concatenate(second)
