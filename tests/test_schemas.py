@@ -126,7 +126,9 @@ def test_every_param_is_in_the_schema_and_vice_versa() -> None:
     schema = schema_params()
     assert sorted(set(config) - set(schema)) == [], "params missing from nextflow_schema.json"
     assert sorted(set(schema) - set(config)) == [], "schema params missing from nextflow.config"
-    for profile in sorted((REPO / "conf").glob("*.config")):
+    profiles = sorted((REPO / "conf").glob("*.config"))
+    assert {"base.config", "test.config", "modules.config"} <= {p.name for p in profiles}
+    for profile in profiles:
         extra = set(config_params(profile)) - set(schema)
         assert not extra, f"{profile.name} sets params that nextflow_schema.json lacks: {sorted(extra)}"
 
@@ -187,7 +189,9 @@ def test_images_and_conda_environments_pin_the_same_versions() -> None:
         torch = re.search(r"torch==([0-9.]+)", dockerfile.read_text())
         assert torch, f"{dockerfile}: torch is not pinned"
         image["torch"] = torch.group(1)
-    for env_file in sorted(REPO.glob("modules/local/*/environment.yml")):
+    env_files = sorted(REPO.glob("modules/local/*/environment.yml"))
+    assert len(env_files) == len(list(REPO.glob("modules/local/*/main.nf"))), "a module without environment.yml"
+    for env_file in env_files:
         env = yaml.safe_load(env_file.read_text())
         pip = [p for d in env["dependencies"] if isinstance(d, dict) for p in d.get("pip", [])]
         pins = requirement_pins(pip)
