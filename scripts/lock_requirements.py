@@ -19,9 +19,10 @@ images' minor version (Debian bookworm's, 3.11) on Linux x86_64.
 
 pip, setuptools and wheel are left out: they come with the images' virtual environment.
 
-``--check`` needs no installed packages: each lock must record the sha256 of pyproject's
-dependency list it was made from and pin a version that satisfies every dependency, and
-``requirements-no-torch.lock`` must be ``requirements.lock`` without torch and the CUDA packages.
+``--check`` reads only the files (and needs only ``packaging``): each lock must record the
+sha256 of pyproject's dependency list it was made from and pin a version that satisfies every
+dependency, and ``requirements-no-torch.lock`` must be ``requirements.lock`` without torch and
+the CUDA packages.
 """
 
 from __future__ import annotations
