@@ -22,7 +22,7 @@ workflow {
     main:
     PIPELINE_INITIALISATION(params, "${projectDir}/nextflow_schema.json")
 
-    INPUT_CHECK(params.input, params.simulate_cells)
+    INPUT_CHECK(params.input, params.simulate_cells, "${projectDir}/assets/schema_input.json")
 
     DESWEEP(
         INPUT_CHECK.out.input,

@@ -11,11 +11,16 @@ their PATH) and this project's Python (this test puts the interpreter's folder, 
   contract, and every file holds the same values as what ``desweep run`` writes for the
   same input and seed (every table byte for byte);
 - ``-resume`` afterwards: every task is CACHED;
+- a samplesheet that breaks assets/schema_input.json stops the run at launch, before any task,
+  with one line per row and column (issue #15);
+- a task on a host without desweep fails at its versions step instead of recording ``null``
+  (issue #15);
 - every profile resolves (``nextflow config``) to the settings docs/usage.md promises.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +30,7 @@ import yaml
 from nextflow_runs import (CONTRACT_FILES, DATA, REPO, TIMEOUT, WRAPPER, assert_same_outputs, nextflow_run, read_rows,
                            read_trace, task_env)
 
+import desweep
 from desweep import keys
 
 pytestmark = pytest.mark.nextflow
@@ -95,6 +101,7 @@ def test_stub_run_publishes_the_output_contract(stub_run: Path) -> None:
     # every step's versions, collated before the report (which reads them)
     versions = yaml.safe_load((outdir / keys.PIPELINE_INFO / keys.SOFTWARE_VERSIONS_YML).read_text())
     assert (process_names(trace) - {"REPORT"}) | {"Workflow"} == set(versions)
+    assert all(tools.get("desweep") == desweep.__version__ for name, tools in versions.items() if name != "Workflow"), versions
     params = yaml.safe_load((outdir / keys.PIPELINE_INFO / keys.PARAMS_YAML).read_text())
     assert params["input"].endswith("samplesheet.csv") and params["labels_key"] == "cell_type"
 
@@ -109,6 +116,47 @@ def test_stub_run_stages_the_samplesheet(stub_run: Path) -> None:
     for row, orig in zip(staged, original):
         assert Path(row["path"]).is_absolute() and Path(row["path"]).resolve() == (DATA / "samplesheet" / orig["path"]).resolve()
     assert sorted(p.name for p in (workdir / "samples").glob("*/*")) == sorted(r["path"] for r in original)
+
+
+# --- checked at launch, failing loudly ---------------------------------------------
+
+def failed_run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(WRAPPER), "run", str(REPO), "-profile", "test", "-stub", "--outdir", str(cwd / "results"),
+                           "--trace_report_suffix", "failed", *args], cwd=cwd, env=env or task_env(),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode != 0, f"nextflow run {' '.join(args)} succeeded\n{proc.stdout[-3000:]}"
+    return proc
+
+
+def test_samplesheet_rows_are_checked_at_launch(tmp_path: Path) -> None:
+    """A space in a sample name, a blank batch and a repeated sample stop the run before any task."""
+    files = DATA / "samplesheet"
+    sheet = tmp_path / "bad.csv"
+    sheet.write_text(f"sample,batch,path\ns 0,batch0,{files / 'batch0.h5ad'}\ns1,,{files / 'batch1.h5ad'}\n"
+                     f"s1,batch2,{files / 'batch2.h5ad'}\n")
+    proc = failed_run(tmp_path, "--input", str(sheet))
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith(f"{sheet}: row ")]
+    assert lines == [
+        f"{sheet}: row 2 column 'sample': sample name must be given and may not contain spaces",
+        f"{sheet}: row 3 column 'batch': batch must be given and may not start or end with spaces",
+        f"{sheet}: row 4 column 'sample': 's1' is used more than once (also row 3)",
+    ], proc.stdout[-3000:]
+    assert not (tmp_path / "work").exists() or not list((tmp_path / "work").glob("??/*")), "a task ran"
+
+
+def test_a_task_without_desweep_fails_at_its_versions(tmp_path: Path) -> None:
+    """With no desweep on the task's PATH (a system python3), the first task fails, and nothing records 'null'."""
+    system_path = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir())
+    probe = subprocess.run(["python3", "-c", "import desweep"], env={"PATH": system_path}, capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip(f"the python3 on {system_path} has desweep installed: no host without it to test on")
+    env = {**task_env(), "PATH": system_path}
+    failed_run(tmp_path, "--input", str(DATA / "sim_500x300.h5ad"), env=env)
+    trace = read_trace(tmp_path / "results", "failed")
+    validate = [row for row in trace if row["process"].endswith(":VALIDATE")]
+    assert [row["status"] for row in validate] == ["FAILED"], trace
+    assert "PackageNotFoundError" in (Path(validate[0]["workdir"]) / ".command.err").read_text()
+    assert not list((tmp_path / "results").rglob("versions.yml")) and not list(Path(validate[0]["workdir"]).glob("versions.yml"))
 
 
 # --- the real run --------------------------------------------------------------

@@ -28,9 +28,10 @@ process BASELINES {
         ${args} \\
         --outdir baselines
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         scanpy: \$(python3 -c "from importlib.metadata import version; print(version('scanpy'))")
         pydeseq2: \$(python3 -c "from importlib.metadata import version; print(version('pydeseq2'))")
     END_VERSIONS
@@ -44,9 +45,10 @@ process BASELINES {
     touch baselines/baseline_patterns.csv
     touch baselines/baseline_scores.csv
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         scanpy: \$(python3 -c "from importlib.metadata import version; print(version('scanpy'))")
         pydeseq2: \$(python3 -c "from importlib.metadata import version; print(version('pydeseq2'))")
     END_VERSIONS

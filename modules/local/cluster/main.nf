@@ -23,9 +23,10 @@ process CLUSTER {
         ${args} \\
         --outdir cluster
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         scanpy: \$(python3 -c "from importlib.metadata import version; print(version('scanpy'))")
         leidenalg: \$(python3 -c "from importlib.metadata import version; print(version('leidenalg'))")
     END_VERSIONS
@@ -37,9 +38,10 @@ process CLUSTER {
     touch cluster/clustered.h5ad
     touch cluster/cluster_metrics.csv
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         scanpy: \$(python3 -c "from importlib.metadata import version; print(version('scanpy'))")
         leidenalg: \$(python3 -c "from importlib.metadata import version; print(version('leidenalg'))")
     END_VERSIONS

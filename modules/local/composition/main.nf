@@ -24,9 +24,10 @@ process COMPOSITION {
         ${args} \\
         --outdir composition
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
     END_VERSIONS
     """
 
@@ -37,9 +38,10 @@ process COMPOSITION {
     touch composition/clusters.csv
     touch composition/comparisons.csv
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
     END_VERSIONS
     """
 }

@@ -33,9 +33,10 @@ process DE {
         ${args} \\
         --outdir de
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
         torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
     END_VERSIONS
@@ -48,9 +49,10 @@ process DE {
     touch de/tables/${meta.sampling_keys[0]}.csv
     ${touch_summaries}
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
         torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
     END_VERSIONS

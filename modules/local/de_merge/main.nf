@@ -27,9 +27,10 @@ process DE_MERGE {
         ${args} \\
         --outdir de
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
     END_VERSIONS
     """
 
@@ -39,9 +40,10 @@ process DE_MERGE {
     touch de/summary.csv
     touch de/stability.csv
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
     END_VERSIONS
     """
 }

@@ -35,9 +35,10 @@ process DIAGNOSE {
         ${args} \\
         --outdir diagnostics
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         matplotlib: \$(python3 -c "from importlib.metadata import version; print(version('matplotlib'))")
     END_VERSIONS
     """
@@ -53,9 +54,10 @@ process DIAGNOSE {
     touch diagnostics/top_gene_expression.csv
     touch diagnostics/plots/umap.png
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         matplotlib: \$(python3 -c "from importlib.metadata import version; print(version('matplotlib'))")
     END_VERSIONS
     """

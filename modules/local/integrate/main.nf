@@ -30,9 +30,10 @@ process INTEGRATE {
         ${args} \\
         --outdir integrate
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
         torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
     END_VERSIONS
@@ -46,9 +47,10 @@ process INTEGRATE {
     touch integrate/history.csv
     touch integrate/metrics.csv
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
         torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
     END_VERSIONS

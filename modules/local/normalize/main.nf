@@ -28,9 +28,10 @@ process NORMALIZE {
         ${args} \\
         --outdir normalized
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
         torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
     END_VERSIONS
@@ -42,9 +43,10 @@ process NORMALIZE {
     touch normalized/normalized.h5ad
     touch normalized/cluster_batch_means.csv
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
         torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
     END_VERSIONS

@@ -27,9 +27,10 @@ process PLAN {
         ${args} \\
         --outdir de
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
     END_VERSIONS
     """
 
@@ -40,9 +41,10 @@ process PLAN {
     printf 'combination_id,sampling_key,setting_id,comparison_id\\nstub__nobc__vanilla__uniform__fdr0.05__seed0,stub__nobc__uniform__seed0,stub__nobc__vanilla__uniform__fdr0.05,stub\\n' > de/plan.csv
     touch de/plan_skipped.csv
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
     END_VERSIONS
     """
 }

@@ -38,9 +38,10 @@ process REPORT {
         ${args} \\
         --outdir multiqc
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         multiqc: \$(python3 -c "from importlib.metadata import version; print(version('multiqc'))")
     END_VERSIONS
     """
@@ -52,9 +53,10 @@ process REPORT {
     touch multiqc/multiqc_data/multiqc.log
     touch multiqc/custom_content/section_order.yml
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         multiqc: \$(python3 -c "from importlib.metadata import version; print(version('multiqc'))")
     END_VERSIONS
     """

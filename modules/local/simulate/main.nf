@@ -21,9 +21,10 @@ process SIMULATE {
         ${args} \\
         --output ${meta.id}.h5ad
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
     END_VERSIONS
     """
 
@@ -31,9 +32,10 @@ process SIMULATE {
     """
     touch ${meta.id}.h5ad
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
     END_VERSIONS
     """
 }

@@ -25,9 +25,10 @@ process VALIDATE {
         ${args} \\
         --outdir validate
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         anndata: \$(python3 -c "from importlib.metadata import version; print(version('anndata'))")
     END_VERSIONS
     """
@@ -38,9 +39,10 @@ process VALIDATE {
     touch validate/validated.h5ad
     echo '{}' > validate/validation.json
 
+    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        desweep: \$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
+        desweep: \${desweep_version}
         anndata: \$(python3 -c "from importlib.metadata import version; print(version('anndata'))")
     END_VERSIONS
     """

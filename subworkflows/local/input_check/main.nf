@@ -6,18 +6,23 @@
       Each row's file (relative paths are relative to the sheet) is checked to exist and
       staged by VALIDATE as samples/<row>/<name> (so containers and cloud executors see
       them); the sheet handed to VALIDATE names them by absolute path with a local work dir
-      and by their staged name with a cloud one. The rows themselves are checked by
-      `desweep validate` against assets/schema_input.json.
+      and by their staged name with a cloud one. The rows are checked at launch, before
+      any task is submitted, against assets/schema_input.json (the schema `desweep
+      validate` applies again in the task).
     - simulate_cells:  SIMULATE makes the counts (-profile test_full)
 */
 
-include { SIMULATE } from '../../../modules/local/simulate/main'
+import groovy.json.JsonSlurper
+
+include { SIMULATE   } from '../../../modules/local/simulate/main'
+include { checkValue } from '../utils_desweep_pipeline'
 
 workflow INPUT_CHECK {
 
     take:
     input           // string: path to an .h5ad or a samplesheet CSV, or null with simulate_cells
     simulate_cells  // integer: cells to simulate instead of reading input, or null
+    schema          // path: assets/schema_input.json, the samplesheet's JSON schema
 
     main:
     ch_versions = Channel.empty()
@@ -29,7 +34,7 @@ workflow INPUT_CHECK {
     } else {
         def input_file = file(input, checkIfExists: true)
         if (input_file.name.toLowerCase().endsWith('.csv')) {
-            ch_input = Channel.of(stagedSamplesheet(input_file))
+            ch_input = Channel.of(stagedSamplesheet(input_file, schema))
         } else {
             ch_input = Channel.of([ [id: input_file.baseName], input_file, [] ])
         }
@@ -46,7 +51,7 @@ workflow INPUT_CHECK {
     samples/<i>/<name>. The copy lives in the work dir under a name derived from its
     content, and is written only once, so -resume finds VALIDATE's inputs unchanged.
 */
-def stagedSamplesheet(sheet) {
+def stagedSamplesheet(sheet, schema) {
     def rows = sheet.splitCsv(header: true, strip: true)
     if (!rows) {
         error("${sheet}: samplesheet: has no rows")
@@ -54,6 +59,10 @@ def stagedSamplesheet(sheet) {
     def missing = ['sample', 'batch', 'path'].findAll { column -> !rows[0].containsKey(column) }
     if (missing) {
         error("${sheet}: samplesheet: missing column(s) ${missing.join(', ')} (need sample,batch,path)")
+    }
+    def problems = samplesheetProblems(rows, new JsonSlurper().parse(file(schema).toFile()))
+    if (problems) {
+        error(problems.collect { problem -> "${sheet}: ${problem}" }.join('\n'))
     }
     def files = rows.collect { row ->
         def where = row.path ==~ /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/.*/ || row.path.startsWith('/') ? row.path : "${sheet.parent}/${row.path}"
@@ -76,6 +85,46 @@ def stagedSamplesheet(sheet) {
         staged.text = text
     }
     return [ [id: sheet.baseName], staged, files ]
+}
+
+/*
+    One line per row and column that break the samplesheet schema (the properties' type,
+    pattern and minLength, with the schema's errorMessage; `required`; `uniqueEntries`), as
+    `row N column 'name': problem` with N the line of the sheet, as `desweep validate` words it.
+*/
+def samplesheetProblems(List rows, Map schema) {
+    def properties = schema.items.properties
+    def problems = []
+    rows.eachWithIndex { row, i ->
+        def line = i + 2
+        schema.items.required.findAll { column -> row[column] == null }
+            .each { column -> problems << "row ${line} column '${column}': is required" }
+        properties.each { column, definition ->
+            def value = row[column]
+            if (value == null) {
+                return
+            }
+            def problem = checkValue(value, definition)
+            if (!problem && definition.minLength != null && value.size() < definition.minLength) {
+                problem = "must have at least ${definition.minLength} characters"
+            }
+            if (problem) {
+                problems << "row ${line} column '${column}': ${definition.errorMessage ?: problem}"
+            }
+        }
+    }
+    (schema.uniqueEntries ?: []).each { column ->
+        def seen = [:]
+        rows.eachWithIndex { row, i ->
+            def value = row[column]
+            if (seen.containsKey(value)) {
+                problems << "row ${i + 2} column '${column}': '${value}' is used more than once (also row ${seen[value]})"
+            } else {
+                seen[value] = i + 2
+            }
+        }
+    }
+    return problems
 }
 
 // A CSV field, quoted when it holds a comma, a quote or a line break
