@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -59,15 +60,71 @@ def pipeline_dirs(sim_small_path, tmp_path_factory) -> dict[str, Path]:
     return dirs
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 @pytest.fixture(scope="session")
-def real_run(tmp_path_factory) -> Path:
-    """``nextflow run . -profile test`` for real, without containers, once per test session.
+def slurm_cluster(tmp_path_factory):
+    """A single-node SLURM cluster for the session (tests/slurm_cluster.py); stopped at the end.
 
-    Returns the launch folder (results in ``results/``, trace suffix ``first``); shared by the
-    Nextflow tests and the container test, which compares its run in the images with this one.
+    Skipped with the reason where slurm-wlm and munge are missing, and a failure in CI
+    (``CI=true``), where .ci/run installs them.
     """
-    from nextflow_runs import nextflow_run
+    from slurm_cluster import skip_reason, start_cluster
 
-    cwd = tmp_path_factory.mktemp("nf_real")
-    nextflow_run(cwd, "-profile", "test", "--outdir", str(cwd / "results"), "--trace_report_suffix", "first")
-    return cwd
+    reason = skip_reason()
+    if reason:
+        if in_ci():
+            pytest.fail(f"CI=true: no SLURM cluster: {reason}", pytrace=False)
+        pytest.skip(reason)
+    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def podman_env() -> dict[str, str]:
+    from nextflow_runs import podman_setup
+
+    return podman_setup()
+
+
+@pytest.fixture(scope="session")
+def cpu_image(podman_env: dict[str, str]) -> str:
+    from nextflow_runs import build_cpu_image
+
+    return build_cpu_image(podman_env)
+
+
+@pytest.fixture(scope="session")
+def real_run(request, tmp_path_factory):
+    """``nextflow run . -profile test`` for real, once per test session, through what this machine has.
+
+    With SLURM (slurm-wlm and munge, or ``CI=true``) it adds ``slurm`` and runs on the session's
+    cluster with a user's ``-c`` config (tests/data/user_cluster.config); with podman it adds
+    ``podman`` and runs in the cpu image. One run thus serves the value-level comparison with
+    ``desweep run`` (test_nextflow_pipeline.py), the SLURM checks (test_slurm.py) and the
+    container check (test_containers.py); each of those asserts the profile it needs.
+    Returns a :class:`nextflow_runs.PipelineRun` (results in ``results/``, trace suffix ``first``).
+    """
+    import shutil
+
+    from nextflow_runs import USER_CLUSTER_CONFIG, PipelineRun, nextflow_run
+    from slurm_cluster import skip_reason
+
+    profiles, config_args, env = ["test"], [], {}
+    if skip_reason() is None or in_ci():
+        env.update(request.getfixturevalue("slurm_cluster").env)
+        profiles.append("slurm")
+        config_args = ["-c", str(USER_CLUSTER_CONFIG)]
+    if shutil.which("podman"):
+        request.getfixturevalue("cpu_image")
+        env.update(request.getfixturevalue("podman_env"))
+        profiles.append("podman")
+    run = PipelineRun(tmp_path_factory.mktemp("nf_real"), ",".join(profiles), config_args, env)
+    start = time.monotonic()
+    nextflow_run(run.cwd, "-profile", run.profile, *config_args, "--outdir", str(run.results),
+                 "--trace_report_suffix", "first", env=env)
+    print(f"real run -profile {run.profile}: {time.monotonic() - start:.0f} s")
+    return run

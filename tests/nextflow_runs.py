@@ -1,8 +1,10 @@
 """Running the Nextflow pipeline in tests, and comparing everything two runs write.
 
-Shared by tests/test_nextflow_pipeline.py (Nextflow against ``desweep run``) and
-tests/test_containers.py (Nextflow in the images against Nextflow without containers); the
-one real ``-profile test`` run they both use is the session fixture ``real_run`` (conftest.py).
+Shared by tests/test_nextflow_pipeline.py (Nextflow against ``desweep run``), tests/test_containers.py
+(the run in the image) and tests/test_slurm.py (the run through SLURM): the one real ``-profile test``
+run they all check is the session fixture ``real_run`` (conftest.py), which goes through every
+executor and container engine this machine has (``test,slurm,podman`` in CI), so one run serves
+the three claims.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -20,8 +24,12 @@ from desweep import keys
 
 REPO = Path(__file__).resolve().parents[1]
 WRAPPER = REPO / "scripts" / "nextflow"
+SCRIPTS = REPO / "scripts"
 DATA = REPO / "tests" / "data"
 TIMEOUT = 3600
+BUILD_TIMEOUT = 3600
+#: a user's own cluster settings (-c), which every SLURM job must keep
+USER_CLUSTER_CONFIG = DATA / "user_cluster.config"
 
 #: every published file of the output contract (docs/architecture.md), from keys.py
 CONTRACT_FILES = [
@@ -62,6 +70,53 @@ def nextflow_run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> su
         pytest.fail(f"nextflow run {' '.join(args)} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n"
                     f"--- stderr ---\n{proc.stderr[-3000:]}\n--- .nextflow.log (end) ---\n{log}")
     return proc
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """A finished ``nextflow run``: where it ran, and how to run it again (-resume) the same way."""
+
+    cwd: Path
+    profile: str
+    config_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def results(self) -> Path:
+        return self.cwd / "results"
+
+    @property
+    def profiles(self) -> list[str]:
+        return self.profile.split(",")
+
+    def rerun(self, *args: str) -> subprocess.CompletedProcess:
+        return nextflow_run(self.cwd, "-profile", self.profile, *self.config_args, "--outdir", str(self.results), *args,
+                            env=self.env)
+
+
+def image_tags(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``make images``' tags: {"cpu": ..., "gpu": ...}."""
+    proc = subprocess.run([str(SCRIPTS / "build_images"), "--tags"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})}, check=True)
+    return dict(line.split() for line in proc.stdout.splitlines())
+
+
+def podman_setup() -> dict[str, str]:
+    """What scripts/podman_setup exports: containers.conf, and the local base where no registry answers."""
+    proc = subprocess.run([str(SCRIPTS / "podman_setup")], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    exports = dict(re.findall(r"^export (\w+)=(\S+)$", proc.stdout, re.M))
+    assert Path(exports["CONTAINERS_CONF"]).is_file()
+    return {**exports, "CONTAINER_ENGINE": "podman"}
+
+
+def build_cpu_image(podman_env: dict[str, str]) -> str:
+    """The cpu image, built by scripts/build_images (nothing to do when its context is unchanged)."""
+    proc = subprocess.run([str(SCRIPTS / "build_images"), "cpu"], env={**os.environ, **podman_env},
+                          capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    print(proc.stdout.splitlines()[0], proc.stdout.splitlines()[-1], sep="\n")
+    return image_tags(podman_env)["cpu"]
 
 
 def read_trace(outdir: Path, suffix: str) -> list[dict[str, str]]:

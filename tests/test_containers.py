@@ -4,10 +4,11 @@
   the check fails when either side changes without the other;
 - the tags ``make images`` gives the images are the containers nextflow.config resolves for
   every process (the -cuda one for the GPU steps under -profile gpu), registry param included;
-- with podman installed: scripts/podman_setup, then the cpu image built by scripts/build_images
-  (skipped when its context is unchanged), then ``-profile test,podman`` for real, whose outputs
-  must match the run without containers (the session's ``real_run``) as closely as that run
-  matches ``desweep run``: every table byte for byte.
+- with podman installed, the session's one real run (``real_run``, conftest.py) runs in the cpu
+  image (scripts/podman_setup, then scripts/build_images, which does nothing when the image's
+  context is unchanged): every task ran in that image, with the locked versions, and
+  tests/test_nextflow_pipeline.py compares that run's outputs with ``desweep run`` in this
+  environment (which must hold the same locked versions): every table byte for byte.
 """
 
 from __future__ import annotations
@@ -21,25 +22,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from nextflow_runs import WRAPPER, assert_same_outputs, nextflow_run, read_trace, task_env
+from nextflow_runs import WRAPPER, PipelineRun, image_tags, read_trace, task_env
 
 from desweep import keys
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 LOCKS = ["requirements.lock", "requirements-no-torch.lock"]
-BUILD_TIMEOUT = 3600
 
 
 def lock_check(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPTS / "lock_requirements.py"), "--check", *args],
                           capture_output=True, text=True, timeout=60)
 
-
-def image_tags(env: dict[str, str] | None = None) -> dict[str, str]:
-    proc = subprocess.run([str(SCRIPTS / "build_images"), "--tags"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})}, check=True)
-    return dict(line.split() for line in proc.stdout.splitlines())
 
 
 def lock_pins(name: str = "requirements.lock") -> dict[str, str]:
@@ -137,45 +132,22 @@ needs_podman = pytest.mark.skipif(shutil.which("podman") is None,
                                   reason="podman is not installed (apt-get install podman runc debootstrap; .ci/run does)")
 
 
-@pytest.fixture(scope="session")
-def podman_env() -> dict[str, str]:
-    """What scripts/podman_setup exports: containers.conf, and the local base where no registry answers."""
-    proc = subprocess.run([str(SCRIPTS / "podman_setup")], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-    assert proc.returncode == 0, proc.stderr
-    exports = dict(re.findall(r"^export (\w+)=(\S+)$", proc.stdout, re.M))
-    assert Path(exports["CONTAINERS_CONF"]).is_file()
-    return {**exports, "CONTAINER_ENGINE": "podman"}
-
-
-@pytest.fixture(scope="session")
-def cpu_image(podman_env: dict[str, str]) -> str:
-    """The cpu image, built by scripts/build_images (nothing to do when its context is unchanged)."""
-    proc = subprocess.run([str(SCRIPTS / "build_images"), "cpu"], env={**os.environ, **podman_env},
-                          capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    print(proc.stdout.splitlines()[0], proc.stdout.splitlines()[-1], sep="\n")
-    return image_tags(podman_env)["cpu"]
-
-
 @needs_podman
 @pytest.mark.slow
 @pytest.mark.nextflow
-def test_pipeline_in_podman_matches_the_run_without_containers(real_run: Path, cpu_image: str, podman_env: dict[str, str],
-                                                               tmp_path: Path) -> None:
-    outdir = tmp_path / "results"
-    nextflow_run(tmp_path, "-profile", "test,podman", "--outdir", str(outdir), "--trace_report_suffix", "podman", env=podman_env)
-    trace = read_trace(outdir, "podman")
+def test_real_run_ran_in_the_podman_image(real_run: PipelineRun, cpu_image: str) -> None:
+    assert "podman" in real_run.profiles, f"podman is installed but the session's real run was -profile {real_run.profile}"
+    trace = read_trace(real_run.results, "first")
     assert trace and {row["status"] for row in trace} == {"COMPLETED"}, [(r["name"], r["status"]) for r in trace]
     for row in trace:
         launcher = (Path(row["workdir"]) / ".command.run").read_text()
         assert re.search(rf"podman run .* {re.escape(cpu_image)} ", launcher), f"{row['name']} did not run in {cpu_image}"
-    versions = (outdir / keys.PIPELINE_INFO / keys.SOFTWARE_VERSIONS_YML).read_text()
+    versions = (real_run.results / keys.PIPELINE_INFO / keys.SOFTWARE_VERSIONS_YML).read_text()
     assert f"scvi-tools: {lock_pins()['scvi-tools']}" in versions
-    # the image has the locked versions, and so has this environment (make install): then the two
-    # runs must agree as closely as the Nextflow and `desweep run` runs do, every table byte for byte
+    # the image has the locked versions, and so must this environment (make install): then the run in
+    # the image and `desweep run` here must agree every table byte for byte (test_real_run_matches_desweep_run)
     drift = {name: (pinned, installed_version(name)) for name, pinned in lock_pins().items() if installed_version(name) != pinned}
     assert not drift, f"this environment is not what containers/requirements.lock pins (pinned, installed): {drift}; make install, or make lock"
-    assert_same_outputs(outdir, real_run / "results")
 
 
 def installed_version(name: str) -> str | None:

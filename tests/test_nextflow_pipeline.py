@@ -23,12 +23,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from nextflow_runs import (CONTRACT_FILES, DATA, REPO, TIMEOUT, WRAPPER, assert_same_outputs, nextflow_run, read_rows,
-                           read_trace, task_env)
+from nextflow_runs import (CONTRACT_FILES, DATA, REPO, TIMEOUT, WRAPPER, PipelineRun, assert_same_outputs, nextflow_run,
+                           read_rows, read_trace, task_env)
 
 import desweep
 from desweep import keys
@@ -162,8 +163,8 @@ def test_a_task_without_desweep_fails_at_its_versions(tmp_path: Path) -> None:
 # --- the real run --------------------------------------------------------------
 
 @pytest.mark.slow
-def test_real_run_publishes_the_output_contract(real_run: Path) -> None:
-    outdir = real_run / "results"
+def test_real_run_publishes_the_output_contract(real_run: PipelineRun) -> None:
+    outdir = real_run.results
     check_contract_layout(outdir)
     trace = read_trace(outdir, "first")
     assert {row["status"] for row in trace} == {"COMPLETED"}, [(r["name"], r["status"]) for r in trace]
@@ -179,7 +180,7 @@ def test_real_run_publishes_the_output_contract(real_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_real_run_matches_desweep_run(real_run: Path, reference_run: Path) -> None:
+def test_real_run_matches_desweep_run(real_run: PipelineRun, reference_run: Path) -> None:
     """Every file both runs write holds the same values; every table is byte-identical.
 
     No tolerance is needed, even where the Nextflow run fans the DE sweep out (4
@@ -194,14 +195,17 @@ def test_real_run_matches_desweep_run(real_run: Path, reference_run: Path) -> No
     differ, compare that column with a tolerance stated in tests/nextflow_runs.py with its reason; the
     failure message names the columns and the largest difference.
     """
-    assert_same_outputs(real_run / "results", reference_run)
+    assert_same_outputs(real_run.results, reference_run)
 
 
 @pytest.mark.slow
-def test_resume_reruns_nothing(real_run: Path) -> None:
-    outdir = real_run / "results"
+def test_resume_reruns_nothing(real_run: PipelineRun) -> None:
+    """-resume with the first run's profile (through SLURM and in the image, where it ran so)."""
+    outdir = real_run.results
     first = read_trace(outdir, "first")
-    nextflow_run(real_run, "-profile", "test", "--outdir", str(outdir), "--trace_report_suffix", "resume", "-resume")
+    start = time.monotonic()
+    real_run.rerun("--trace_report_suffix", "resume", "-resume")
+    print(f"-resume -profile {real_run.profile}: {time.monotonic() - start:.0f} s")
     second = read_trace(outdir, "resume")
     assert len(second) == len(first)
     assert {row["status"] for row in second} == {"CACHED"}, [(r["name"], r["status"]) for r in second if r["status"] != "CACHED"]
@@ -212,9 +216,9 @@ def test_resume_reruns_nothing(real_run: Path) -> None:
 
 #: profile -> settings `nextflow config -flat` must show (values as Nextflow prints them)
 PROFILE_SETTINGS = {
-    "docker,gpu": {"docker.enabled": "true", "docker.runOptions": "'-u $(id -u):$(id -g) --gpus all'"},
-    "singularity,gpu": {"singularity.enabled": "true", "singularity.autoMounts": "true", "singularity.runOptions": "'--nv'"},
-    "apptainer,gpu": {"apptainer.enabled": "true", "apptainer.runOptions": "'--nv'"},
+    "docker,gpu": {"docker.enabled": "true", "docker.runOptions": "'-u $(id -u):$(id -g)'"},
+    "singularity,gpu": {"singularity.enabled": "true", "singularity.autoMounts": "true"},
+    "apptainer,gpu": {"apptainer.enabled": "true"},
     "podman": {"podman.enabled": "true"},
     "conda": {"conda.enabled": "true"},
     "slurm,singularity,gpu": {"process.executor": "'slurm'", "singularity.enabled": "true"},
@@ -245,7 +249,7 @@ def test_profile_resolves(profile: str, tmp_path: Path) -> None:
         assert settings.get(key) == value, f"-profile {profile}: {key} = {settings.get(key)!r}, expected {value}"
     # every profile keeps the GPU settings of conf/base.config (a profile that redefined
     # `withLabel: process_gpu` would replace them)
-    for key in ("ext.use_gpu", "accelerator", "clusterOptions", "machineType"):
+    for key in ("ext.use_gpu", "accelerator", "clusterOptions", "containerOptions", "machineType"):
         assert f"process.'withLabel:process_gpu'.{key}" in settings, f"-profile {profile} lost process_gpu {key}"
     engines = [e for e in ("docker", "singularity", "apptainer", "podman", "conda") if settings.get(f"{e}.enabled") == "true"]
     assert len(engines) <= 1, f"-profile {profile} enables {engines}"
