@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from nextflow_runs import DATA, USER_CLUSTER_CONFIG, PipelineRun, nextflow_run, read_trace
 
-pytestmark = [pytest.mark.nextflow, pytest.mark.slurm]
+pytestmark = pytest.mark.nextflow
 
 REPO = Path(__file__).resolve().parents[1]
 #: what tests/data/user_cluster.config asks of every job, as scontrol shows it
