@@ -1,7 +1,8 @@
 """nf-test, run by ``make test`` (issue #15): the pipeline-level tests/default.nf.test, for real and -stub.
 
 nf-test is the nf-core test framework; it is on no package registry this project reaches, so
-CI uses the copy in ``../shared/tools/nf-test`` (or ``NF_TEST``, or an ``nf-test`` on PATH).
+CI uses the copy in ``../shared/tools/nf-test`` (``DESWEEP_SHARED_TOOLS`` for another folder;
+or ``NF_TEST``, or an ``nf-test`` on PATH).
 Without it these tests fail in CI (``CI=true``) and are skipped elsewhere, with how to install
 it as the reason. nf-test runs with ``--ci``: a snapshot that is missing or differs from the
 committed ``.nf-test.snap`` fails the test instead of being written.
@@ -21,7 +22,8 @@ from nextflow_runs import REPO, TIMEOUT, WRAPPER, task_env
 
 pytestmark = pytest.mark.nextflow
 
-SHARED_NF_TEST = REPO.parent / "shared" / "tools" / "nf-test" / "nf-test"
+#: the shared tools folder beside the repository (CI has it); DESWEEP_SHARED_TOOLS points elsewhere
+SHARED_NF_TEST = Path(os.environ.get("DESWEEP_SHARED_TOOLS", REPO.parent / "shared" / "tools")) / "nf-test" / "nf-test"
 INSTALL_HINT = ("install nf-test (curl -fsSL https://get.nf-test.com | bash, or conda install -c bioconda nf-test) "
                 "and put it on PATH or set NF_TEST")
 
