@@ -114,7 +114,7 @@ def test_verdict_cards_carry_the_answer(items, results_dir):
         if row.status == "no_settings":
             assert html.escape(row.reason) in card
             continue
-        assert html.escape(row.recommended_setting) in card
+        assert f"<span class='setting'>{html.escape(row.recommended_setting)}</span>" in card
         assert f">{row.n_markers}</span>consensus markers" in card
         assert f">{row.default_share_batch_wide:.0%}</span>of scVI's default top {TOP_N}" in card
     assert RECOMMENDED_TEXT in html.unescape(cards)
@@ -150,6 +150,28 @@ def test_marker_expression_from_markers_h5ad(inputs, results_dir):
     # only clusters present in a batch: the batch-specific clusters have one batch each
     assert expression.loc[expression["cluster"] == "only_batch0", "batch"].unique().tolist() == ["batch0"]
     assert expression["frac_expressing"].between(0, 1).all()
+
+
+def test_cluster_batch_expression_uses_present_cells_only():
+    """A stray cell of a batch-specific cluster in another batch gets no column; fractions and means are per cell."""
+    import anndata as ad
+
+    from desweep.report.load import cluster_batch_expression
+
+    cluster = ["A"] * 20 + ["A"] + ["B"] * 40
+    batch = ["b0"] * 20 + ["b1"] + ["b0"] * 20 + ["b1"] * 20
+    x = np.zeros((61, 2))
+    x[:10, 0] = 3.0  # half of A in b0 expresses g0
+    x[20, 0] = 9.0  # the stray
+    x[41:, 1] = 1.0  # every B cell of b1 expresses g1
+    adata = ad.AnnData(x, obs=pd.DataFrame({"c": cluster, "b": batch}, index=[f"c{i}" for i in range(61)]),
+                       var=pd.DataFrame(index=["g0", "g1"]))
+    out = cluster_batch_expression(adata, group_key="c", batch_key="b").set_index(["gene", "cluster", "batch"])
+    assert ("g0", "A", "b1") not in out.index
+    assert sorted({(c, b) for _, c, b in out.index}) == [("A", "b0"), ("B", "b0"), ("B", "b1")]
+    assert out.loc[("g0", "A", "b0"), "frac_expressing"] == 0.5
+    assert out.loc[("g0", "A", "b0"), "mean"] == pytest.approx(np.log1p(3.0) / 2)
+    assert out.loc[("g1", "B", "b1"), "frac_expressing"] == 1.0 and out.loc[("g1", "B", "b0"), "frac_expressing"] == 0.0
 
 
 # --------------------------------------------------------------------------- the evidence
@@ -277,7 +299,7 @@ window.addEventListener('load', () => setTimeout(() => {
   const sections = [...document.querySelectorAll('.mqc-module-section')].filter(visible)
     .map(e => ({id: e.dataset.moduleAnchor, top: top(e)})).sort((a, b) => a.top - b.top);
   const cards = [...document.querySelectorAll('.desweep-card')].map(e => ({comparison: e.dataset.comparison, top: top(e),
-    bottom: top(e) + e.getBoundingClientRect().height, text: e.innerText}));
+    bottom: top(e) + e.getBoundingClientRect().height, setting: (e.querySelector('.setting') || {}).innerText || ''}));
   const rejected = document.getElementById('desweep_verdict_rejected');
   const out = document.createElement('pre');
   out.id = 'desweep-probe';
@@ -312,7 +334,7 @@ def test_verdict_comes_first_in_a_browser(report_path, tmp_path):
     assert ids[0] == "desweep_verdict", ids
     first = probe["cards"][0]
     assert first["comparison"] == "only-batch0_vs_only-batch1"
-    assert RECOMMENDED_TEXT in first["text"]
+    assert first["setting"] == RECOMMENDED_TEXT
     # the answer is on the first screen: every card, and the start of the rejected genes
     assert all(card["top"] < probe["height"] for card in probe["cards"])
     assert probe["rejected_top"] is not None and probe["rejected_top"] < probe["height"]
