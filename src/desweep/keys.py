@@ -85,15 +85,6 @@ MULTIQC_CONFIG = "multiqc_config.yml"
 MULTIQC_CUSTOM_CONTENT_DIR = "custom_content"
 TOP_GENE_EXPRESSION_CSV = "top_gene_expression.csv"
 
-# --- the answer (issue #13): consensus markers, rejected genes, scores per setting ---
-MARKERS_CSV = "markers.csv"
-REJECTED_CSV = "rejected.csv"
-SETTING_SCORES_BY_REPLICATE_CSV = "setting_scores_by_replicate.csv"
-RECOMMENDED_SETTINGS_CSV = "recommended_settings.csv"
-MARKERS_H5AD = "markers.h5ad"
-CONCORDANCE_SETTINGS_CSV = "concordance_settings.csv"
-UNS_MARKERS = "desweep_markers"  # uns key of markers.h5ad, scanpy's rank_genes_groups structure
-
 # --- DE sweep (desweep plan / desweep de) -----------------------------------
 DE_PARTIAL_SUMMARY_DIR = "summary"  # de/summary/<sampling_key>.csv, one per `desweep de --sampling-key` run
 
