@@ -342,6 +342,7 @@ def _markers_h5ad(adata, markers: pd.DataFrame, rejected: pd.DataFrame):
     n = min(int((first["high_group"] == g).sum()) for g in groups)
     names = np.rec.fromarrays([first.loc[first["high_group"] == g, "gene"].to_numpy()[:n].astype(object) for g in groups], names=groups)
     scores = np.rec.fromarrays([first.loc[first["high_group"] == g, "lfc_mean"].to_numpy()[:n].astype(np.float32) for g in groups], names=groups)
+    sub.uns.pop(keys.UNS_DESWEEP, None)  # the contract records the group in the markers' params only
     sub.uns[keys.UNS_MARKERS] = {"params": {"groupby": "cell_type", "reference": "rest", "method": "desweep"},
                                  "names": names, "scores": scores, "logfoldchanges": scores}
     return sub
@@ -359,6 +360,8 @@ def _write_run_info(outdir: Path, adata) -> None:
     history = pd.DataFrame({"epoch": range(20), "elbo_train": 3000 - 10 * np.arange(20) ** 0.8,
                             "elbo_validation": 3005 - 9 * np.arange(20) ** 0.8, "kl_local_train": 12 + 0.1 * np.arange(20)})
     write_csv(history, outdir / keys.STEP_INTEGRATE / keys.HISTORY_CSV)
+    for k in range(1, len(MODELS)):  # model replicates train in integrate/replicate<k>/
+        write_csv(history.assign(elbo_train=history["elbo_train"] + 5 * k), outdir / keys.STEP_INTEGRATE / keys.replicate_dir(k) / keys.HISTORY_CSV)
     write_csv(pd.DataFrame({"metric": ["batch_entropy", "batch_entropy", "label_asw"], "embedding": ["X_scVI", "X_pca", "X_scVI"],
                             "value": [0.9, 0.2, 0.7]}), outdir / keys.STEP_INTEGRATE / keys.METRICS_CSV)
     info = outdir / keys.PIPELINE_INFO

@@ -197,16 +197,16 @@ def test_tie_at_cut():
 
 
 def test_setting_labels_are_short_and_unique(inputs):
-    from desweep.report.evidence import setting_labels
+    from desweep.plots import short_setting_labels
 
     scores = inputs.get("setting_scores")
-    labels = setting_labels(scores)
+    labels = short_setting_labels(scores)
     assert labels.groupby(scores["comparison_id"]).apply(lambda s: s.is_unique).all()
     assert set(labels[scores["comparison_id"] == scores["comparison_id"].iloc[0]]) == {
         "bc=False \u00b7 vanilla", "bc=True (all) \u00b7 change \u03b4=0.25", "bc=True (own) \u00b7 change \u03b4=0.25",
         "bc=True (batch0) \u00b7 change \u03b4=0.5"}
     varied = scores.assign(fdr_target=np.where(np.arange(len(scores)) % 2 == 0, 0.05, 0.1))
-    assert setting_labels(varied).str.contains("FDR").all()
+    assert short_setting_labels(varied).str.contains("FDR").all()
 
 
 def test_scores_table_flags_ties_and_hides_parameters(items, results_dir):
@@ -237,10 +237,18 @@ def test_numbers_have_thousands_separators(report_path):
     assert number_format("n_samples", pd.Series([5000.0, 3000.0])).format(3000.0) == "3,000"
     assert number_format("proba_de", pd.Series([1.0, 1.0])).format(1.0) == "1.000"
     assert number_format("share_batch_wide", pd.Series([0.25])).format(0.25) == "25.0%"
+    assert number_format("default_rank", pd.Series([9.0, 14.5])).format(9.0) == "9.0"
+    assert number_format("lfc_mean", pd.Series([2.0, 1.5])).format(2.0) == "2.000"
     text = report_path.read_text()
     # de/summary.csv n_samples as the table shows it: MultiQC draws the thousands separator as a thin space
     assert '"n_samples ">5<span class="mqc_small_space"></span>000</td>' in text
     assert not re.search(r">\s*\d(\.\d+)?e\+0\d\s*<", text)
+
+
+def test_training_curves_of_every_model(items):
+    curves = items["desweep_integration_history"].data
+    assert {"model 0: elbo_train", "model 1: elbo_train", "model 1: elbo_validation"} <= set(curves[0])
+    assert curves[0]["model 1: elbo_train"][0] == curves[0]["model 0: elbo_train"][0] + 5
 
 
 # --------------------------------------------------------------------------- layers

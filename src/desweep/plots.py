@@ -285,6 +285,44 @@ def setting_label(row: pd.Series) -> str:
     return describe_setting(row).replace("batch_correction=", "bc=").replace("delta=", "d=")
 
 
+def is_true(value: object) -> bool:
+    """A boolean as CSVs give it back: ``True``/``False``, ``true``, ``1``/``0``; missing is False."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) if value is not None and not (isinstance(value, float) and np.isnan(value)) else False
+
+
+def short_setting_labels(settings: pd.DataFrame) -> pd.Series:
+    """A short, unique label per setting for axes: only what varies between the settings of its comparison.
+
+    ``settings``: one row per setting (``comparison_id``, ``setting_id`` and the
+    plan's parameter columns). ``batch_correction`` (with the decoding) and
+    ``mode`` (with ``delta``) always show, e.g. ``bc=True (own) · change δ=0.25``;
+    ``weights``, ``filter_outlier_cells`` and ``fdr_target`` only where they vary.
+    Falls back to the setting id without its comparison prefix if two settings
+    would share a label.
+    """
+    labels = pd.Series("", index=settings.index, dtype=object)
+    for comparison, part in settings.groupby("comparison_id", sort=False):
+        varying = [c for c in ("weights", "filter_outlier_cells", "fdr_target") if c in part.columns and part[c].nunique(dropna=False) > 1]
+        text = part.apply(lambda row: _short_label(row, varying), axis=1)
+        if text.duplicated().any():
+            prefix = f"{comparison}__"
+            text = part["setting_id"].astype(str).map(lambda s: s.removeprefix(prefix))
+        labels.loc[part.index] = text
+    return labels
+
+
+def _short_label(row: pd.Series, varying: list[str]) -> str:
+    parts = [f"bc=True ({row.get('decoding')})" if is_true(row.get("batch_correction")) else "bc=False"]
+    delta = pd.to_numeric(pd.Series([row.get("delta")]), errors="coerce").iloc[0]
+    parts.append(f"change \u03b4={delta:g}" if row.get("mode") == "change" and np.isfinite(delta) else str(row.get("mode")))
+    for column in varying:
+        v = row.get(column)
+        parts.append({"filter_outlier_cells": "filtered" if is_true(v) else "unfiltered", "fdr_target": f"FDR {v}"}.get(column, str(v)))
+    return " \u00b7 ".join(parts)
+
+
 def first_seed_combinations(plan: pd.DataFrame) -> list[str]:
     """One combination per setting: replicate seeds differ only by sampling noise (see stability.csv),
     so per-setting plots are drawn once, which keeps the plot count at settings, not settings x seeds."""
@@ -314,7 +352,8 @@ def diagnostic_figures(
     plan = plan.astype({"combination_id": str})
     labels = {str(r["combination_id"]): setting_label(r) for _, r in plan.iterrows()}
     if "setting_id" in plan.columns:
-        labels.update({str(r["setting_id"]): setting_label(r) for _, r in plan.drop_duplicates("setting_id").iterrows()})
+        settings = plan.drop_duplicates("setting_id")
+        labels.update(zip(settings["setting_id"].astype(str), short_setting_labels(settings), strict=True))
     pairs = results.get("concordance_settings")
     for cid in first_seed_combinations(plan):
         if cid not in tables:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from desweep.plots import natural_key, top_genes_heatmap, volcano_points
+from desweep.plots import is_true, natural_key, short_setting_labels, top_genes_heatmap, volcano_points
 from desweep.report.figures import score_scatter
-from desweep.report.items import Item, count, figure_html, missing, note, percent, table, truthy, value
+from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value
 from desweep.report.load import where
 
 if TYPE_CHECKING:
@@ -74,36 +74,6 @@ def tie_at_cut(de_table: pd.DataFrame, n_top: int) -> tuple[set[str], int, float
     return set(ranked["gene"].astype(str).to_numpy()[:n_top][tied[:n_top]]), int(tied.sum()), float(at_cut)
 
 
-# --------------------------------------------------------------------------- labels
-def setting_labels(scores: pd.DataFrame) -> pd.Series:
-    """A short, unique label per setting for axes: only what varies between the settings of its comparison.
-
-    ``batch_correction`` (with the decoding) and ``mode`` (with ``delta``) always
-    show; ``weights``, ``filter_outlier_cells`` and ``fdr_target`` only where they
-    vary. Falls back to the setting id without its comparison prefix if two
-    settings would share a label.
-    """
-    labels = pd.Series("", index=scores.index, dtype=object)
-    for comparison, part in scores.groupby("comparison_id", sort=False):
-        varying = [c for c in ("weights", "filter_outlier_cells", "fdr_target") if c in part.columns and part[c].nunique(dropna=False) > 1]
-        text = part.apply(lambda row: _label(row, varying), axis=1)
-        if text.duplicated().any():
-            prefix = f"{comparison}__"
-            text = part["setting_id"].astype(str).map(lambda s: s.removeprefix(prefix))
-        labels.loc[part.index] = text
-    return labels
-
-
-def _label(row: pd.Series, varying: list[str]) -> str:
-    parts = [f"bc=True ({row.get('decoding')})" if truthy(row.get("batch_correction")) else "bc=False"]
-    delta = value(row.get("delta"))
-    parts.append(f"{row.get('mode')} \u03b4={delta:g}" if row.get("mode") == "change" and isinstance(delta, float) else str(row.get("mode")))
-    for column in varying:
-        v = row.get(column)
-        parts.append({"filter_outlier_cells": "filtered" if truthy(v) else "unfiltered", "fdr_target": f"FDR {v}"}.get(column, str(v)))
-    return " \u00b7 ".join(parts)
-
-
 # --------------------------------------------------------------------------- default vs recommended
 def top_genes_section(inputs: ReportInputs) -> list[Item]:
     section = "desweep_top_genes"
@@ -111,6 +81,8 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
     if rec is None or expression is None or by_replicate is None:
         return [missing(section, "top-gene expression", where("top_gene_expression"), "Run `desweep diagnose`.")]
     featured = featured_combinations(rec, by_replicate)
+    scores = inputs.get("setting_scores")
+    labels = dict(zip(scores["setting_id"].astype(str), short_setting_labels(scores), strict=True)) if scores is not None else {}
     items: list[Item] = []
     for i, row in enumerate(rec.to_dict("records")):
         comparison = str(row["comparison_id"])
@@ -126,7 +98,7 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
                 continue
             part = expression[expression["combination_id"].astype(str) == cid]
             tied, n_tied, at = tie_at_cut(inputs.de_tables[cid], n_top) if cid in inputs.de_tables else (set(), 0, np.nan)
-            title = _panel_title(role, row, n_top)
+            title = _panel_title(role, row, n_top, labels.get(str(row.get(f"{role}_setting_id")), ""))
             if tied:
                 notes.append(f"{_role_name(role)}: the top {n_top} is cut inside a tie: {n_tied:,} genes share proba_de = {at:.3g} "
                              f"and {len(tied)} of them made the top {n_top}, ordered by |lfc_mean| (marked \u2020).")
@@ -160,12 +132,12 @@ def _role_name(role: str) -> str:
     return "scVI's default" if role == "default" else "Recommended"
 
 
-def _panel_title(role: str, row: dict, n_top: int) -> str:
+def _panel_title(role: str, row: dict, n_top: int, label: str) -> str:
     if role == "default":
-        return (f"scVI's default: {count(row.get('default_n_batch_wide'))} of its top {n_top} batch-wide "
+        return (f"scVI's default ({label}):\n{count(row.get('default_n_batch_wide'))} of its top {n_top} batch-wide "
                 f"({percent(row.get('default_share_batch_wide'))})")
-    return (f"Recommended: {percent(row.get('share_cluster_specific'))} cluster-specific, "
-            f"{percent(row.get('share_batch_wide'))} batch-wide\n{row.get('recommended_setting', '')}")
+    return (f"Recommended ({label}):\n{percent(row.get('share_cluster_specific'))} cluster-specific, "
+            f"{percent(row.get('share_batch_wide'))} batch-wide")
 
 
 def _volcano(section: str, part: str, comparison: str, cid: str, de_table: pd.DataFrame, patterns: pd.DataFrame | None) -> Item:
@@ -183,7 +155,7 @@ def scores_section(inputs: ReportInputs) -> list[Item]:
     scores = inputs.get("setting_scores")
     if scores is None:
         return [missing(section, "setting scores", where("setting_scores"), "Run `desweep diagnose`.")]
-    scores = scores.assign(label=setting_labels(scores))
+    scores = scores.assign(label=short_setting_labels(scores))
     ok = scores[scores["status"].astype(str) == "ok"] if "status" in scores.columns else scores
     items: list[Item] = []
     if len(ok):
@@ -220,7 +192,7 @@ def _tied_at_top(summary: pd.DataFrame | None, by_replicate: pd.DataFrame | None
 
 
 def _model_spread(section: str, by_replicate: pd.DataFrame, scores: pd.DataFrame) -> Item:
-    recommended = scores.loc[scores["recommended"].map(truthy), ["setting_id", "label"]]
+    recommended = scores.loc[scores["recommended"].map(is_true), ["setting_id", "label"]]
     part = by_replicate[by_replicate["setting_id"].isin(recommended["setting_id"])].merge(recommended, on="setting_id")
     per_model = part.groupby(["comparison_id", "label", "model"], sort=False).agg(
         n_seeds=("seed", "nunique"), share_cluster_specific=("share_cluster_specific", "mean"),
@@ -237,7 +209,7 @@ def concordance_section(inputs: ReportInputs) -> list[Item]:
     if conc is None or conc.empty or scores is None:
         return [missing(section, "concordance per setting", where("concordance_settings"),
                         "Needs at least two settings per comparison (`desweep diagnose`).")]
-    scores = scores.assign(label=setting_labels(scores)).sort_values(["comparison_id", "rank_in_comparison"], na_position="last")
+    scores = scores.assign(label=short_setting_labels(scores)).sort_values(["comparison_id", "rank_in_comparison"], na_position="last")
     label_of = dict(zip(scores["setting_id"].astype(str), scores["label"], strict=True))
     items: list[Item] = []
     for i, (comparison, part) in enumerate(conc.groupby("comparison_id", sort=False)):

@@ -108,10 +108,11 @@ def score_scatter(scores: pd.DataFrame, *, ncols: int = 3) -> Figure:
                        color=colours[row["_category"]], edgecolors="black" if recommended else "white",
                        linewidths=1.4 if recommended else 0.5, zorder=3)
             label = "scVI default" if str(row.get("is_default")).lower() == "true" else ("recommended" if recommended else "")
-            if label:  # the label points into the panel, away from its edges and the title
-                offset = (-14 if x > 0.6 else 14, -14 if y > 0.6 else 14)
+            if label:  # into the panel, away from its edges; the two labels at different heights, so they never overlap
+                step = 14 if label == "recommended" else 30
+                offset = (-14 if x > 0.6 else 14, -step if y > 0.5 else step)
                 ax.annotate(label, (x, y), xytext=offset, textcoords="offset points", fontsize=7,
-                            ha="right" if x > 0.6 else "left", va="top" if y > 0.6 else "bottom",
+                            ha="right" if x > 0.6 else "left", va="top" if y > 0.5 else "bottom",
                             arrowprops={"arrowstyle": "-", "linewidth": 0.5})
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)

@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from desweep.plots import PATTERN_COLOURS, natural_key  # noqa: F401 - the report's colours and sort order are the plots'
-
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -107,17 +105,20 @@ DECIMAL_HINTS = ("proba", "lfc", "score", "jaccard", "spearman", "_sd", "_mean",
 def number_format(column: str, values: pd.Series) -> str:
     """A display format for a numeric column: thousands separators, never ``3e+03``.
 
-    Shares (``share_*``) as percentages; whole numbers as ``12,345``; other
-    numbers with 3 decimals (``{:.3g}`` only where tiny values would show as 0).
+    Shares (``share_*``) as percentages; counts and ranks with the decimals
+    they have (``12,345``, ``14.5``); measurements (:data:`DECIMAL_HINTS`)
+    with 3 decimals; ``{:.3g}`` only where tiny values would show as 0.
     """
     v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     v = v[np.isfinite(v)]
     if column.startswith("share_") or column.endswith("_share"):
         return "{:.1%}"
-    if not any(hint in column for hint in DECIMAL_HINTS) and (v.size == 0 or np.all(v == np.round(v))):
-        return "{:,.0f}"
     if np.any((v != 0) & (np.abs(v) < 1e-3)):
         return "{:,.3g}"
+    if not any(hint in column for hint in DECIMAL_HINTS):
+        # counts and ranks: as few decimals as the values have (a median rank of 14.5), at most 3
+        decimals = next((d for d in range(3) if np.allclose(v * 10**d, np.round(v * 10**d))), 3)
+        return f"{{:,.{decimals}f}}"
     return "{:,.1f}" if v.size and np.max(np.abs(v)) >= 1000 else "{:,.3f}"
 
 
@@ -180,10 +181,3 @@ def count(v: Any) -> str:
     """``3000.0`` -> ``3,000``; missing -> ``n/a``."""
     v = value(v)
     return "n/a" if v is None or isinstance(v, str) else f"{int(round(v)):,}"
-
-
-def truthy(v: Any) -> bool:
-    """A boolean column read back from CSV (``True``/``False``, ``1``/``0``, missing = False)."""
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes")
-    return bool(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) else False

@@ -123,6 +123,9 @@ def load_results(results: str | Path) -> ReportInputs:
         table = read_csv(results / step / file)
         if table is not None:
             inputs.tables[name] = table
+    histories = _replicate_histories(results)
+    if histories is not None:
+        inputs.tables["history"] = histories
     featured = featured_combinations(inputs.get("recommendations"), inputs.get("scores_by_replicate"))
     for cid in sorted(set(featured.values())):
         table = read_csv(results / keys.STEP_DE / keys.DE_TABLES_DIR / f"{cid}.csv")
@@ -137,12 +140,28 @@ def load_results(results: str | Path) -> ReportInputs:
     inputs.plots_dir = str(plots) if plots.is_dir() else None
     markers_h5ad = results / keys.STEP_DIAGNOSE / keys.MARKERS_H5AD
     if markers_h5ad.is_file():
-        inputs.marker_expression, inputs.marker_expression_source = _marker_expression(markers_h5ad, inputs.get("counts"))
+        batch_key = (inputs.validation or {}).get("batch_key")
+        inputs.marker_expression, inputs.marker_expression_source = _marker_expression(
+            markers_h5ad, inputs.get("counts"), batch_key=str(batch_key) if batch_key else None)
     normalized = results / keys.STEP_NORMALIZE / keys.NORMALIZED_H5AD
     if normalized.is_file():
         inputs.normalized_layers = _layers(normalized)
     logger.info("report inputs: %d tables, %d DE tables", len(inputs.tables), len(inputs.de_tables))
     return inputs
+
+
+def _replicate_histories(results: Path) -> pd.DataFrame | None:
+    """The training curves of every model replicate (``integrate/replicate<k>/``), with a ``model`` column; ``None`` with one model."""
+    frames = []
+    for k in range(1, 1000):
+        table = read_csv(results / keys.STEP_INTEGRATE / keys.replicate_dir(k) / keys.HISTORY_CSV)
+        if table is None:
+            break
+        frames.append(table.assign(model=k))
+    first = read_csv(results / keys.STEP_INTEGRATE / keys.HISTORY_CSV)
+    if not frames or first is None:
+        return None
+    return pd.concat([first.assign(model=0), *frames], ignore_index=True)
 
 
 # --------------------------------------------------------------------------- readers
@@ -182,7 +201,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _marker_expression(path: Path, counts: pd.DataFrame | None) -> tuple[pd.DataFrame | None, str]:
+def _marker_expression(path: Path, counts: pd.DataFrame | None, *, batch_key: str | None) -> tuple[pd.DataFrame | None, str]:
     import anndata as ad
 
     try:
@@ -190,9 +209,9 @@ def _marker_expression(path: Path, counts: pd.DataFrame | None) -> tuple[pd.Data
     except Exception as err:  # noqa: BLE001
         logger.warning("cannot read %s: %s", path, err)
         return None, ""
-    group_key, batch_key = _obs_keys(adata)
+    group_key, batch_key = _obs_keys(adata, batch_key)
     if group_key is None or batch_key is None:
-        logger.warning("%s: no group/batch columns recorded (uns['%s'])", path, keys.UNS_DESWEEP)
+        logger.warning("%s: cannot tell the group and batch columns of obs (%s)", path, ", ".join(map(str, adata.obs.columns)))
         return None, ""
     layers = sorted(name for name in adata.layers if name.startswith(keys.NORM_LAYER_PREFIX))
     preferred = keys.NORM_LAYER_PREFIX + keys.NORM_OWN_BATCH
@@ -201,14 +220,21 @@ def _marker_expression(path: Path, counts: pd.DataFrame | None) -> tuple[pd.Data
     return cluster_batch_expression(adata, group_key=group_key, batch_key=batch_key, layer=layer, counts=counts), source
 
 
-def _obs_keys(adata: AnnData) -> tuple[str | None, str | None]:
-    """The group and batch columns: recorded in ``uns['desweep']``, else the markers' ``params['groupby']``."""
+def _obs_keys(adata: AnnData, batch_key: str | None) -> tuple[str | None, str | None]:
+    """The group and batch columns of ``markers.h5ad``.
+
+    Group: ``uns['desweep']['group_key']``, else the markers' ``params['groupby']``;
+    batch: ``uns['desweep']['batch_key']``, else ``batch_key`` (validation.json's),
+    else the one other obs column.
+    """
     info = adata.uns.get(keys.UNS_DESWEEP, {}) or {}
     params = (adata.uns.get(keys.UNS_MARKERS, {}) or {}).get("params", {}) or {}
     group = str(info.get("group_key") or params.get("groupby") or "") or None
-    batch = str(info.get("batch_key") or "") or None
-    ok = [k if k and k in adata.obs else None for k in (group, batch)]
-    return ok[0], ok[1]
+    batch = str(info.get("batch_key") or batch_key or "") or None
+    others = [c for c in adata.obs.columns if c != group]
+    if batch not in adata.obs and len(others) == 1:
+        batch = str(others[0])
+    return (group if group in adata.obs else None), (batch if batch in adata.obs else None)
 
 
 def cluster_batch_expression(adata: AnnData, *, group_key: str, batch_key: str, layer: str | None = None,

@@ -36,7 +36,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "run_modules": ["custom_content"],
     "custom_content": {"order": list(SECTION_IDS)},
     "max_table_rows": 20000,
-    "collapse_tables": False,
+    "collapse_tables": True,  # long tables (markers, runs) scroll within 500 px, with "Expand table"
     "plots_force_interactive": True,
     "plots_defer_loading_numseries": 20000,
     "num_datasets_plot_limit": 20000,

@@ -85,16 +85,25 @@ def integration_section(inputs: ReportInputs) -> list[Item]:
 
 
 def _training_curves(section: str, history: pd.DataFrame) -> Item:
-    epoch = history["epoch"] if "epoch" in history.columns else pd.Series(range(len(history)))
-    series = [c for c in history.columns if c != "epoch" and pd.api.types.is_numeric_dtype(history[c])]
+    """ELBO/loss and KL curves; one line per column and, with model replicates (a ``model`` column), per model."""
+    models = [(f"model {m}: ", part) for m, part in history.groupby("model", sort=True)] if "model" in history.columns \
+        else [("", history)]
+    series = [c for c in history.columns if c not in ("epoch", "model") and pd.api.types.is_numeric_dtype(history[c])]
     main = [c for c in series if "kl" not in c.lower()]
     kl = [c for c in series if "kl" in c.lower()]
-    datasets = [{c: {int(e): float(v) for e, v in zip(epoch, history[c], strict=True) if pd.notna(v)} for c in cols}
-                for cols in (main, kl) if cols]
+    datasets = []
+    for cols in (main, kl):
+        if cols:
+            datasets.append({f"{prefix}{c}": {int(e): float(v) for e, v in zip(_epochs(part), part[c], strict=True) if pd.notna(v)}
+                             for prefix, part in models for c in cols})
     labels = [{"name": n, "ylab": n} for n, cols in (("ELBO / loss", main), ("KL divergence", kl)) if cols]
-    return Item(section, "history", "Training curves", "linegraph", datasets,
-                "scVI training and validation curves per epoch (integrate/history.csv).",
+    where_ = "integrate/history.csv" + (" and integrate/replicate<k>/history.csv" if len(models) > 1 else "")
+    return Item(section, "history", "Training curves", "linegraph", datasets, f"scVI training and validation curves per epoch ({where_}).",
                 {"pconfig": {"xlab": "epoch", "ylab": labels[0]["ylab"] if labels else "", "data_labels": labels}})
+
+
+def _epochs(history: pd.DataFrame) -> pd.Series:
+    return history["epoch"] if "epoch" in history.columns else pd.Series(range(len(history)), index=history.index)
 
 
 def normalized_section(inputs: ReportInputs) -> list[Item]:

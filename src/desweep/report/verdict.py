@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from desweep.plots import is_true
 from desweep.report.figures import marker_dotplot
-from desweep.report.items import Item, count, figure_html, missing, note, percent, table, truthy, value
+from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value
 from desweep.report.load import where
 
 if TYPE_CHECKING:
@@ -85,13 +86,14 @@ def _card(row: dict, markers: pd.DataFrame | None, rejected: pd.DataFrame | None
     head = (f"<h4>{e(str(row['group1']))} vs {e(str(row['group2']))} "
             f"<span class='badge text-bg-{STATUS_STYLE.get(status, 'secondary')}'>{e(status)}</span> "
             f"<small class='text-muted'>{e(str(row.get('design') or ''))}</small></h4>")
-    reason = f"<div class='reason'>{e(str(row.get('reason') or ''))}</div>"
     setting = row.get("recommended_setting")
     if status == "no_settings" or not isinstance(setting, str) or not setting:
+        reason = f"<div class='reason'>{e(str(row.get('reason') or ''))}</div>"
         return f"<div class='desweep-card status-{e(status)}' data-comparison='{e(str(row['comparison_id']))}'>{head}{reason}</div>"
+    reason = f"<details class='reason'><summary>Why this setting</summary>{e(str(row.get('reason') or ''))}</details>"
     n_top = count(row.get("n_top"))
     band = int(value(row.get("n_recommended_settings")) or 1)
-    if truthy(row.get("all_settings_agree")):
+    if is_true(row.get("all_settings_agree")):
         extra = "Every setting agrees."
     elif band > 1:
         extra = f"{band - 1} more setting{'s' if band > 2 else ''} tie with it."
