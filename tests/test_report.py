@@ -251,6 +251,35 @@ def test_training_curves_of_every_model(items):
     assert curves[0]["model 1: elbo_train"][0] == curves[0]["model 0: elbo_train"][0] + 5
 
 
+def test_report_on_what_diagnose_writes(sim_small, tmp_path):
+    """The report against the real ``desweep diagnose`` outputs (planted DE tables, 2 models x 2 seeds), not the fixture."""
+    from test_diagnose import planted_adata, planted_comparisons, write_planted_results
+    from test_markers import replicated_plan
+
+    from desweep.io import read_csv
+    from desweep.report import custom_content, load_results
+
+    adata = planted_adata(sim_small)
+    comparisons = planted_comparisons(adata).iloc[:2]
+    plan, tables = replicated_plan(comparisons, adata)
+    paths = write_planted_results(tmp_path, adata, comparisons, plan, tables)
+    result = CliRunner().invoke(cli, ["diagnose", "--adata", str(paths["clustered"]), "--plan", str(paths["plan"]),
+                                      "--comparisons", str(paths["comparisons"]), "--counts", str(paths["counts"]), "--top-n", "30",
+                                      "--no-plots", "-o", str(tmp_path / keys.STEP_DIAGNOSE)])
+    assert result.exit_code == 0, result.output
+    built = {item.id: item for item in custom_content(load_results(tmp_path))}
+    assert not [i for i in built if i.endswith("_error")]
+    rec = read_csv(tmp_path / keys.STEP_DIAGNOSE / keys.RECOMMENDATIONS_CSV)
+    for setting in rec["recommended_setting"]:
+        assert f"<span class='setting'>{html.escape(setting)}</span>" in built["desweep_verdict_cards"].data
+    markers = read_csv(tmp_path / keys.STEP_DIAGNOSE / keys.MARKERS_CSV)
+    assert len(built["desweep_markers_table"].data) == len(markers) > 0
+    for part in ("desweep_verdict_rejected", "desweep_markers_dotplot_00", "desweep_top_genes_heatmaps_00", "desweep_scores_scatter",
+                 "desweep_scores_models", "desweep_concordance_heatmap_00"):
+        assert part in built, part
+    assert built["desweep_top_genes_heatmaps_00"].data.count("data:image/png;base64,") == 2
+
+
 # --------------------------------------------------------------------------- layers
 def test_sections_read_no_files(inputs, monkeypatch):
     """The builders work from :class:`ReportInputs` alone: any file read during them fails the test."""
