@@ -117,7 +117,8 @@ workflow DESWEEP {
                 .join(DIAGNOSE.out.plots, remainder: true)
                 .map { row -> [ row[0], row[1..-1].findAll { file -> file != null } ] })
             .join(BASELINES.out.wilcoxon.join(BASELINES.out.pseudobulk).join(BASELINES.out.patterns).join(BASELINES.out.scores)
-                .map { meta, wilcoxon, pseudobulk, patterns, scores -> [ meta, [ wilcoxon, pseudobulk, patterns, scores ] ] }),
+                .map { meta, wilcoxon, pseudobulk, patterns, scores -> [ meta, [ wilcoxon, pseudobulk, patterns, scores ] ] })
+            .join(otherModels(INTEGRATE.out.history)),
         ch_params_yaml.mix(ch_software_versions).collect(),
         multiqc_config
     )
@@ -127,6 +128,14 @@ workflow DESWEEP {
     clustered   = CLUSTER.out.h5ad              // channel: [ val(meta), path(clustered.h5ad) ]
     model       = ch_model0                     // channel: [ val(meta), path(model) ] (model 0)
     versions    = ch_versions                   // channel: [ path(versions.yml) ]
+}
+
+// [ meta + [model: k], file ] of every replicate -> [ meta, [ files of models 1, 2, ... in model order ] ] ([] with one model)
+def otherModels(ch) {
+    return ch
+        .map { meta, file -> [ meta.findAll { key, value -> key != 'model' }, [ meta.model, file ] ] }
+        .groupTuple()
+        .map { meta, pairs -> [ meta, pairs.findAll { pair -> pair[0] > 0 }.sort { pair -> pair[0] }.collect { pair -> pair[1] } ] }
 }
 
 // [ meta + [model: k], file ] of every replicate -> [ meta, file ] of model 0
