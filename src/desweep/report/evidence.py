@@ -124,7 +124,7 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
     if inputs.plots_dir:
         items.append(Item(section, "files", "Plots of every setting", "html",
                           f"<p>PNG plots of every setting (top-gene heatmaps, volcano plots, concordance, setting scores) are in "
-                          f"<code>{html.escape(inputs.plots_dir)}</code>.</p>"))
+                          f"<code>OUTDIR/{html.escape(inputs.plots_dir)}/</code>.</p>"))
     return items or [missing(section, "recommended settings", where("recommendations"), "Run `desweep diagnose`.")]
 
 

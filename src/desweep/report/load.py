@@ -94,7 +94,7 @@ class ReportInputs:
     umap_png
         ``diagnostics/plots/umap.png``.
     plots_dir
-        Where the per-setting PNG plots are, if written.
+        Where the per-setting PNG plots are under OUTDIR, if written.
     """
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -137,7 +137,7 @@ def load_results(results: str | Path) -> ReportInputs:
     umap = results / keys.STEP_DIAGNOSE / keys.PLOTS_DIR / keys.PLOT_UMAP
     inputs.umap_png = umap.read_bytes() if umap.is_file() else None
     plots = results / keys.STEP_DIAGNOSE / keys.PLOTS_DIR
-    inputs.plots_dir = str(plots) if plots.is_dir() else None
+    inputs.plots_dir = where("plots") if plots.is_dir() else None  # OUTDIR-relative: the same in desweep run and Nextflow
     markers_h5ad = results / keys.STEP_DIAGNOSE / keys.MARKERS_H5AD
     if markers_h5ad.is_file():
         batch_key = (inputs.validation or {}).get("batch_key")
