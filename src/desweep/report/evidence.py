@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from desweep.report.load import ReportInputs
 
 ROLES = ("default", "recommended")
-#: a setting's parameters (shown in its label; the columns stay available in the tables)
-PLAN_PARAMETERS = ("batch_correction", "decoding", "batchid1", "batchid2", "mode", "delta", "weights", "filter_outlier_cells",
-                   "fdr_target")
 SCORE_TITLES = {
     "rank_in_comparison": "rank", "share_cluster_specific_mean": "cluster-specific", "share_cluster_specific_sd": "\u00b1 SD",
     "share_batch_wide_mean": "batch-wide", "share_batch_wide_sd": "\u00b1 SD ", "share_other_mean": "other",
@@ -167,14 +164,13 @@ def scores_section(inputs: ReportInputs) -> list[Item]:
     if tied is not None:
         scores = scores.merge(tied, on="setting_id", how="left")
         scores["top_n_cut_in_tie"] = scores["n_tied_top_max"] > pd.to_numeric(scores["n_top"], errors="coerce")
-    first = ["rank_in_comparison", "recommended", "is_default", "share_cluster_specific_mean", "share_cluster_specific_sd",
+    shown = ["rank_in_comparison", "recommended", "is_default", "share_cluster_specific_mean", "share_cluster_specific_sd",
              "share_batch_wide_mean", "share_batch_wide_sd", "share_other_mean", "specificity_score_mean", "n_replicates", "n_top",
-             "n_tied_top_max", "top_n_cut_in_tie", "status", "setting", "setting_id"]
+             "n_tied_top_max", "top_n_cut_in_tie", "status"]
+    rest = [c for c in scores.columns if c not in shown]  # the setting's parameters, ids and any further column: one click away
     scores = scores.sort_values(["comparison_id", "rank_in_comparison"], kind="stable", na_position="last")
     items.append(table(section, "table", "Scores per setting", scores, row_id=["comparison_id", "label"],
-                       columns=[*first, *[c for c in scores.columns if c not in first]],
-                       titles=SCORE_TITLES,
-                       hidden=("setting", "setting_id", *PLAN_PARAMETERS),
+                       columns=[*shown, *rest], titles=SCORE_TITLES, hidden=tuple(rest),
                        description="One row per setting, seeds and models averaged (diagnostics/setting_scores.csv); rank 1 = best. "
                                    "Genes tied at the top: the most genes sharing the top proba_de in any run of the setting "
                                    "(de/summary.csv); where they outnumber the top N, |lfc_mean| chose which of them made it."))
