@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 #: (section id, title, description) in report order; the ids are stable anchors of the HTML report
 SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("desweep_verdict", "The verdict",
-     "Per comparison: the DE setting desweep recommends, what scVI's default would have told you, and how many genes "
-     "survive as consensus markers (diagnostics/recommendations.csv, markers.csv, rejected.csv)."),
+     "Per comparison: the DE setting to use, what scVI's default would have told you, and the consensus markers (diagnostics/)."),
     ("desweep_markers", "Consensus markers",
      "The genes kept per comparison (diagnostics/markers.csv) and their expression in every cluster x batch (markers.h5ad)."),
     ("desweep_top_genes", "scVI's default against the recommended setting",

@@ -23,9 +23,7 @@ SECTION_ORDER_YML = "section_order.yml"
 DEFAULT_CONFIG: dict[str, Any] = {
     "title": "desweep report",
     "subtitle": "Which genes really differ between batch-specific clusters",
-    "intro_text": ("The verdict comes first: per comparison, the scVI DE setting to use, the genes it finds and the genes "
-                   "scVI's default would have reported wrongly. The evidence and the run's QC follow. "
-                   "Tables are sortable; plots are interactive."),
+    "intro_text": "The verdict first; then the evidence and the run's QC. Tables are sortable; plots are interactive.",
     "no_version_check": True,
     "no_ai": True,
     "show_analysis_paths": False,

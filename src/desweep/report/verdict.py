@@ -17,11 +17,14 @@ if TYPE_CHECKING:
     from desweep.report.load import ReportInputs
 
 #: genes named on a card (the tables below list them all)
-CARD_GENES = 8
+CARD_GENES = 6
 #: genes per dotplot block
 DOTPLOT_MARKERS = 20
 DOTPLOT_REJECTED = 10
 STATUS_STYLE = {"ok": "success", "weak": "warning", "no_settings": "secondary"}
+STATUS_MEANING = {"ok": "most of the recommended setting's top genes are cluster-specific",
+                  "weak": "fewer than half of the recommended setting's top genes are cluster-specific: treat every setting with caution",
+                  "no_settings": "no DE setting could be scored for this comparison"}
 
 # The cards' look, and MultiQC's page furniture hidden so the verdict is on the first screen:
 # the big logo (the sidebar keeps it) and the welcome banner (a link to an online video; the report is offline).
@@ -35,7 +38,7 @@ CSS = """<style>
 .desweep-card h4 { font-size: 1.05rem; margin: 0 0 6px 0; }
 .desweep-card .setting { font-family: var(--bs-font-monospace); font-size: 0.9rem; }
 .desweep-card .numbers { display: grid; grid-template-columns: repeat(3, 1fr); gap: 14px; margin: 8px 0; }
-.desweep-card .numbers div { line-height: 1.2; font-size: 0.85rem; }
+.desweep-card .numbers div { line-height: 1.2; font-size: 0.8rem; }
 .desweep-card .big { font-size: 1.5rem; font-weight: 600; display: block; }
 .desweep-card .genes { font-size: 0.9rem; margin: 4px 0; }
 .desweep-card .reason { font-size: 0.85rem; color: var(--bs-secondary-color); margin-top: 6px; }
@@ -51,9 +54,7 @@ def verdict_section(inputs: ReportInputs) -> list[Item]:
     markers, rejected = inputs.get("markers"), inputs.get("rejected")
     cards = "".join(_card(row, _of(markers, row), _of(rejected, row)) for row in rec.to_dict("records"))
     items = [Item(section, "cards", "Recommended settings and consensus markers", "html",
-                  f"{CSS}<div class='desweep-cards'>{cards}</div>",
-                  "Status: ok (most of the recommended setting's top genes are cluster-specific), weak (fewer than half: "
-                  "treat every setting with caution) or no_settings.")]
+                  f"{CSS}<div class='desweep-cards'>{cards}</div>")]
     if rejected is None:
         items.append(missing(section, "rejected genes", where("rejected")))
     elif rejected.empty:
@@ -84,7 +85,8 @@ def _card(row: dict, markers: pd.DataFrame | None, rejected: pd.DataFrame | None
     status = str(row.get("status") or "")
     e = html.escape
     head = (f"<h4>{e(str(row['group1']))} vs {e(str(row['group2']))} "
-            f"<span class='badge text-bg-{STATUS_STYLE.get(status, 'secondary')}'>{e(status)}</span> "
+            f"<span class='badge text-bg-{STATUS_STYLE.get(status, 'secondary')}' title='{e(STATUS_MEANING.get(status, ''))}'>"
+            f"{e(status)}</span> "
             f"<small class='text-muted'>{e(str(row.get('design') or ''))}</small></h4>")
     setting = row.get("recommended_setting")
     if status == "no_settings" or not isinstance(setting, str) or not setting:
