@@ -147,7 +147,7 @@ def diagnosed(planted):
 def test_classification_agrees_with_planted_truth(planted, diagnosed):
     adata, comparisons, _, _ = planted
     patterns = diagnosed["gene_patterns"]
-    assert list(patterns.columns[:4]) == ["combination_id", "comparison_id", "gene", "rank"]
+    assert list(patterns.columns[:7]) == ["combination_id", "comparison_id", "setting_id", "model", "seed", "gene", "rank"]
     assert set(patterns["pattern"]) <= {"cluster_specific", "batch_wide", "other"}
     truth = truth_of(patterns, comparisons, adata.var)
     agreement = float((truth == patterns["pattern"]).mean())
@@ -192,10 +192,10 @@ def test_recommended_setting_is_mostly_planted_markers(planted, diagnosed):
     rec = diagnosed["recommendations"].set_index("comparison_id")
     patterns = diagnosed["gene_patterns"]
     for comparison_id in comparisons["comparison_id"]:
-        best = rec.loc[comparison_id, "best_combination_id"]
+        best = rec.loc[comparison_id, "recommended_setting_id"]
         assert best.endswith("__corrected"), (comparison_id, best)
         assert rec.loc[comparison_id, "status"] == "ok"
-        top = patterns[patterns["combination_id"] == best]
+        top = patterns[patterns["setting_id"] == best]
         planted_marker = top["gene"].map(adata.var["truth_cluster"]).isin([rec.loc[comparison_id, "group1"], rec.loc[comparison_id, "group2"]])
         assert planted_marker.mean() >= 0.7
         assert "cluster-specific" in rec.loc[comparison_id, "reason"]
@@ -204,23 +204,27 @@ def test_recommended_setting_is_mostly_planted_markers(planted, diagnosed):
 
 def test_setting_scores_rank_settings(diagnosed):
     scores = diagnosed["setting_scores"]
-    for column in ("combination_id", "comparison_id", "batch_correction", "mode", "share_cluster_specific",
-                   "share_batch_wide", "share_other", "specificity_score", "rank_in_comparison"):
+    for column in ("setting_id", "comparison_id", "setting", "batch_correction", "mode", "share_cluster_specific_mean",
+                   "share_batch_wide_mean", "share_other_mean", "specificity_score_mean", "rank_in_comparison", "recommended"):
         assert column in scores.columns
-    shares = scores[["share_cluster_specific", "share_batch_wide", "share_other"]].sum(axis=1)
+    shares = scores[["share_cluster_specific_mean", "share_batch_wide_mean", "share_other_mean"]].sum(axis=1)
     assert np.allclose(shares, 1.0)
     for _, part in scores.groupby("comparison_id"):
         ordered = part.sort_values("rank_in_comparison")
         assert list(ordered["rank_in_comparison"]) == list(range(1, len(part) + 1))
-        assert ordered["specificity_score"].is_monotonic_decreasing
-        naive = part[part["combination_id"].str.endswith("__naive")].iloc[0]
-        assert naive["share_batch_wide"] >= 0.3  # the uncorrected setting's top genes are batch effects
+        assert ordered["specificity_score_mean"].is_monotonic_decreasing
+        naive = part[part["setting_id"].str.endswith("__naive")].iloc[0]
+        assert naive["share_batch_wide_mean"] >= 0.3  # the uncorrected setting's top genes are batch effects
+        assert not naive["recommended"]
 
 
 def test_concordance_pairs(planted, diagnosed):
     _, comparisons, plan, tables = planted
     conc = diagnosed["concordance"]
     assert len(conc) == 3 * len(comparisons)  # 3 settings -> 3 pairs per comparison
+    per_setting = diagnosed["concordance_settings"]
+    assert len(per_setting) == len(conc) and (per_setting["n_pairs"] == 1).all()
+    assert np.allclose(per_setting["jaccard_top_mean"], conc["jaccard_top"])
     assert conc["jaccard_top"].between(0, 1).all()
     row = conc[(conc["combination_id_1"].str.endswith("__corrected")) & (conc["combination_id_2"].str.endswith("__naive"))].iloc[0]
     assert row["jaccard_top"] > 0.2 and row["spearman_lfc_top"] > 0.5 and row["spearman_lfc"] > 0.1
@@ -242,7 +246,7 @@ def test_confounded_without_shared_cluster_is_not_measurable():
                           [5.0, 5.0, 5.0, 5.0]], index=["m", "bw", "flat"], columns=columns)
     n_cells = pd.DataFrame({"b0": [50, 50, 0, 0], "b1": [0, 0, 50, 50]}, index=["A", "C", "B", "D"])
     profile = ExpressionProfile("raw", means, n_cells)
-    calls = classify_genes(profile, ["m", "bw", "flat"], np.array([1.0, 1.0, -1.0]), group1="A", group2="B", min_lfc=0.5)
+    calls = classify_genes(profile, ["m", "bw", "flat"], np.array([1.0, 1.0, -1.0]), group1="A", group2="B")
     assert calls.loc["m", "pattern"] == "cluster_specific"
     assert calls.loc["bw", "pattern"] == "other"  # no cluster in both batches: shift not measurable
     assert np.isnan(calls.loc["bw", "batch_shift_lfc"])
@@ -296,8 +300,15 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     for name in (keys.GENE_PATTERNS_CSV, keys.SETTING_SCORES_CSV, keys.CONCORDANCE_CSV, keys.RECOMMENDATIONS_CSV,
-                 keys.DIAGNOSE_THRESHOLDS_CSV, keys.TOP_GENE_EXPRESSION_CSV):
+                 keys.DIAGNOSE_THRESHOLDS_CSV, keys.TOP_GENE_EXPRESSION_CSV, keys.MARKERS_CSV, keys.REJECTED_CSV,
+                 keys.MARKERS_H5AD, keys.SETTING_SCORES_BY_REPLICATE_CSV, keys.RECOMMENDED_SETTINGS_CSV,
+                 keys.CONCORDANCE_SETTINGS_CSV):
         assert (out / name).stat().st_size > 0, name
+    from desweep.io import read_csv
+
+    markers = read_csv(out / keys.MARKERS_CSV)
+    assert set(markers["comparison_id"]) == sub_ids and len(markers) > 20
+    assert "only-batch0_vs_only-batch1__corrected" in result.output  # the recommended setting is named
     plots = out / keys.PLOTS_DIR
     from desweep.plots import first_seed_combinations
 
@@ -314,10 +325,11 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
         assert (plots / name).exists(), name
     assert "only-batch0_vs_only-batch1" in result.output
     # byte-identical tables on a rerun
-    first = (out / keys.GENE_PATTERNS_CSV).read_bytes()
     result = CliRunner().invoke(cli, args[:-2] + ["--no-plots", "-o", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "again" / keys.GENE_PATTERNS_CSV).read_bytes() == first
+    for name in (keys.GENE_PATTERNS_CSV, keys.MARKERS_CSV, keys.REJECTED_CSV, keys.SETTING_SCORES_CSV,
+                 keys.RECOMMENDATIONS_CSV, keys.CONCORDANCE_SETTINGS_CSV):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
 
 
 def test_cli_errors_are_one_line(planted, tmp_path):

@@ -122,9 +122,14 @@ def volcano(table: pd.DataFrame, patterns: pd.DataFrame | None = None, *, title:
 
 
 def concordance_heatmap(concordance: pd.DataFrame, comparison_id: str, *, labels: dict[str, str] | None = None,
-                        value: str = "jaccard_top") -> Figure:
-    """Symmetric heatmap of ``value`` (top-N Jaccard by default) between the settings of a comparison."""
-    part = concordance[concordance["comparison_id"] == comparison_id]
+                        value: str = "jaccard_top", ids_from: tuple[str, str] = ("combination_id_1", "combination_id_2")) -> Figure:
+    """Symmetric heatmap of ``value`` (top-N Jaccard by default) between the settings of a comparison.
+
+    ``ids_from``: the two id columns (``setting_id_1``, ``setting_id_2`` for ``concordance_settings.csv``).
+    """
+    first, second = ids_from
+    part = concordance[concordance["comparison_id"] == comparison_id].rename(
+        columns={first: "combination_id_1", second: "combination_id_2"})
     ids = list(dict.fromkeys(list(part["combination_id_1"]) + list(part["combination_id_2"])))
     matrix = pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
     for _, row in part.iterrows():
@@ -143,14 +148,14 @@ def concordance_heatmap(concordance: pd.DataFrame, comparison_id: str, *, labels
 
 
 def setting_scores_bars(scores: pd.DataFrame, comparison_id: str, *, labels: dict[str, str] | None = None) -> Figure:
-    """Stacked bars: the share of each pattern among each setting's top genes, best setting on top."""
+    """Stacked bars: the mean share of each pattern among each setting's top genes (``setting_scores.csv``), best on top."""
     part = scores[(scores["comparison_id"] == comparison_id) & (scores["status"] == "ok")].sort_values("rank_in_comparison", ascending=False)
     fig = _figure(7.0, max(2.5, 0.3 * len(part) + 1.5))
     ax = fig.add_subplot()
     left = np.zeros(len(part))
-    names = [(labels or {}).get(c, c) for c in part["combination_id"]]
+    names = [(labels or {}).get(c, c) for c in part["setting_id"]]
     for pattern, colour in PATTERN_COLOURS.items():
-        values = part[f"share_{pattern}"].to_numpy(dtype=float)
+        values = part[f"share_{pattern}_mean"].to_numpy(dtype=float)
         ax.barh(names, values, left=left, color=colour, label=pattern)
         left += values
     ax.set_xlim(0, 1)
@@ -262,6 +267,9 @@ def diagnostic_figures(
     scores = results["setting_scores"]
     plan = plan.astype({"combination_id": str})
     labels = {str(r["combination_id"]): setting_label(r) for _, r in plan.iterrows()}
+    if "setting_id" in plan.columns:
+        labels.update({str(r["setting_id"]): setting_label(r) for _, r in plan.drop_duplicates("setting_id").iterrows()})
+    pairs = results.get("concordance_settings")
     for cid in first_seed_combinations(plan):
         if cid not in tables:
             continue
@@ -272,8 +280,10 @@ def diagnostic_figures(
                    top_genes_heatmap(expression[expression["combination_id"] == cid], title=f"{cid}\n{labels[cid]}"))
         yield f"{keys.PLOT_VOLCANO_DIR}/{cid}.png", volcano(tables[cid], part, title=f"{cid}\n{labels[cid]}")
     for comparison_id in plan["comparison_id"].astype(str).unique():
-        if (results["concordance"]["comparison_id"] == comparison_id).any():
-            yield f"{keys.PLOT_CONCORDANCE_DIR}/{comparison_id}.png", concordance_heatmap(results["concordance"], comparison_id, labels=labels)
+        if pairs is not None and (pairs["comparison_id"] == comparison_id).any():
+            yield (f"{keys.PLOT_CONCORDANCE_DIR}/{comparison_id}.png",
+                   concordance_heatmap(pairs, comparison_id, labels=labels, value="jaccard_top_mean",
+                                       ids_from=("setting_id_1", "setting_id_2")))
         if ((scores["comparison_id"] == comparison_id) & (scores["status"] == "ok")).any():
             yield f"{keys.PLOT_SCORES_DIR}/{comparison_id}.png", setting_scores_bars(scores, comparison_id, labels=labels)
     if history is not None and len(history):
