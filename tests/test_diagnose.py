@@ -395,3 +395,87 @@ def test_on_real_scvi_de_tables(pipeline_dirs, tmp_path):
     scores = read_csv(out / keys.SETTING_SCORES_CSV).set_index("combination_id")
     uncorrected = plan.loc[plan["batch_correction"].astype(str).str.lower() == "false", "combination_id"].item()
     assert scores.loc[uncorrected, "share_batch_wide"] > scores.loc[rec["best_combination_id"], "share_batch_wide"]
+
+
+# --------------------------------------------------------------------------- the per-gene test (issue #13)
+def _counts_adata(means_by_group: dict[tuple[str, str], float], n_by_group: dict[tuple[str, str], int], *, seed: int,
+                  n_genes: int = 40):
+    """Poisson counts of ``n_genes`` genes (gene 0 at the given means, the rest at 5) per (cluster, batch)."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    blocks, clusters, batches = [], [], []
+    for (cluster, batch), n in n_by_group.items():
+        rates = np.full(n_genes, 5.0)
+        rates[0] = means_by_group[(cluster, batch)]
+        blocks.append(rng.poisson(rates, size=(n, n_genes)))
+        clusters += [cluster] * n
+        batches += [batch] * n
+    obs = pd.DataFrame({"cell_type": clusters, "batch": batches}, index=[f"c{i}" for i in range(len(clusters))])
+    return ad.AnnData(sp.csr_matrix(np.vstack(blocks).astype(np.float32)), obs=obs,
+                      var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+
+
+def test_standard_errors_match_the_sampling_noise():
+    """The delta-method SE of group_lfc is the spread of group_lfc over repeated draws of the same cells."""
+    from desweep.diagnose import classify_genes, raw_profile
+
+    groups = {("A", "b0"): 40, ("C", "b0"): 200, ("B", "b1"): 30, ("D", "b1"): 200}
+    means = {("A", "b0"): 0.6, ("C", "b0"): 0.3, ("B", "b1"): 0.3, ("D", "b1"): 0.3}
+    lfcs, ses = [], []
+    for seed in range(60):
+        adata = _counts_adata(means, groups, seed=seed)
+        profile = raw_profile(adata, group_key="cell_type", batch_key="batch")
+        calls = classify_genes(profile, ["g0"], np.array([1.0]), group1="A", group2="B")
+        lfcs.append(calls.loc["g0", "group_lfc"])
+        ses.append(calls.loc["g0", "se_group_lfc"])
+    empirical, predicted = float(np.std(lfcs, ddof=1)), float(np.mean(ses))
+    assert 0.75 < predicted / empirical < 1.33, (predicted, empirical)
+
+
+def test_the_call_follows_each_genes_own_noise():
+    """The same means: clear with many cells (cluster-specific), not clear with few (other). No global floor."""
+    from desweep.diagnose import ExpressionProfile, classify_genes
+
+    columns = pd.MultiIndex.from_tuples([("A", "b0"), ("C", "b0"), ("B", "b1"), ("C", "b1")], names=["cluster", "batch"])
+    means = pd.DataFrame([[3.0, 2.0, 2.0, 2.0]] * 2, index=["g", "other"], columns=columns)  # A up 1.5x: log2 0.58
+
+    def call(n_a: int) -> pd.Series:
+        n_cells = pd.DataFrame({"b0": [n_a, 200, 0], "b1": [0, 200, n_a]}, index=["A", "C", "B"])
+        counts = pd.Series([n_a, 200, n_a, 200], index=columns)
+        rel_var = means.rdiv(1.0).div(counts, axis=1)  # Poisson: var(x)/n/mean^2 = 1/(n mean)
+        profile = ExpressionProfile("raw", means, n_cells, eps=0.01, rel_var=rel_var)
+        return classify_genes(profile, ["g"], np.array([1.0]), group1="A", group2="B").loc["g"]
+
+    many, few = call(400), call(8)
+    assert many["pattern"] == "cluster_specific" and many["se_group_lfc"] < 0.1
+    assert few["pattern"] == "other" and "not clear" in few["reason"] and few["se_group_lfc"] > 0.25
+    assert many["group_lfc"] == pytest.approx(few["group_lfc"])
+
+
+@pytest.fixture(scope="module")
+def hard_planted():
+    from desweep.simulate import preset_params, simulate
+
+    adata = planted_adata(simulate(preset_params("hard", seed=0)))
+    comparisons = planted_comparisons(adata)
+    return adata, comparisons, *planted_plan(comparisons, adata)
+
+
+def test_hard_preset_keeps_planted_markers_without_cross_errors(hard_planted):
+    """Small groups, sparse genes, log2 effects 0.5-2: most planted markers in the top genes are called
+    cluster-specific, and no planted batch-wide gene is called cluster-specific (nor the reverse)."""
+    from desweep.diagnose import diagnose
+
+    adata, comparisons, plan, tables = hard_planted
+    patterns = diagnose(adata, plan, tables, comparisons, top_n=TOP_N)["gene_patterns"]
+    truth = truth_of(patterns, comparisons, adata.var)
+    marker = truth == "cluster_specific"
+    assert marker.sum() >= 100
+    recall = float((patterns.loc[marker, "pattern"] == "cluster_specific").mean())
+    assert recall >= 0.8, f"recall {recall:.1%}"
+    planted_batch = patterns["gene"].map(adata.var["truth_pattern"]).eq("batch_wide")
+    assert planted_batch.sum() >= 30
+    assert not ((patterns["pattern"] == "cluster_specific") & planted_batch).any()
+    assert not ((patterns["pattern"] == "batch_wide") & marker).any()

@@ -27,15 +27,20 @@ the cells behind every mean):
 ``cluster_specific``
     ``d`` clear, ``w >= f d`` and ``w`` clear, and ``s < f d`` (or not measurable).
 ``batch_wide``
-    ``d`` clear, ``s >= f d`` and ``s`` clear, and ``w < f d``; or ``d`` not
-    clear (pooling over batches can hide it) but ``s`` clear, ``w < f s`` and
-    ``s >= f |lfc|``, ``lfc`` being the DE table's log2 fold change (the shift
-    explains the difference the table reports).
+    ``d`` clear, ``s`` clear and clearly at least ``f d`` (``s - z se_s >= f d``),
+    and ``w < f d``; or ``d`` not clear (pooling over batches can hide it) but
+    ``s`` clear, ``w < f s`` and ``s - z se_s >= f |lfc|``, ``lfc`` being the DE
+    table's log2 fold change (the shift clearly explains the difference the
+    table reports).
 ``other``
     Everything else, with the reason: no clear raw difference, both
     explanations, neither, one explanation whose rival cannot be ruled out
     (a point estimate above ``f d`` that is not clear), or not measurable.
 
+The batch shift must *clearly* reach ``f d`` because it is measured in other
+clusters, where a sparse marker's counts are noise: a shift that merely reaches
+``f d`` by chance would turn a true marker batch-wide. A cluster-specific call
+is guarded the other way: any shift estimate reaching ``f d`` vetoes it.
 Every threshold is relative to the gene's own noise and difference: nothing
 depends on depth, normalization scale or the number of genes.
 """
@@ -234,21 +239,22 @@ HIDDEN = "raw group difference not clear"
 
 
 def check_hidden_shift(calls: pd.DataFrame, magnitude: np.ndarray, thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
-    """The second ``batch_wide`` rule's last condition: the shift explains at least ``f`` of the table's ``|lfc|``.
+    """The second ``batch_wide`` rule's last condition: the shift clearly explains ``f`` of the table's ``|lfc|``.
 
-    ``calls`` from :func:`classify_genes`; ``magnitude``: ``|lfc|`` of the DE table
-    per row (NaN or 0: unknown, the call stands).
+    ``calls`` from :func:`classify_genes` (with ``se_batch_shift_lfc`` when known);
+    ``magnitude``: ``|lfc|`` of the DE table per row (NaN or 0: unknown, the call stands).
     """
     f = thresholds.explained_fraction
     magnitude = np.asarray(magnitude, dtype=float)
     shift = calls["batch_shift_lfc"].to_numpy(dtype=float)
+    se = calls["se_batch_shift_lfc"].to_numpy(dtype=float) if "se_batch_shift_lfc" in calls else np.zeros(len(calls))
     weak = ((calls["pattern"] == "batch_wide") & calls["reason"].str.startswith(HIDDEN)).to_numpy() \
-        & np.isfinite(magnitude) & (magnitude > 0) & ~(shift >= f * magnitude)
+        & np.isfinite(magnitude) & (magnitude > 0) & ~(shift - thresholds.z * se >= f * magnitude)
     if weak.any():
         calls = calls.copy()
         calls.loc[weak, "pattern"] = "other"
-        calls.loc[weak, "reason"] = [f"{HIDDEN}; the batch shift ({s:.2f}) explains less than {f:g} of the DE table's |lfc| ({m:.2f})"
-                                     for s, m in zip(shift[weak], magnitude[weak], strict=True)]
+        calls.loc[weak, "reason"] = [f"{HIDDEN}; the batch shift ({s:.2f} +- {e:.2f}) does not clearly explain {f:g} of the "
+                                     f"DE table's |lfc| ({m:.2f})" for s, e, m in zip(shift[weak], se[weak], magnitude[weak], strict=True)]
     return calls
 
 
@@ -273,12 +279,12 @@ def _call(known: bool, d: float, w: float, s: float, se_d: float, se_w: float, s
     within_high = np.isfinite(w) and w >= f * d
     shift_high = np.isfinite(s) and s >= f * d
     within_ok = within_high and clear(w, se_w)
-    shift_ok = shift_high and clear(s, se_s)
+    shift_ok = shift_high and clear(s, se_s) and s - z * se_s >= f * d
     if within_ok and not shift_high:
         note = "" if np.isfinite(s) else "; batch shift not measurable (no cluster in both sides' batches)"
         return "cluster_specific", f"high against the other clusters of its batch (within {w:.2f} +- {se_w:.2f} >= {f:g} x {d:.2f}){note}"
     if shift_ok and not within_high:
-        return "batch_wide", f"the same shift between batches in other clusters (shift {s:.2f} +- {se_s:.2f} >= {f:g} x {d:.2f})"
+        return "batch_wide", f"the same shift between batches in other clusters (shift {s:.2f} +- {se_s:.2f} clearly >= {f:g} x {d:.2f})"
     if within_ok and shift_ok:
         return "other", f"both cluster-specific (within {w:.2f}) and batch shift ({s:.2f}) explain the difference"
     if within_ok or shift_ok:
@@ -372,6 +378,7 @@ class ComparisonCalls:
         out = check_hidden_shift(out, magnitude, self.thresholds)
         for name in list(self.profiles)[1:]:
             suffixed = out[[f"{c}__{name}" for c in (*SCORE_COLUMNS, "pattern", "reason") if f"{c}__{name}" in out.columns]]
+            suffixed = suffixed.assign(se_batch_shift_lfc=out["se_batch_shift_lfc"].to_numpy())  # the choice borrows raw's errors
             choice = check_hidden_shift(suffixed.rename(columns=lambda c: c.removesuffix(f"__{name}")), magnitude, self.thresholds)
             out[f"pattern__{name}"] = choice["pattern"].to_numpy()
         return out.drop(columns=[c for c in out.columns if c.startswith("reason__")])
