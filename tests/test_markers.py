@@ -79,7 +79,7 @@ def test_recommendation_names_a_setting_with_its_model_spread(planted, answer):
     for cid, row in rec.iterrows():
         assert row["recommended_setting_id"] == f"{cid}__corrected" and row["status"] == "ok"
         assert row["default_setting_id"] == f"{cid}__naive" and row["default_share_batch_wide"] >= 0.3
-        assert row["n_models"] == 2
+        assert row["n_models"] == 2 and not row["all_settings_agree"] and row["n_recommended_settings"] == 1
         per_model = by_rep[by_rep["setting_id"] == row["recommended_setting_id"]].groupby("model")["share_cluster_specific"].mean()
         assert row["model_spread_sd"] == pytest.approx(per_model.std(ddof=1), abs=1e-12)
         assert "batch-wide genes in its top" in row["reason"] and "consensus marker" in row["reason"]
