@@ -126,13 +126,17 @@ def write_planted_results(outdir: Path, adata, comparisons, plan, tables) -> dic
     return paths
 
 
+def planted_inputs(sim, make_plan=planted_plan) -> tuple:
+    """``(adata, comparisons, plan, tables)`` of a simulation, the plan and tables from ``make_plan``."""
+    adata = planted_adata(sim)
+    comparisons = planted_comparisons(adata)
+    return adata, comparisons, *make_plan(comparisons, adata)
+
+
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def planted(sim_small):
-    adata = planted_adata(sim_small)
-    comparisons = planted_comparisons(adata)
-    plan, tables = planted_plan(comparisons, adata)
-    return adata, comparisons, plan, tables
+    return planted_inputs(sim_small)
 
 
 @pytest.fixture(scope="module")
@@ -468,9 +472,7 @@ def test_the_call_follows_each_genes_own_noise():
 def hard_planted():
     from desweep.simulate import preset_params, simulate
 
-    adata = planted_adata(simulate(preset_params("hard", seed=1)))
-    comparisons = planted_comparisons(adata)
-    return adata, comparisons, *planted_plan(comparisons, adata)
+    return planted_inputs(simulate(preset_params("hard", seed=1)))
 
 
 def test_hard_preset_keeps_planted_markers_without_cross_errors(hard_planted):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from desweep import keys
-from test_diagnose import planted_adata, planted_comparisons, truth_table
+from test_diagnose import planted_inputs, truth_table
 
 TOP_N = 50
 MODELS, SEEDS = (0, 1), (0, 1)
@@ -36,10 +36,7 @@ def replicated_plan(comparisons: pd.DataFrame, adata, *, kinds=KINDS, models=MOD
 
 @pytest.fixture(scope="module")
 def planted(sim_small):
-    adata = planted_adata(sim_small)
-    comparisons = planted_comparisons(adata)
-    plan, tables = replicated_plan(comparisons, adata)
-    return adata, comparisons, plan, tables
+    return planted_inputs(sim_small, replicated_plan)
 
 
 @pytest.fixture(scope="module")

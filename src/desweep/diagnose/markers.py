@@ -59,8 +59,12 @@ REJECTED_COLUMNS = ["comparison_id", "group1", "group2", "gene", "default_rank",
 UNS_MARKERS = keys.UNS_MARKERS
 
 
-def _replicates(by_replicate: pd.DataFrame, setting_ids: set[str]) -> pd.DataFrame:
-    return by_replicate[by_replicate["setting_id"].isin(setting_ids) & (by_replicate["status"] == "ok")]
+def _calls(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, setting_ids: set[str],
+           pattern: str) -> tuple[int, pd.DataFrame]:
+    """The replicates of ``setting_ids`` that have a table, and their top genes called ``pattern``."""
+    reps = by_replicate[by_replicate["setting_id"].isin(setting_ids) & (by_replicate["status"] == "ok")]
+    calls = gene_patterns[gene_patterns["combination_id"].isin(set(reps["combination_id"]))]
+    return len(reps), calls[calls["pattern"] == pattern]
 
 
 def _groups_of(comparisons: pd.DataFrame) -> dict[str, tuple[str, str]]:
@@ -73,11 +77,7 @@ def consensus_markers(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, s
     groups = _groups_of(comparisons)
     frames = []
     for cid, part in scores[scores["recommended"].astype(bool)].groupby("comparison_id", sort=False):
-        reps = _replicates(by_replicate, set(part["setting_id"]))
-        if reps.empty:
-            continue
-        calls = gene_patterns[gene_patterns["combination_id"].isin(set(reps["combination_id"]))]
-        supporting = calls[calls["pattern"] == "cluster_specific"]
+        n_reps, supporting = _calls(gene_patterns, by_replicate, set(part["setting_id"]), "cluster_specific")
         if supporting.empty:
             continue
         summary = supporting.groupby(["gene", "high_group"], sort=False).agg(
@@ -86,8 +86,8 @@ def consensus_markers(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, s
             median_rank=("rank", "median"), lfc_mean=("lfc", "median"), proba_de=("proba_de", "median"),
             group_lfc=("group_lfc", "first"), within_lfc=("within_lfc", "first"), batch_shift_lfc=("batch_shift_lfc", "first"),
         ).reset_index()
-        summary["n_replicates"] = len(reps)
-        summary["support"] = summary["n_replicates_supporting"] / len(reps)
+        summary["n_replicates"] = n_reps
+        summary["support"] = summary["n_replicates_supporting"] / n_reps
         kept = summary[summary["support"] >= min_support - 1e-12]
         kept = kept.sort_values(["support", "median_rank", "gene"], ascending=[False, True, True], kind="stable")
         kept = kept.drop_duplicates("gene")  # a gene called in both directions keeps its better-supported one
@@ -105,9 +105,7 @@ def rejected_genes(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, scor
     groups = _groups_of(comparisons)
     frames = []
     for cid, part in scores[scores["is_default"].astype(bool) & (scores["status"] == "ok")].groupby("comparison_id", sort=False):
-        reps = _replicates(by_replicate, {part["setting_id"].iloc[0]})
-        calls = gene_patterns[gene_patterns["combination_id"].isin(set(reps["combination_id"]))]
-        wide = calls[calls["pattern"] == "batch_wide"]
+        n_reps, wide = _calls(gene_patterns, by_replicate, {part["setting_id"].iloc[0]}, "batch_wide")
         if wide.empty:
             continue
         summary = wide.groupby(["gene", "high_group"], sort=False).agg(
@@ -115,8 +113,8 @@ def rejected_genes(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, scor
             lfc_mean=("lfc", "median"), proba_de=("proba_de", "median"), group_lfc=("group_lfc", "first"),
             within_lfc=("within_lfc", "first"), batch_shift_lfc=("batch_shift_lfc", "first"), reason=("reason", "first"),
         ).reset_index()
-        summary["n_replicates"] = len(reps)
-        kept = summary[summary["n_replicates_batch_wide"] >= len(reps) / 2]
+        summary["n_replicates"] = n_reps
+        kept = summary[summary["n_replicates_batch_wide"] >= n_reps / 2]
         kept = kept.sort_values(["default_rank", "gene"], kind="stable").drop_duplicates("gene")
         g1, g2 = groups.get(str(cid), ("", ""))
         frames.append(kept.assign(comparison_id=str(cid), group1=g1, group2=g2))
