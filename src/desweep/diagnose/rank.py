@@ -25,10 +25,14 @@ from desweep.diagnose.replicates import SETTING_COLUMNS, describe_setting, is_mi
 REPLICATE_COLUMNS = ["combination_id", "comparison_id", "setting_id", "model", "seed", "n_top",
                      *[f"n_{p}" for p in PATTERNS], *[f"share_{p}" for p in PATTERNS], "specificity_score", "status",
                      "mean_within_lfc_cluster_specific"]
+#: trailing columns for readers of the pre-#13 table (one row per combination): the setting's first
+#: replicate and its mean shares under the old names
+COMPATIBILITY_COLUMNS = ["combination_id", "share_cluster_specific", "share_batch_wide", "share_other"]
 SETTING_SCORE_COLUMNS = ["comparison_id", "setting_id", "setting", *SETTING_COLUMNS, "is_default", "n_replicates", "n_top",
                          "share_cluster_specific_mean", "share_cluster_specific_sd", "share_batch_wide_mean",
                          "share_batch_wide_sd", "share_other_mean", "specificity_score_mean", "specificity_score_sd",
-                         "rank_in_comparison", "recommended", "status", "n_models", "n_seeds", "mean_within_lfc_cluster_specific"]
+                         "rank_in_comparison", "recommended", "status", "n_models", "n_seeds", "mean_within_lfc_cluster_specific",
+                         *COMPATIBILITY_COLUMNS]
 RECOMMENDATION_COLUMNS = ["comparison_id", "group1", "group2", "design", "status", "recommended_setting_id",
                           "recommended_setting", "n_recommended_settings", "all_settings_agree", "share_cluster_specific",
                           "share_batch_wide", "default_setting_id", "default_share_batch_wide", "default_n_batch_wide", "n_top",
@@ -72,7 +76,8 @@ def setting_scores(by_replicate: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFra
     rows = []
     for _, setting in first.iterrows():
         reps = by_replicate[(by_replicate["setting_id"] == setting["setting_id"]) & (by_replicate["status"] == "ok")]
-        row = {"comparison_id": setting["comparison_id"], "setting_id": setting["setting_id"], "setting": describe_setting(setting)}
+        row = {"comparison_id": setting["comparison_id"], "setting_id": setting["setting_id"], "setting": describe_setting(setting),
+               "combination_id": setting["combination_id"]}
         row.update({c: setting[c] for c in SETTING_COLUMNS if c in plan.columns})
         row.update({"is_default": bool(setting["is_default"]), "n_replicates": len(reps),
                     "status": "ok" if len(reps) else "no_table"})
@@ -83,6 +88,7 @@ def setting_scores(by_replicate: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFra
             for column in ("share_cluster_specific", "share_batch_wide", "specificity_score"):
                 row[f"{column}_mean"] = float(reps[column].mean())
                 row[f"{column}_sd"] = sd(reps[column])
+            row.update({c: row[f"{c}_mean"] for c in ("share_cluster_specific", "share_batch_wide", "share_other")})
         rows.append(row)
     scores = pd.DataFrame(rows).reindex(columns=SETTING_SCORE_COLUMNS)
     scores["recommended"] = False
