@@ -172,6 +172,7 @@ def score_run(outdir: Path, *, preset: str, seed: int) -> list[dict]:
             "rec_batch_share_called": float(rec.loc[cid, "share_batch_wide"]),
             "default_batch_share_called": float(rec.loc[cid, "default_share_batch_wide"]),
             "n_markers": int(rec.loc[cid, "n_markers"]),
+            "n_planted_markers": int(top_markers["gene"].isin(truth_markers).sum()),
             "consensus_top_marker_share": float(top_markers["gene"].isin(truth_markers).mean()) if len(top_markers) else np.nan,
             "consensus_batch_wide": int(top_markers["gene"].isin(truth_batch).sum()),
             "model_spread_sd": float(rec.loc[cid, "model_spread_sd"]),
@@ -183,6 +184,8 @@ def score_run(outdir: Path, *, preset: str, seed: int) -> list[dict]:
             smark = result["markers"][result["markers"]["comparison_id"] == cid].sort_values("rank").head(TOP_N)
             row[f"model{k}_rec_marker_share"] = float(sshares.get(srec.loc[cid, "recommended_setting_id"], np.nan))
             row[f"model{k}_consensus_top_marker_share"] = float(smark["gene"].isin(truth_markers).mean()) if len(smark) else np.nan
+            row[f"model{k}_n_markers"] = len(smark)
+            row[f"model{k}_n_planted_markers"] = int(smark["gene"].isin(truth_markers).sum())
         rows.append(row)
     return rows
 
@@ -214,9 +217,13 @@ def report(results: pd.DataFrame, workdir: Path) -> None:
                   f"{per_model.stack().std(ddof=1):.1%}); consensus over models {part['rec_marker_share'].mean():.1%} "
                   f"(SD over runs {part['rec_marker_share'].std(ddof=1):.1%}); model_spread_sd {part['model_spread_sd'].mean():.1%}")
             tops = part[[c.replace("rec_marker_share", "consensus_top_marker_share") for c in singles]]
-            print(f"{preset}: consensus markers' top {TOP_N} from one model {tops.stack().mean():.1%} "
-                  f"(SD {tops.stack().std(ddof=1):.1%}), from all models {part['consensus_top_marker_share'].mean():.1%} "
-                  f"(SD {part['consensus_top_marker_share'].std(ddof=1):.1%})")
+            counts = part[[c.replace("rec_marker_share", "n_markers") for c in singles]]
+            planted_counts = part[[c.replace("rec_marker_share", "n_planted_markers") for c in singles]]
+            print(f"{preset}: consensus markers' top {TOP_N} from one model {tops.stack().mean():.1%} planted "
+                  f"(SD {tops.stack().std(ddof=1):.1%}; {counts.stack().mean():.1f} markers, {planted_counts.stack().mean():.1f} "
+                  f"planted, per comparison), from all models {part['consensus_top_marker_share'].mean():.1%} "
+                  f"(SD {part['consensus_top_marker_share'].std(ddof=1):.1%}; {part['n_markers'].mean():.1f} markers, "
+                  f"{part['n_planted_markers'].mean():.1f} planted)")
     print_costs(workdir)
     print(f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
 
