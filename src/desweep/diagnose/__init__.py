@@ -9,6 +9,7 @@ answer. The rules are in ``docs/diagnostics.md``; the package, by concern:
 
 - :mod:`~desweep.diagnose.profiles`: expression per cluster x batch with its sampling noise;
 - :mod:`~desweep.diagnose.classify`: the per-gene call;
+- :mod:`~desweep.diagnose.tables`: the DE tables' top genes, and each comparison's calls computed once;
 - :mod:`~desweep.diagnose.replicates`: settings, models and seeds of the plan;
 - :mod:`~desweep.diagnose.rank`: scores, tie band and recommendations;
 - :mod:`~desweep.diagnose.markers`: consensus markers, rejected genes, ``markers.h5ad``;
@@ -25,16 +26,7 @@ import pandas as pd
 
 from desweep import keys
 from desweep.composition import PresenceRule
-from desweep.diagnose.classify import (
-    PATTERNS,
-    SCORE_COLUMNS,
-    ComparisonCalls,
-    Thresholds,
-    classify_genes,
-    classify_setting,
-    table_lfc,
-    top_genes,
-)
+from desweep.diagnose.classify import PATTERNS, SCORE_COLUMNS, Thresholds, classify_genes
 from desweep.diagnose.concordance import concordance, concordance_settings
 from desweep.diagnose.markers import consensus_markers, markers_adata, rejected_genes
 from desweep.diagnose.profiles import (
@@ -49,6 +41,7 @@ from desweep.diagnose.profiles import (
 )
 from desweep.diagnose.rank import recommendations, recommended_settings, replicate_scores, setting_scores, shares
 from desweep.diagnose.replicates import classify_plan, describe_setting, replicate_plan
+from desweep.diagnose.tables import ComparisonCalls, classify_setting, table_lfc, top_genes
 from desweep.errors import DesweepInputError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from desweep.diagnose.classify import table_lfc, top_genes
+from desweep.diagnose.tables import table_lfc, top_genes
 from desweep.diagnose.replicates import replicate_plan
 
 CONCORDANCE_COLUMNS = ["comparison_id", "model", "seed", "combination_id_1", "combination_id_2", "setting_id_1", "setting_id_2",

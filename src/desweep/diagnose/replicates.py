@@ -15,7 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from desweep.diagnose.classify import ComparisonCalls, Thresholds, classify_setting, oriented_comparison, table_lfc, top_genes
+from desweep.diagnose.classify import Thresholds
+from desweep.diagnose.tables import ComparisonCalls, classify_setting, oriented_comparison, table_lfc, top_genes
 from desweep.diagnose.profiles import ExpressionProfile
 
 logger = logging.getLogger(__name__)
