@@ -9,12 +9,14 @@ STAMP := $(VENV)/.desweep-installed
 EXAMPLE_OUT ?= results/example
 PYTEST_ARGS ?=
 
-.PHONY: install example test nextflow-engine guide clean
+.PHONY: install example test nextflow-engine images lock guide clean
 
-$(STAMP): pyproject.toml
+# the versions pinned for the images (containers/requirements.lock), so that the tests run
+# what the images run
+$(STAMP): pyproject.toml containers/requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' --constraint containers/requirements.lock
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,6 +32,15 @@ example: install
 
 test: install nextflow-engine
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+## desweep's images, tagged as nextflow.config expects them, with podman or docker (docs/usage.md,
+## "Containers"); on a VM without a registry: eval "$$(scripts/podman_setup)" first
+images:
+	scripts/build_images
+
+## Pin the images' dependencies at the versions installed in .venv (containers/requirements*.lock)
+lock: install
+	$(PY) scripts/lock_requirements.py
 
 ## The real-data guide (docs/guide.md): needs ../shared/data/pbmc_3tech.h5ad and Debian's chromium
 guide: install

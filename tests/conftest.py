@@ -57,3 +57,17 @@ def pipeline_dirs(sim_small_path, tmp_path_factory) -> dict[str, Path]:
         assert result.exit_code == 0, f"{args[0]} failed: {result.output}"
     dirs["outdir"] = outdir
     return dirs
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> Path:
+    """``nextflow run . -profile test`` for real, without containers, once per test session.
+
+    Returns the launch folder (results in ``results/``, trace suffix ``first``); shared by the
+    Nextflow tests and the container test, which compares its run in the images with this one.
+    """
+    from nextflow_runs import nextflow_run
+
+    cwd = tmp_path_factory.mktemp("nf_real")
+    nextflow_run(cwd, "-profile", "test", "--outdir", str(cwd / "results"), "--trace_report_suffix", "first")
+    return cwd

@@ -10,7 +10,7 @@ For every ``modules/local/<step>/main.nf``:
   in ``src/desweep/keys.py`` (the output contract of docs/architecture.md), and every
   such file is declared; the stub block creates each declared output;
 - the module has ``meta.yml``, ``environment.yml`` and ``tests/main.nf.test`` with a
-  ``- stub`` twin for each test, and its container is a documented image.
+  ``- stub`` twin for each test; no module names its container (nextflow.config does, once).
 """
 
 from __future__ import annotations
@@ -241,14 +241,14 @@ def test_module_files(module: str) -> None:
     assert nf_test.count('options "-stub"') == len(real)
 
 
-def test_containers_are_documented_images() -> None:
-    usage = USAGE.read_text()
-    images = set()
+def test_container_is_set_in_one_place() -> None:
+    """No module names an image: ``process.container`` in nextflow.config is the only setting."""
     for module in module_dirs():
-        images.update(re.findall(r"'((?:[a-z0-9.-]+/)+[a-z0-9._-]+:[A-Za-z0-9._-]+)'", (module / "main.nf").read_text()))
-    assert images, "no container images found"
-    for image in images:
-        assert image in usage, f"container image {image} is not documented in docs/usage.md"
+        assert not re.search(r"^\s*container\s", (module / "main.nf").read_text(), re.M), f"{module.name}/main.nf sets its own container"
+    configs = [REPO / "nextflow.config", *sorted((REPO / "conf").glob("*.config"))]
+    settings = [f"{path.name}: {line.strip()}" for path in configs for line in path.read_text().splitlines()
+                if re.match(r"\s*(process\.)?container\s*=", line)]
+    assert len(settings) == 1 and settings[0].startswith("nextflow.config: process.container"), settings
 
 
 def test_modules_config_names_real_processes() -> None:

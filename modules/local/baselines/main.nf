@@ -3,7 +3,6 @@ process BASELINES {
     label 'process_medium'
 
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/desweep/desweep:0.1.0'
 
     input:
     tuple val(meta), path(h5ad), path(comparisons), path(means)

@@ -4,7 +4,6 @@ process DE {
     label 'process_gpu'
 
     conda "${moduleDir}/environment.yml"
-    container "${ task.ext.use_gpu ? 'ghcr.io/desweep/desweep:0.1.0-cuda' : 'ghcr.io/desweep/desweep:0.1.0' }"
 
     input:
     // meta.sampling_keys: the plan's sampling keys this task runs (rows of one key share

@@ -3,7 +3,6 @@ process DE_MERGE {
     label 'process_single'
 
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/desweep/desweep:0.1.0'
 
     input:
     // every DE task's tables and per-key summaries, staged together

@@ -3,7 +3,6 @@ process DIAGNOSE {
     label 'process_low'
 
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/desweep/desweep:0.1.0'
 
     input:
     // tables: every DE task's tables, staged together as tables/<combination_id>.csv

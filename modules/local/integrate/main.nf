@@ -4,7 +4,6 @@ process INTEGRATE {
     label 'process_gpu'
 
     conda "${moduleDir}/environment.yml"
-    container "${ task.ext.use_gpu ? 'ghcr.io/desweep/desweep:0.1.0-cuda' : 'ghcr.io/desweep/desweep:0.1.0' }"
 
     input:
     tuple val(meta), path(h5ad)

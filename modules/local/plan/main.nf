@@ -3,7 +3,6 @@ process PLAN {
     label 'process_single'
 
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/desweep/desweep:0.1.0'
 
     input:
     tuple val(meta), path(comparisons), path(counts)

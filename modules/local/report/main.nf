@@ -3,7 +3,6 @@ process REPORT {
     label 'process_single'
 
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/desweep/desweep:0.1.0'
 
     input:
     // each step's published files, staged in the output contract's layout under results/

@@ -3,7 +3,6 @@ process SIMULATE {
     label 'process_low'
 
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/desweep/desweep:0.1.0'
 
     input:
     val(meta)

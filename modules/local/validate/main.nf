@@ -3,7 +3,6 @@ process VALIDATE {
     label 'process_low'
 
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/desweep/desweep:0.1.0'
 
     input:
     // input: an .h5ad with raw counts, or a samplesheet CSV whose `path` column names the
