@@ -48,6 +48,14 @@ GENE_PATTERNS_CSV = "gene_patterns.csv"
 SETTING_SCORES_CSV = "setting_scores.csv"
 CONCORDANCE_CSV = "concordance.csv"
 RECOMMENDATIONS_CSV = "recommendations.csv"
+# --- the answer (issue #13): consensus markers, rejected genes, settings not seeds
+MARKERS_CSV = "markers.csv"
+REJECTED_CSV = "rejected.csv"
+MARKERS_H5AD = "markers.h5ad"
+SETTING_SCORES_BY_REPLICATE_CSV = "setting_scores_by_replicate.csv"
+RECOMMENDED_SETTINGS_CSV = "recommended_settings.csv"
+CONCORDANCE_SETTINGS_CSV = "concordance_settings.csv"
+UNS_MARKERS = "desweep_markers"  # markers.h5ad uns: scanpy rank_genes_groups structure (+ "__<comparison_id>")
 MULTIQC_REPORT = "multiqc_report.html"
 PARAMS_YAML = "params.yaml"
 SOFTWARE_VERSIONS_YML = "software_versions.yml"
@@ -79,6 +87,11 @@ TOP_GENE_EXPRESSION_CSV = "top_gene_expression.csv"
 
 # --- DE sweep (desweep plan / desweep de) -----------------------------------
 DE_PARTIAL_SUMMARY_DIR = "summary"  # de/summary/<sampling_key>.csv, one per `desweep de --sampling-key` run
+
+
+def replicate_dir(model: int) -> str:
+    """Folder under ``OUTDIR/integrate`` of model replicate ``model >= 1`` (model 0 is ``integrate/`` itself)."""
+    return f"replicate{model}"
 
 
 def step_stamp(step: str) -> str:

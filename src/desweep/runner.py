@@ -14,6 +14,7 @@ Configuration (YAML or flags)::
     labels_key: cell_type     # optional: Leiden clusters otherwise
     seed: 0                   # passed to every step that has --seed
     threads: 2                # passed to every step that has --threads
+    models: 1                 # scVI models trained (replicates; model k with seed + k)
     steps:                    # per-step options, named as the step's CLI options
       integrate: {max_epochs: 100}
       composition: {comparisons: "A:B"}
@@ -26,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +38,49 @@ from desweep.errors import DesweepInputError
 
 logger = logging.getLogger(__name__)
 
-TOP_LEVEL_KEYS = ("input", "outdir", "batch_key", "labels_key", "layer", "seed", "threads", "accelerator", "steps")
+TOP_LEVEL_KEYS = ("input", "outdir", "batch_key", "labels_key", "layer", "seed", "threads", "accelerator", "models", "steps")
 #: options passed from the top level to every step whose command has them
 SHARED_OPTIONS = ("seed", "threads", "accelerator")
 
 
 @dataclass(frozen=True)
 class Step:
-    """One pipeline step: its command, folder, inputs and expected outputs."""
+    """One pipeline step: its command, folder, inputs and expected outputs.
+
+    ``command`` (default: ``name``) is the ``desweep`` command it runs, whose
+    options under ``steps:`` apply; ``seed_offset`` is added to its seed (model replicates).
+    """
 
     name: str
     folder: str
     outputs: tuple[str, ...]
     depends: tuple[str, ...]
     arguments: Callable[[dict[str, Any], Path], list[str]]
+    command: str = ""
+    seed_offset: int = 0
+
+    @property
+    def command_name(self) -> str:
+        return self.command or self.name
 
 
 def _path(outdir: Path, *parts: str) -> str:
     return str(outdir.joinpath(*parts))
+
+
+def n_models(config: dict[str, Any]) -> int:
+    """The scVI models the run trains (``models:``, default 1)."""
+    return int(config.get("models") or 1)
+
+
+def model_dirs(config: dict[str, Any], outdir: Path) -> list[str]:
+    """The model folders in model order: ``integrate/model``, then ``integrate/replicate<k>/model``."""
+    return [_path(outdir, keys.STEP_INTEGRATE, keys.MODEL_DIR)] + [
+        _path(outdir, keys.STEP_INTEGRATE, keys.replicate_dir(k), keys.MODEL_DIR) for k in range(1, n_models(config))]
+
+
+def _model_options(config: dict[str, Any], outdir: Path) -> list[str]:
+    return [arg for path in model_dirs(config, outdir) for arg in ("--model", path)]
 
 
 STEPS: tuple[Step, ...] = (
@@ -70,17 +96,20 @@ STEPS: tuple[Step, ...] = (
          lambda c, o: ["-i", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD)]),
     Step("plan", keys.STEP_DE, (keys.PLAN_CSV, keys.PLAN_SKIPPED_CSV), ("composition",),
          lambda c, o: ["--comparisons", _path(o, keys.STEP_COMPOSITION, keys.COMPARISONS_CSV),
-                       "--batch-counts", _path(o, keys.STEP_COMPOSITION, keys.CLUSTER_BATCH_COUNTS_CSV)]),
+                       "--batch-counts", _path(o, keys.STEP_COMPOSITION, keys.CLUSTER_BATCH_COUNTS_CSV)]
+         + (["--models", str(n_models(c))] if n_models(c) > 1 else [])),
     Step("de", keys.STEP_DE, (keys.DE_TABLES_DIR, keys.DE_SUMMARY_CSV, keys.DE_STABILITY_CSV), ("plan", "integrate", "cluster"),
          lambda c, o: ["--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV), "--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD),
-                       "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR), "--all"]),
+                       *_model_options(c, o), "--all"]),
     Step("normalize", keys.STEP_NORMALIZE, (keys.NORMALIZED_H5AD, keys.CLUSTER_BATCH_MEANS_CSV), ("integrate", "cluster"),
          lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR)]),
-    Step("diagnose", keys.STEP_DIAGNOSE, (keys.GENE_PATTERNS_CSV, keys.SETTING_SCORES_CSV, keys.CONCORDANCE_CSV), ("de", "normalize"),
+    Step("diagnose", keys.STEP_DIAGNOSE, (keys.GENE_PATTERNS_CSV, keys.SETTING_SCORES_CSV, keys.CONCORDANCE_CSV,
+                                          keys.MARKERS_CSV, keys.REJECTED_CSV, keys.MARKERS_H5AD), ("de", "normalize"),
          lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV),
                        "--tables", _path(o, keys.STEP_DE, keys.DE_TABLES_DIR),
                        "--comparisons", _path(o, keys.STEP_COMPOSITION, keys.COMPARISONS_CSV),
                        "--means", _path(o, keys.STEP_NORMALIZE, keys.CLUSTER_BATCH_MEANS_CSV),
+                       "--normalized", _path(o, keys.STEP_NORMALIZE, keys.NORMALIZED_H5AD),
                        "--history", _path(o, keys.STEP_INTEGRATE, keys.HISTORY_CSV),
                        "--counts", _path(o, keys.STEP_COMPOSITION, keys.CLUSTER_BATCH_COUNTS_CSV)]),
     Step("baselines", keys.STEP_BASELINES, (keys.WILCOXON_CSV, keys.PSEUDOBULK_CSV), ("composition", "normalize"),
@@ -123,28 +152,50 @@ def load_config(config_path: Path | None, overrides: dict[str, Any]) -> dict[str
         if options is not None and not isinstance(options, dict):
             raise DesweepInputError(source, f"steps.{name}", "must be a mapping of option names to values")
     config["steps"] = {k: dict(v or {}) for k, v in steps.items()}
+    models = config.get("models", 1)
+    if isinstance(models, bool) or not isinstance(models, int) or models < 1:
+        raise DesweepInputError(source, "models", f"must be a positive integer, got {models!r}")
     return config
 
 
-def available_steps() -> list[Step]:
-    """The steps whose commands this installation provides, in pipeline order."""
+def replicate_steps(config: dict[str, Any]) -> list[Step]:
+    """One ``integrate`` per further model replicate ``k``: seed + k, into ``integrate/replicate<k>``."""
+    integrate = next(step for step in STEPS if step.name == "integrate")
+    return [Step(f"integrate_{keys.replicate_dir(k)}", f"{keys.STEP_INTEGRATE}/{keys.replicate_dir(k)}", integrate.outputs,
+                 integrate.depends, integrate.arguments, command="integrate", seed_offset=k) for k in range(1, n_models(config))]
+
+
+def available_steps(config: dict[str, Any] | None = None) -> list[Step]:
+    """The steps whose commands this installation provides, in pipeline order (with the model replicates of ``config``)."""
     from desweep.cli import COMMANDS
 
-    return [step for step in STEPS if step.name in COMMANDS]
+    steps = []
+    for step in STEPS:
+        if step.name not in COMMANDS:
+            continue
+        if step.name == "de" and config is not None:
+            step = replace(step, depends=step.depends + tuple(r.name for r in replicate_steps(config)))
+        steps.append(step)
+        if step.name == "integrate" and config is not None:
+            steps += replicate_steps(config)
+    return steps
 
 
 def step_arguments(step: Step, config: dict[str, Any], outdir: Path, source: str = "config") -> list[str]:
     """The full command line of ``step``: fixed inputs, shared options, the step's own options."""
-    command = _command(step.name)
+    command = _command(step.command_name)
     params = _options_by_name(command)
     args = step.arguments(config, outdir)
     options = {k: config[k] for k in SHARED_OPTIONS if k in params and config.get(k) is not None}
-    options.update(config["steps"].get(step.name, {}))
+    options.update(config["steps"].get(step.command_name, {}))
+    if step.seed_offset:
+        options["seed"] = int(options.get("seed") or 0) + step.seed_offset
     for name, value in options.items():
         param = params.get(name.replace("-", "_"))
         if param is None:
             allowed = ", ".join(sorted(set(params) - {"outdir", "debug", "verbose", "input", "help"}))
-            raise DesweepInputError(source, f"steps.{step.name}.{name}", f"unknown option of `desweep {step.name}` (have: {allowed})")
+            raise DesweepInputError(source, f"steps.{step.command_name}.{name}",
+                                    f"unknown option of `desweep {step.command_name}` (have: {allowed})")
         args += _option_args(param, value)
     return args + ["--outdir", _path(outdir, step.folder)]
 
@@ -160,7 +211,7 @@ def run_pipeline(config: dict[str, Any], *, force: bool = False, source: str = "
     from desweep.provenance import software_versions
 
     outdir = Path(config["outdir"])
-    steps = available_steps()
+    steps = available_steps(config)
     input_checksum = file_checksum(config["input"]) if Path(str(config["input"])).exists() else "missing"
     info = outdir / keys.PIPELINE_INFO
     arguments = {step.name: step_arguments(step, config, outdir, source) for step in steps}  # check all before running
@@ -180,7 +231,7 @@ def run_pipeline(config: dict[str, Any], *, force: bool = False, source: str = "
         logger.info("[%d/%d] %s: desweep %s %s", i, len(steps), step.name, step.name, " ".join(arguments[step.name]))
         start = time.perf_counter()
         (folder / keys.step_stamp(step.name)).unlink(missing_ok=True)
-        _command(step.name).main(arguments[step.name], prog_name=f"desweep {step.name}", standalone_mode=False)
+        _command(step.command_name).main(arguments[step.name], prog_name=f"desweep {step.command_name}", standalone_mode=False)
         write_text(json.dumps({"step": step.name, "stamp": stamp, "args": arguments[step.name]}, indent=1) + "\n",
                    folder / keys.step_stamp(step.name))
         logger.info("[%d/%d] %s: done in %.1f s", i, len(steps), step.name, time.perf_counter() - start)
