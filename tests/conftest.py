@@ -31,8 +31,13 @@ def sim_small_path(sim_small, tmp_path_factory) -> Path:
     return path
 
 
+#: a folder where ``pipeline_dirs`` is built once and then reused by later sessions; set only by
+#: scripts/mutation_check.py, which never sets it while it mutates the code that builds the fixture
+PIPELINE_CACHE_ENV = "DESWEEP_TEST_PIPELINE_CACHE"
+
+
 @pytest.fixture(scope="session")
-def pipeline_dirs(sim_small_path, tmp_path_factory) -> dict[str, Path]:
+def pipeline_dirs(request, tmp_path_factory) -> dict[str, Path]:
     """validate -> integrate -> cluster -> composition on ``sim_small``, once per test session.
 
     Returns the step folders keyed by step name (``validate``, ``integrate``,
@@ -43,8 +48,14 @@ def pipeline_dirs(sim_small_path, tmp_path_factory) -> dict[str, Path]:
     from desweep import keys
     from desweep.cli import cli
 
-    outdir = tmp_path_factory.mktemp("pipeline")
+    cache = os.environ.get(PIPELINE_CACHE_ENV)
+    outdir = Path(cache) if cache else tmp_path_factory.mktemp("pipeline")
     dirs = {name: outdir / name for name in (keys.STEP_VALIDATE, keys.STEP_INTEGRATE, keys.STEP_CLUSTER, keys.STEP_COMPOSITION)}
+    dirs["outdir"] = outdir
+    complete = outdir / ".complete"
+    if cache and complete.is_file():
+        return dirs
+    sim_small_path = request.getfixturevalue("sim_small_path")
     steps = [
         ["validate", "-i", str(sim_small_path), "--batch-key", "batch", "--labels-key", "cell_type", "-o", str(dirs["validate"])],
         ["integrate", "-i", str(dirs["validate"] / keys.VALIDATED_H5AD), "--max-epochs", str(TRAIN_EPOCHS),
@@ -56,7 +67,8 @@ def pipeline_dirs(sim_small_path, tmp_path_factory) -> dict[str, Path]:
     for args in steps:
         result = runner.invoke(cli, args, catch_exceptions=False)
         assert result.exit_code == 0, f"{args[0]} failed: {result.output}"
-    dirs["outdir"] = outdir
+    if cache:
+        complete.write_text("")
     return dirs
 
 

@@ -51,6 +51,14 @@ def test_presence_is_relative_to_batch_size():
     assert status.loc["A", "batches"] == "b0;b2" and status.loc["A", "status"] == "partial"
 
 
+def test_fewer_than_min_cells_never_make_a_cluster_present():
+    # b2 holds 10 cells: A's 5 there are half of b2 (enriched), but fewer than min_cells=10
+    counts = counts_table({"A": [300, 0, 5], "B": [700, 800, 5]})
+    status = comp.cluster_status(counts)
+    assert status.loc["A", "batches"] == "b0" and status.loc["A", "status"] == "specific"
+    assert comp.cluster_status(counts, comp.PresenceRule(min_cells=5)).loc["A", "batches"] == "b0;b2"
+
+
 @pytest.mark.parametrize(
     ("b1", "b2", "design", "setting"),
     [

@@ -443,6 +443,35 @@ def test_cli_fan_out_and_merge_equal_all(pipeline_dirs, tmp_path):
     assert result.exit_code == 1 and "give exactly one of them" in result.output
 
 
+def hand_plan(**changes) -> pd.DataFrame:
+    """A one-row plan as ``desweep plan`` writes it (strings), with ``changes`` applied."""
+    row = {"combination_id": "a_vs_b__bc-all__change-d0.25__uniform__fdr0.05__seed0", "sampling_key": "a_vs_b__bc-all__uniform__seed0",
+           "setting_id": "a_vs_b__bc-all__change-d0.25__uniform__fdr0.05", "comparison_id": "a_vs_b", "group1": "a", "group2": "b",
+           "design": "confounded", "batch_correction": "True", "decoding": "all", "batchid1": "", "batchid2": "", "mode": "change",
+           "delta": "0.25", "weights": "uniform", "filter_outlier_cells": "False", "fdr_target": "0.05", "seed": "0"}
+    return pd.DataFrame([row | changes])
+
+
+def test_hand_edited_plan_with_batchids_but_no_batch_correction_is_refused():
+    from desweep.de import check_plan
+    from desweep.errors import DesweepInputError
+
+    assert len(check_plan(hand_plan())) == 1
+    with pytest.raises(DesweepInputError, match="batchid1/batchid2 need batch_correction=True"):
+        check_plan(hand_plan(batch_correction="False", decoding="observed", batchid1="batch0", batchid2="batch0"))
+
+
+def test_merge_refuses_summaries_with_a_sampling_key_missing():
+    from desweep.de import SUMMARY_COLUMNS, check_plan, merge_summaries
+    from desweep.errors import DesweepInputError
+
+    plan = check_plan(pd.concat([hand_plan(), hand_plan(combination_id="a_vs_b__bc-all__change-d0.25__uniform__fdr0.05__seed1",
+                                                         sampling_key="a_vs_b__bc-all__uniform__seed1", seed="1")]))
+    partials = [pd.DataFrame([{c: row.get(c, 0) for c in SUMMARY_COLUMNS}]) for row in plan.to_dict("records")]
+    assert merge_summaries(partials, plan)["combination_id"].tolist() == plan["combination_id"].tolist()
+    with pytest.raises(DesweepInputError, match="no summary for 1 sampling key"):
+        merge_summaries(partials[:1], plan)
+
 def test_fast_statistics_equal_scvi_tools_expressions_on_the_same_samples():
     """compare(exact=False) (the shared sampler's float32, blocked path) against scvi-tools' own expressions.
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from desweep import keys
 from desweep.cli import cli
-from desweep.integrate import default_batch_size, safe_batch_size
+from desweep.integrate import default_batch_size, load_model, safe_batch_size
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,9 @@ def test_gpu_batch_size_grows_with_data():
 
 def test_integrate_writes_the_output_contract(pipeline_dirs):
     folder = pipeline_dirs["integrate"]
-    assert (folder / keys.MODEL_DIR / "model.pt").exists()
     adata = ad.read_h5ad(folder / keys.INTEGRATED_H5AD)
+    model = load_model(str(folder / keys.MODEL_DIR), adata)  # the saved model loads against its data, trained
+    assert model.is_trained and model.adata.n_vars == adata.n_vars
     assert adata.obsm[keys.X_SCVI].shape == (adata.n_obs, 10)
     history = pd.read_csv(folder / keys.HISTORY_CSV)
     assert {"epoch", "elbo_train", "elbo_validation"} <= set(history.columns) and len(history) >= 5

@@ -251,6 +251,22 @@ def test_cluster_batch_means(loaded, export_all):
     assert row["mean"] == pytest.approx(float(out.layers[f"{PREFIX}batch__batch0"][cells, 7].mean()), rel=1e-5)
 
 
+def test_cluster_batch_means_by_hand_with_a_single_cell_combination():
+    import anndata as ad
+
+    from desweep.normalize import LayerSpec, cluster_batch_means
+
+    obs = pd.DataFrame({"cluster": ["A", "A", "A", "B"], "batch": ["b0", "b0", "b1", "b1"]}, index=[f"c{i}" for i in range(4)])
+    values = np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 50.0], [7.0, 70.0]], dtype=np.float32)
+    adata = ad.AnnData(np.zeros((4, 2), dtype=np.float32), obs=obs, var=pd.DataFrame(index=["g1", "g2"]),
+                       layers={f"{PREFIX}own_batch": values})
+    means = cluster_batch_means(adata, group_key="cluster", batch_key="batch",
+                                layers=[LayerSpec(f"{PREFIX}own_batch", "own_batch", "None", True)])
+    got = {(r.cluster, r.batch, r.gene): (r.mean, r.n_cells) for r in means.itertuples()}
+    assert got == {("A", "b0", "g1"): (2.0, 2), ("A", "b0", "g2"): (20.0, 2), ("A", "b1", "g1"): (5.0, 1),
+                   ("A", "b1", "g2"): (50.0, 1), ("B", "b1", "g1"): (7.0, 1), ("B", "b1", "g2"): (70.0, 1)}
+    assert set(means["choice"]) == {"own_batch"}
+
 def test_doc_export_example_matches(loaded):
     """The worked example in the doc: its layer table is what the export writes."""
     from desweep.normalize import export_normalized

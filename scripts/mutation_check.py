@@ -1,0 +1,463 @@
+#!/usr/bin/env python
+"""A short mutation check (issue #19): one-line changes to desweep, each run against the fast tests that should catch it.
+
+Usage::
+
+    .venv/bin/python scripts/mutation_check.py                      # every mutation, table to stdout
+    .venv/bin/python scripts/mutation_check.py --table docs/testing.md   # also rewrite the table there
+    .venv/bin/python scripts/mutation_check.py --only de-filter-ignored,io-no-cleanup
+    .venv/bin/python scripts/mutation_check.py --list
+
+How it works:
+
+1. The repository's files (``git ls-files``, plus untracked files git does not
+   ignore) are copied to a work folder; the working tree is never written.
+2. A *baseline* run of every selected test on the unmutated copy must pass; it
+   also trains the shared ``pipeline_dirs`` fixture once into a cache
+   (``DESWEEP_TEST_PIPELINE_CACHE``, see tests/conftest.py) that later runs
+   reuse, except for mutations of the code that builds that fixture.
+3. Per mutation, :func:`mutated` replaces the one occurrence of ``old`` with
+   ``new`` in the copy and restores the file byte for byte (and its mtime)
+   afterwards, whatever happens. The tests run in a child forked from this
+   process, which has imported the heavy libraries (torch, scvi-tools,
+   scanpy) but never desweep, so each child imports the mutated desweep fresh
+   and pays no import time. Bytecode is not written, so no stale ``.pyc`` of a
+   mutated file survives. Each child runs under ``--timeout`` seconds and is
+   killed with its process group when over.
+4. A mutation is *caught* when a selected test fails (the first failing test is
+   named), *survived* when all pass. A mutation listed with a ``survives``
+   reason is expected to survive (an equivalent change, or a gap written down);
+   the check fails when an unexpected survivor or an unexpected catch appears,
+   or when a mutation's ``old`` text is no longer in the code (keep the list
+   current when the code moves: tests/test_mutation_check.py checks that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE_START = "<!-- mutation-check:start -->"
+TABLE_END = "<!-- mutation-check:end -->"
+#: code that builds the shared ``pipeline_dirs`` fixture: mutations here never reuse the cached fixture
+FIXTURE_SOURCES = (
+    "src/desweep/simulate.py", "src/desweep/validate.py", "src/desweep/integrate.py", "src/desweep/cluster.py",
+    "src/desweep/composition.py", "src/desweep/io.py", "src/desweep/datakeys.py", "src/desweep/compute.py",
+    "src/desweep/cli/", "tests/conftest.py",
+)
+#: libraries imported once before forking (never desweep itself)
+PRELOAD = ("numpy", "pandas", "scipy.sparse", "sklearn.covariance", "anndata", "scanpy", "torch", "scvi", "click", "yaml", "pytest")
+
+
+ORIGINS = {"#19": "named in issue #19", "#19a": "tried by hand in #19 part A", "#19b": "added with this check"}
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One one-line change: replace ``old`` (exactly one occurrence in ``file``) with ``new``."""
+
+    id: str
+    kind: str
+    file: str
+    old: str
+    new: str
+    breaks: str
+    tests: tuple[str, ...]
+    origin: str = "#19b"  # "#19": named in issue #19; "#19a": tried by hand by part A; "#19b": this check's own
+    survives: str = ""  # why the mutation is expected to survive (empty: it must be caught)
+
+
+DE = "src/desweep/de.py"
+T_DE = "tests/test_de.py"
+T_DET = "tests/test_determinism.py::test_steps_write_identical_bytes_in_two_processes"
+T_FAST_STATS = f"{T_DE}::test_fast_statistics_equal_scvi_tools_expressions_on_the_same_samples"
+T_BAD = "tests/test_bad_inputs.py::test_bad_input_fails_in_one_line_and_writes_nothing"
+T_RESUME = "tests/test_reliability.py::test_run_resumes_reruns_changed_steps_and_forces"
+
+MUTATIONS: tuple[Mutation, ...] = (
+    # ----------------------------------------------------------------- DE samplers
+    Mutation("de-filter-ignored", "DE sampler", DE, "        if filt:\n            idx = _filter_outliers(",
+             "        if False:\n            idx = _filter_outliers(",
+             "the shared sampler ignores filter_outlier_cells",
+             (f"{T_DE}::test_outlier_filter_drops_cells_in_the_shared_sampler",), origin="#19"),
+    Mutation("de-importance-uniform", "DE sampler", DE, "batch_size=size, weights=key.weights)",
+             'batch_size=size, weights="uniform")',
+             "importance weights silently replaced by uniform ones",
+             (f"{T_DE}::test_importance_weights_row_equals_scvi_tools",), origin="#19"),
+    Mutation("de-importance-shared", "DE sampler", DE, 'use_scvi = ctx.sampling == "scvi" or key.weights != "uniform"',
+             'use_scvi = ctx.sampling == "scvi"',
+             "importance rows sampled by the shared (uniform) sampler",
+             (f"{T_DE}::test_importance_weights_row_equals_scvi_tools",), origin="#19"),
+    Mutation("de-own-batch-gather", "DE sampler", DE, "            if len(parts) == 1:\n                pool = next(",
+             "            if len(parts) >= 1:\n                pool = next(",
+             "a group spanning several batches: every cell decoded in the first batch, not its own",
+             (f"{T_DE}::test_one_key_alone_gives_the_same_tables_as_the_whole_sweep", T_DET), origin="#19"),
+    Mutation("de-hash-seed", "DE sampler", DE, 'digest = hashlib.sha256("\\x1f".join(map(str, parts)).encode()).digest()',
+             "digest = hash(tuple(map(str, parts))).to_bytes(8, 'little', signed=True)",
+             "seeds derived with Python's hash() (salted per process)", (T_DET,), origin="#19"),
+    Mutation("de-pair-set-order", "DE sampler", DE, "        for batch in b1:  # sorted",
+             "        for batch in set(b1):  # sorted",
+             "paired batches concatenated in hash-seeded set order", (T_DET,), origin="#19a"),
+    Mutation("de-draw-seed-batch", "DE sampler", DE, '_derive_seed(seed, group, filt, "draw", batch, n_per)',
+             '_derive_seed(seed, group, filt, "draw", n_per)',
+             "every decoding batch draws the same pool rows",
+             (f"{T_DE}::test_shared_sampler_agrees_with_scvi_tools_within_monte_carlo_error",),
+             survives="the draws stay uniform and independent of the samples; only which pool rows are taken changes, "
+                      "which no statistic can tell (an equivalent mutant)"),
+    Mutation("de-ood-inverted", "DE sampler", DE, 'for b in (batchid or ctx.batch_names) if b not in present]',
+             'for b in (batchid or ctx.batch_names) if b in present]',
+             "out-of-distribution decoding flagged for the wrong batches",
+             (f"{T_DE}::test_summary_rows_and_out_of_distribution",)),
+    # ----------------------------------------------------------------- DE statistics
+    Mutation("de-median-lower", "DE statistics", DE, 'props["median"] = (lower + upper) / 2', 'props["median"] = lower',
+             "lfc_median takes the lower middle value", (T_FAST_STATS,), origin="#19a"),
+    Mutation("de-down-sign", "DE statistics", DE, "np.less(aa, -delta, out=fa)", "np.less(aa, delta, out=fa)",
+             "P(lfc < -delta) counted against +delta (fast path)", (T_FAST_STATS,), origin="#19a"),
+    Mutation("de-small-pseudocount", "DE statistics", DE, "np.float32(1e-3 * pseudocounts)", "np.float32(1e-2 * pseudocounts)",
+             "the lfc summary uses 10x scvi-tools' small pseudocount (fast path)", (T_FAST_STATS,), origin="#19a"),
+    Mutation("de-std-ddof", "DE statistics", DE, '"std": per_gene.std(1)', '"std": per_gene.std(1, ddof=1)',
+             "lfc_std with n - 1 instead of scvi-tools' n (fast path)", (T_FAST_STATS,)),
+    Mutation("de-vanilla-bayes-sign", "DE statistics", DE, "bayes = np.log(m1 + EPS) - np.log(m2 + EPS)",
+             "bayes = np.log(m2 + EPS) - np.log(m1 + EPS)", "vanilla bayes_factor has the wrong sign",
+             (f"{T_DE}::test_scvi_sampler_equals_scvi_tools",), origin="#19a"),
+    Mutation("de-fdr-rule", "DE statistics", DE, "/ (1.0 + np.arange(sorted_p.size))", "/ (2.0 + np.arange(sorted_p.size))",
+             "posterior expected FDR divided by one gene too many (more genes called DE)",
+             (f"{T_DE}::test_scvi_sampler_equals_scvi_tools",)),
+    Mutation("de-rank-tiebreak", "DE statistics", DE, 'np.lexsort((names, -np.abs(values["lfc_mean"]), -values["proba_de"]))',
+             'np.lexsort((names, np.abs(values["lfc_mean"]), -values["proba_de"]))',
+             "ties in proba_de ranked by the smaller |lfc_mean| first",
+             (f"{T_DE}::test_tables_are_ranked_with_the_documented_tie_break",)),
+    Mutation("de-stability-top", "DE statistics", DE, "weights=ranks <= top_n", "weights=ranks < top_n",
+             "stability counts the top n - 1 genes as the top n", (f"{T_DE}::test_stability_counts_seeds",)),
+    Mutation("de-merge-missing", "DE statistics", DE, "    if missing:\n        keys = list(", "    if False:\n        keys = list(",
+             "merging summaries accepts a sweep with missing sampling keys",
+             (f"{T_DE}::test_merge_refuses_summaries_with_a_sampling_key_missing",)),
+    # ----------------------------------------------------------------- planner
+    Mutation("plan-own-overlap", "planner", "src/desweep/plan.py", "elif set(b1) & set(b2) and set(b1) != set(b2):",
+             "elif set(b1) & set(b2) and set(b1) == set(b2):",
+             "own-batch decoding of overlapping batch sets planned instead of skipped", ("tests/test_plan.py",)),
+    Mutation("plan-dedupe-every-batch", "planner", "src/desweep/plan.py", "            canonical = (None, None)\n",
+             "            pass\n", "'each batch explicitly' planned again beside 'all'",
+             ("tests/test_plan.py::test_explicit_every_batch_is_a_duplicate_of_all_when_batches_are_known",)),
+    Mutation("plan-vanilla-delta", "planner", "src/desweep/plan.py", '            modes.append(("vanilla", None, ""))\n',
+             '            modes += [("vanilla", delta, "") for delta in grid["delta"]]\n',
+             "vanilla planned once per delta (the same computation several times)", ("tests/test_plan.py",)),
+    Mutation("plan-check-batchid-nobc", "planner", DE, 'if (out.loc[~out["batch_correction"], ["batchid1", "batchid2"]] != "").any().any():',
+             "if False:", "a hand-edited plan with batchids but no batch correction is accepted",
+             (f"{T_DE}::test_hand_edited_plan_with_batchids_but_no_batch_correction_is_refused",)),
+    # ----------------------------------------------------------------- normalize
+    Mutation("norm-noise-by-chunk", "normalize", "src/desweep/normalize.py", "rng = np.random.default_rng([seed, block, stream])",
+             "rng = np.random.default_rng([seed, start, stream])", "posterior noise depends on the chunk size",
+             ("tests/test_normalize.py::test_latent_noise_does_not_depend_on_chunks",)),
+    Mutation("norm-total-not-averaged", "normalize", "src/desweep/normalize.py", "                    total /= len(codes)\n",
+             "                    pass\n", "the all-batches layer sums the batches instead of averaging them",
+             ("tests/test_normalize.py::test_export_matches_scvi_tools_decoder", "tests/test_normalize.py::test_export_layers_and_semantics")),
+    Mutation("norm-own-from-batch", "normalize", "src/desweep/normalize.py", "layers[own.layer][start:stop][rows] = batch_mean[rows]",
+             "layers[own.layer][start:stop][rows] = batch_mean[~rows]", "own-batch layer filled from other cells' rows",
+             ("tests/test_normalize.py::test_export_layers_and_semantics", "tests/test_normalize.py::test_export_only_own_batch_and_batch_subset")),
+    Mutation("norm-means-count", "normalize", "src/desweep/normalize.py", "present = np.flatnonzero(counts)",
+             "present = np.flatnonzero(counts > 1)", "cluster x batch means drop combinations with one cell",
+             ("tests/test_normalize.py::test_cluster_batch_means_by_hand_with_a_single_cell_combination",)),
+    # ----------------------------------------------------------------- composition
+    Mutation("comp-stray-cells", "composition", "src/desweep/composition.py", "row[b] >= rule.min_cells and share[b]",
+             "row[b] > 0 and share[b]", "a few stray cells make a cluster present in a batch",
+             ("tests/test_composition.py",)),
+    Mutation("comp-no-enrichment", "composition", "src/desweep/composition.py", "share[b] >= rule.min_enrichment * expected_share]",
+             "share[b] >= 0]", "presence ignores the share of the batch", ("tests/test_composition.py",)),
+    Mutation("comp-partially-shared", "composition", "src/desweep/composition.py", 'return "shared" if len(common) >= 2 else',
+             'return "shared" if len(common) >= 1 else', "groups sharing one batch classed as shared", ("tests/test_composition.py",)),
+    Mutation("comp-one-specific", "composition", "src/desweep/composition.py", "if len(batches1) == 1 or len(batches2) == 1:",
+             "if len(batches1) == 1 and len(batches2) == 1:", "one batch-specific group not recognised", ("tests/test_composition.py",)),
+    Mutation("comp-confounded-first", "composition", "src/desweep/composition.py", "for _, g1, g2 in pairs[:max_comparisons]]",
+             "for _, g1, g2 in pairs[::-1][:max_comparisons]]", "default comparisons keep the least confounded pairs",
+             ("tests/test_composition.py",)),
+    # ----------------------------------------------------------------- validate
+    Mutation("val-negative", "validate", "src/desweep/validate.py", "if (values < 0).any():", "if (values < -5).any():",
+             "negative counts accepted", (f"{T_BAD}[negative counts]",)),
+    Mutation("val-fractional", "validate", "src/desweep/validate.py", "fractional = np.abs(values - np.round(values)) > 1e-6",
+             "fractional = np.abs(values - np.round(values)) > 0.5", "log-normalized values accepted",
+             (f"{T_BAD}[log-normalized values]",)),
+    Mutation("val-missing-batch", "validate", "src/desweep/validate.py", "if adata.obs[key].isna().any():", "if False:",
+             "cells without a batch accepted", (f"{T_BAD}[batch key with missing values]",)),
+    Mutation("val-keep-empty-genes", "validate", "src/desweep/validate.py", "adata = adata[cell_totals > 0, gene_totals > 0].copy()",
+             "adata = adata[cell_totals > 0, :].copy()", "genes without counts kept",
+             ("tests/test_bad_inputs.py::test_genes_and_cells_without_counts_are_dropped_with_a_note",)),
+    # ----------------------------------------------------------------- runner resume
+    Mutation("run-stamp-no-input", "runner resume", "src/desweep/runner.py",
+             'input_checksum if not step.depends else "")', '"")',
+             "the run stamp ignores the input checksum (new content at the same path is not rerun)", (T_RESUME,), origin="#19",
+             survives="no test on main changes the input's content between runs; #16's resume-on-content test does"),
+    Mutation("run-no-upstream", "runner resume", "src/desweep/runner.py",
+             "upstream = [stamps[d] for d in step.depends if d in stamps]", "upstream = []",
+             "a changed step does not rerun its descendants", (T_RESUME,)),
+    Mutation("run-outputs-not-checked", "runner resume", "src/desweep/runner.py",
+             "if not stamp_file.exists() or not all((folder / out).exists() for out in step.outputs):",
+             "if not stamp_file.exists():", "a deleted output is not rerun", (T_RESUME,),
+             survives="no test on main deletes an output between runs; #16's resume tests do"),
+    # ----------------------------------------------------------------- io atomic writes
+    Mutation("io-no-cleanup", "io atomic writes", "src/desweep/io.py", "    except BaseException:\n        _remove(tmp)\n",
+             "    except BaseException:\n        pass\n", "a failed writer leaves its temporary file",
+             ("tests/test_reliability.py::test_atomic_path_keeps_previous_file_when_the_writer_fails",)),
+    Mutation("io-write-in-place", "io atomic writes", "src/desweep/io.py", "    with atomic_path(destination) as tmp:\n        writer(tmp)\n",
+             "    writer(Path(destination))\n", "outputs written in place, so an interrupted step leaves half a file",
+             ("tests/test_reliability.py::test_terminated_step_leaves_no_output",)),
+    Mutation("io-sigterm-keeps-partial", "io atomic writes", "src/desweep/io.py", "    for path in list(_IN_PROGRESS):\n        _remove(path)\n",
+             "    for path in list(_IN_PROGRESS):\n        pass\n", "SIGTERM leaves the temporary file",
+             ("tests/test_reliability.py::test_terminated_step_leaves_no_output",)),
+    # ----------------------------------------------------------------- outputs
+    Mutation("baselines-empty-scores", "outputs", "src/desweep/cli/baselines.py", 'write_csv(results["baseline_scores"], ',
+             'write_csv(results["baseline_scores"].head(0), ', "baseline_scores.csv written with its header only",
+             ("tests/test_baselines.py::test_cli_writes_tables_and_reports_errors",)),
+    # ----------------------------------------------------------------- the suite's own guards
+    Mutation("suite-real-data-skips-in-ci", "suite guards", "tests/test_real_data.py",
+             'pytest.fail(f"CI=true: {message}", pytrace=False)', "pytest.skip(message)",
+             "real-data tests skip silently in CI", ("tests/test_suite_guards.py",), origin="#19a"),
+)
+
+
+# --------------------------------------------------------------------------- applying
+@contextlib.contextmanager
+def mutated(path: Path, old: str, new: str) -> Iterator[None]:
+    """Replace the one occurrence of ``old`` in ``path`` with ``new``; restore the bytes and mtime afterwards."""
+    original = path.read_bytes()
+    stat = path.stat()
+    count = original.decode().count(old)
+    if count != 1:
+        raise ValueError(f"{path}: the text to mutate occurs {count} times (expected once): {old!r}")
+    try:
+        path.write_bytes(original.decode().replace(old, new).encode())
+        yield
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def stale(mutations: tuple[Mutation, ...], root: Path) -> list[str]:
+    """Mutations whose ``old`` text is not in their file exactly once (the code moved on)."""
+    out = []
+    for m in mutations:
+        path = root / m.file
+        count = path.read_text().count(m.old) if path.is_file() else 0
+        if count != 1 or m.old == m.new:
+            out.append(f"{m.id}: {m.file} holds the text {count} times")
+    return out
+
+
+def copy_repo(destination: Path) -> Path:
+    """Copy the tracked and untracked-but-not-ignored files of the repository to ``destination``."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        source = REPO / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+# --------------------------------------------------------------------------- running
+class _Recorder:
+    """A pytest plugin that keeps the node ids of failed tests and the counts."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.passed = 0
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.failed:
+            self.failed.append(report.nodeid)
+        elif report.passed and report.when == "call":
+            self.passed += 1
+
+
+def _child(root: str, tests: list[str], result_file: str) -> None:
+    os.setsid()  # its own process group, so a timeout kills the tests' subprocesses too
+    import pytest
+
+    os.chdir(root)
+    recorder = _Recorder()
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--tb=no", "-o", "addopts=", *tests], plugins=[recorder])
+    Path(result_file).write_text(json.dumps({"exit": int(code), "failed": recorder.failed, "passed": recorder.passed}))
+    os._exit(0)
+
+
+def run_tests(root: Path, tests: list[str], *, timeout: float, env: dict[str, str]) -> dict:
+    """Run ``tests`` in a forked child under ``root``; return exit code, failed node ids, passed count, seconds."""
+    result_file = Path(tempfile.mkstemp(prefix="mutation-result-", suffix=".json")[1])
+    saved = dict(os.environ)
+    os.environ.update(env)
+    start = time.perf_counter()
+    try:
+        child = multiprocessing.get_context("fork").Process(target=_child, args=(str(root), tests, str(result_file)))
+        child.start()
+        child.join(timeout)
+        if child.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.join()
+            return {"exit": None, "failed": [], "passed": 0, "seconds": time.perf_counter() - start, "timeout": True}
+        text = result_file.read_text()
+        result = json.loads(text) if text else {"exit": child.exitcode, "failed": [], "passed": 0}
+        return result | {"seconds": time.perf_counter() - start, "timeout": False}
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        result_file.unlink(missing_ok=True)
+
+
+def uses_fixture_cache(m: Mutation) -> bool:
+    return not any(m.file.startswith(s) for s in FIXTURE_SOURCES)
+
+
+def verdict(m: Mutation, result: dict) -> tuple[str, bool]:
+    """The table's text for a result, and whether it is what the list expects."""
+    if result["timeout"]:
+        return "timed out", False
+    if result["exit"] == 0:
+        return (f"survived: {m.survives}" if m.survives else "survived (unexpected: a gap in the tests)"), bool(m.survives)
+    if result["exit"] == 1 and result["failed"]:  # 1: tests ran and failed; 2-5: interrupted, usage error, none collected
+        return f"caught by `{result['failed'][0].split('/')[-1]}`", not m.survives
+    return f"error (pytest exit {result['exit']}): the tests did not run", False
+
+
+def markdown(rows: list[tuple[Mutation, str, dict]], *, baseline_seconds: float, load: tuple[float, float, float]) -> str:
+    seconds = baseline_seconds + sum(r[2]["seconds"] for r in rows)
+    caught = sum(r[1].startswith("caught") for r in rows)
+    by_origin = []
+    for origin, label in ORIGINS.items():
+        mine = [r for r in rows if r[0].origin == origin]
+        if mine:
+            by_origin.append(f"{label}: {sum(r[1].startswith('caught') for r in mine)} of {len(mine)}")
+    lines = [
+        f"{len(rows)} mutations, {caught} caught ({100 * caught / max(len(rows), 1):.0f} %): {'; '.join(by_origin)}. "
+        f"{seconds / 60:.1f} min in all: the imports and baseline run {baseline_seconds / 60:.1f} min, each mutation's tests in the last "
+        f"column (seconds; load average at the end {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on this machine's cores).",
+        "",
+        "| id | kind | file | mutation | what it breaks | result | s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, text, result in rows:
+        change = f"`{_short(m.old)}` → `{_short(m.new)}`"
+        lines.append(f"| {m.id} ({m.origin}) | {m.kind} | {m.file} | {change} | {m.breaks} | {text} | {result['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _short(code: str) -> str:
+    text = " ".join(code.split())
+    return (text if len(text) <= 70 else text[:67] + "...").replace("|", "\\|")
+
+
+def write_table(path: Path, table: str) -> None:
+    text = path.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"{path}: needs the markers {TABLE_START} and {TABLE_END}")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    path.write_text(f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}")
+
+
+def preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    if any(name == "desweep" or name.startswith("desweep.") for name in sys.modules):
+        raise SystemExit("desweep was imported before forking: children would not see the mutations")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated mutation ids (default: all)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per mutation (default 600)")
+    parser.add_argument("--table", type=Path, help="rewrite the table between the markers of this markdown file")
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--workdir", type=Path, help="where the copy goes (default: a new temporary folder, removed after)")
+    parser.add_argument("--fixture-cache", type=Path, help="reuse the trained fixture in this folder across runs of this script")
+    parser.add_argument("--update", action="store_true",
+                        help="with --only and --json: keep the other mutations' results from that JSON in the table")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = parser.parse_args(argv)
+    selected = [m for m in MUTATIONS if not args.only or m.id in args.only.split(",")]
+    unknown = set(filter(None, args.only.split(","))) - {m.id for m in MUTATIONS}
+    if unknown:
+        parser.error(f"unknown mutation ids: {', '.join(sorted(unknown))}")
+    if args.update and not args.json:
+        parser.error("--update needs --json (the previous results)")
+    if args.list:
+        for m in selected:
+            print(f"{m.id:28} {m.kind:18} {m.file}: {m.breaks}")
+        return 0
+    problems = stale(tuple(selected), REPO)
+    if problems:
+        print("stale mutations (update scripts/mutation_check.py):\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so every `mutated` block restores its file
+    sys.dont_write_bytecode = True
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="desweep-mutation-"))
+    root = copy_repo(workdir / "repo")
+    cache = args.fixture_cache or workdir / "fixture-cache"
+    base_env = {"PYTHONPATH": f"{root / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep),
+                "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    sys.path.insert(0, str(root / "src"))
+    started = time.perf_counter()
+    preload()
+    print(f"preloaded in {time.perf_counter() - started:.0f} s; copy in {root}", flush=True)
+
+    all_tests = list(dict.fromkeys(t for m in selected for t in m.tests))
+    baseline = run_tests(root, all_tests, timeout=args.timeout * 3, env=base_env | {"DESWEEP_TEST_PIPELINE_CACHE": str(cache)})
+    print(f"baseline: {baseline['passed']} passed in {baseline['seconds']:.0f} s", flush=True)
+    if baseline["timeout"] or baseline["exit"] != 0:
+        print(f"the unmutated tests do not pass: {baseline}", file=sys.stderr)
+        return 2
+
+    setup_seconds = time.perf_counter() - started  # the imports and the baseline run
+    rows, unexpected = [], []
+    for m in selected:
+        env = base_env | ({"DESWEEP_TEST_PIPELINE_CACHE": str(cache)} if uses_fixture_cache(m) else {})
+        with mutated(root / m.file, m.old, m.new):
+            result = run_tests(root, list(m.tests), timeout=args.timeout, env=env)
+        text, expected = verdict(m, result)
+        rows.append((m, text, result))
+        if not expected:
+            unexpected.append(m.id)
+        print(f"{m.id:28} {result['seconds']:6.0f} s  {text}", flush=True)
+
+    if args.update:  # the mutations not rerun now keep their last results
+        rerun = {m.id for m in selected}
+        previous = {r["id"]: r for r in json.loads(args.json.read_text())} if args.json.is_file() else {}
+        by_id = {m.id: m for m in MUTATIONS}
+        kept = [(by_id[i], r["result"], r) for i, r in previous.items() if i in by_id and i not in rerun]
+        order = {m.id: k for k, m in enumerate(MUTATIONS)}
+        rows = sorted(rows + kept, key=lambda row: order[row[0].id])
+    table = markdown(rows, baseline_seconds=setup_seconds, load=os.getloadavg())
+    print(table)
+    if args.table:
+        write_table(args.table, table)
+    if args.json:
+        args.json.write_text(json.dumps([{"id": m.id, **r, "result": text} for m, text, r in rows], indent=1) + "\n")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if unexpected:
+        print(f"unexpected results: {', '.join(unexpected)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
