@@ -62,7 +62,8 @@ FIXTURE_SOURCES = (
 PRELOAD = ("numpy", "pandas", "scipy.sparse", "sklearn.covariance", "anndata", "scanpy", "torch", "scvi", "click", "yaml", "pytest")
 
 
-ORIGINS = {"#19": "named in issue #19", "#19a": "tried by hand in #19 part A", "#19b": "added with this check"}
+ORIGINS = {"#19": "named in issue #19", "#19a": "tried by hand in #19 part A", "#19b": "added with this check",
+           "#13": "the diagnose rules' mutations of #13 (docs/diagnostics.md)"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Mutation:
     new: str
     breaks: str
     tests: tuple[str, ...]
-    origin: str = "#19b"  # "#19": named in issue #19; "#19a": tried by hand by part A; "#19b": this check's own
+    origin: str = "#19b"  # a key of ORIGINS
     survives: str = ""  # why the mutation is expected to survive (empty: it must be caught)
 
 
@@ -86,6 +87,13 @@ T_DET = "tests/test_determinism.py::test_steps_write_identical_bytes_in_two_proc
 T_FAST_STATS = f"{T_DE}::test_fast_statistics_equal_scvi_tools_expressions_on_the_same_samples"
 T_BAD = "tests/test_bad_inputs.py::test_bad_input_fails_in_one_line_and_writes_nothing"
 T_RESUME = "tests/test_reliability.py::test_run_resumes_reruns_changed_steps_and_forces"
+
+DIAG_C = "src/desweep/diagnose/classify.py"
+DIAG_R = "src/desweep/diagnose/rank.py"
+T_DIAG = ("tests/test_diagnose_rules.py",) + tuple(f"tests/test_diagnose.py::{t}" for t in (
+    "test_confounded_without_shared_cluster_is_not_measurable", "test_standard_errors_match_the_sampling_noise",
+    "test_the_call_follows_each_genes_own_noise", "test_a_within_batch_difference_must_be_clear",
+    "test_a_hidden_shift_must_explain_the_tables_fold_change"))
 
 MUTATIONS: tuple[Mutation, ...] = (
     # ----------------------------------------------------------------- DE samplers
@@ -221,6 +229,64 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("baselines-empty-scores", "outputs", "src/desweep/cli/baselines.py", 'write_csv(results["baseline_scores"], ',
              'write_csv(results["baseline_scores"].head(0), ', "baseline_scores.csv written with its header only",
              ("tests/test_baselines.py::test_cli_writes_tables_and_reports_errors",)),
+    # ----------------------------------------------------------------- diagnose (#13's rules, docs/diagnostics.md)
+    Mutation("diag-both-explanations-cs", "diagnose call", DIAG_C, "    if within_ok and not shift_high:",
+             "    if within_ok:",
+             "both explanations called cluster-specific", T_DIAG, origin="#13"),
+    Mutation("diag-batch-wide-despite-within", "diagnose call", DIAG_C, "    if shift_ok and not within_high:",
+             "    if shift_ok:",
+             "batch-wide despite a high within-batch lfc", T_DIAG, origin="#13"),
+    Mutation("diag-rival-needs-no-clarity", "diagnose call", DIAG_C, "    shift_ok = shift_high and clear(s, se_s) and s - z * se_s >= f * d",
+             "    shift_ok = shift_high",
+             "a rival explanation needs no clarity (shift_ok = shift_high)", T_DIAG, origin="#13"),
+    Mutation("diag-within-need-not-be-clear", "diagnose call", DIAG_C, "    within_ok = within_high and clear(w, se_w)",
+             "    within_ok = within_high",
+             "within-batch specificity need not be clear", T_DIAG, origin="#13"),
+    Mutation("diag-table-direction-ignored", "diagnose call", DIAG_C, "    sign = np.where((de_sign != 0) & ~contrary, de_sign, raw_sign)",
+             "    sign = raw_sign",
+             "the DE table's direction ignored", T_DIAG, origin="#13"),
+    Mutation("diag-contrary-never-detected", "diagnose call", DIAG_C, "    contrary = (de_sign != 0) & (de_sign * d1 <= -clear1)  # the raw data clearly go the other way",
+             "    contrary = np.zeros(len(genes), dtype=bool)",
+             "a contrary direction never detected", T_DIAG, origin="#13"),
+    Mutation("diag-contrary-trusted", "diagnose call", DIAG_C, "    sign = np.where((de_sign != 0) & ~contrary, de_sign, raw_sign)",
+             "    sign = np.where(de_sign != 0, de_sign, raw_sign)",
+             "a contrary direction trusted over the raw data", T_DIAG, origin="#13"),
+    Mutation("diag-unmeasurable-within-removed", "diagnose call", DIAG_C, "    if not np.isfinite(w):",
+             "    if False:",
+             "unmeasurable within-batch specificity branch removed", T_DIAG, origin="#13"),
+    Mutation("diag-no-floor", "diagnose call", DIAG_C, "        return bool(np.isfinite(value) and value >= max(z * (se if np.isfinite(se) else np.inf), floor))",
+             "        return bool(np.isfinite(value) and value >= z * (se if np.isfinite(se) else np.inf))",
+             "no clear raw difference: no floor (min_abs_lfc ignored)", T_DIAG, origin="#13"),
+    Mutation("diag-unknown-gene-known", "diagnose call", DIAG_C, "    if not known:",
+             "    if False:",
+             "unknown gene treated as known", T_DIAG, origin="#13"),
+    Mutation("diag-hidden-shift-unchecked", "diagnose call", DIAG_C, "        & np.isfinite(magnitude) & (magnitude > 0) & ~(shift - thresholds.z * se >= f * magnitude)",
+             "        & False",
+             "hidden shift need not explain the table's lfc", T_DIAG, origin="#13"),
+    Mutation("rank-ok-above-half-only", "diagnose ranking", DIAG_R, '        row = {**base, "status": "ok" if best["share_cluster_specific_mean"] >= 0.5 else "weak",',
+             '        row = {**base, "status": "ok" if best["share_cluster_specific_mean"] > 0.5 else "weak",',
+             "status ok above half only", T_DIAG, origin="#13"),
+    Mutation("rank-every-setting-recommended", "diagnose ranking", DIAG_R, '        scores.loc[tie_band(order).index, "recommended"] = True',
+             '        scores.loc[order.index, "recommended"] = True',
+             "every setting recommended", T_DIAG, origin="#13"),
+    Mutation("rank-no-tie-band", "diagnose ranking", DIAG_R, '    band = band_width(p, int(best["n_top"]))',
+             "    band = 0.0",
+             "no tie band (best only)", T_DIAG, origin="#13"),
+    Mutation("rank-tie-band-ignores-batch-wide", "diagnose ranking", DIAG_R, '    return ranked[(ranked["share_cluster_specific_mean"] >= p - band - 1e-12) & (ranked["share_batch_wide_mean"] <= bw + 1e-12)]',
+             '    return ranked[(ranked["share_cluster_specific_mean"] >= p - band - 1e-12)]',
+             "tie band ignores the batch-wide share", T_DIAG, origin="#13"),
+    Mutation("rank-best-seed-max", "diagnose ranking", DIAG_R, '                row[f"{column}_mean"] = float(reps[column].mean())',
+             '                row[f"{column}_mean"] = float(reps[column].max())',
+             "settings scored by their best seed (max, not mean)", T_DIAG, origin="#13"),
+    Mutation("rank-every-setting-agrees", "diagnose ranking", DIAG_R, '               "n_recommended_settings": len(band), "all_settings_agree": len(part) > 1 and len(band) == len(part),',
+             '               "n_recommended_settings": len(band), "all_settings_agree": len(part) > 1,',
+             "every setting said to agree", T_DIAG, origin="#13"),
+    Mutation("rank-no-settings-weak", "diagnose ranking", DIAG_R, '            rows.append({**base, "status": "no_settings", "n_recommended_settings": 0, "all_settings_agree": False,',
+             '            rows.append({**base, "status": "weak", "n_recommended_settings": 0, "all_settings_agree": False,',
+             "no_settings reported as weak", T_DIAG, origin="#13"),
+    Mutation("rank-default-share-from-best", "diagnose ranking", DIAG_R, '               "default_share_batch_wide": float(default_row["share_batch_wide_mean"]) if default_row is not None else float("nan"),',
+             '               "default_share_batch_wide": float(best["share_batch_wide_mean"]) if default_row is not None else float("nan"),',
+             "default's batch-wide share from the best setting", T_DIAG, origin="#13"),
     # ----------------------------------------------------------------- the suite's own guards
     Mutation("suite-real-data-skips-in-ci", "suite guards", "tests/test_real_data.py",
              'pytest.fail(f"CI=true: {message}", pytrace=False)', "pytest.skip(message)",
@@ -335,8 +401,11 @@ def verdict(m: Mutation, result: dict) -> tuple[str, bool]:
     return f"error (pytest exit {result['exit']}): the tests did not run", False
 
 
-def markdown(rows: list[tuple[Mutation, str, dict]], *, baseline_seconds: float, load: tuple[float, float, float]) -> str:
-    seconds = baseline_seconds + sum(r[2]["seconds"] for r in rows)
+def markdown(rows: list[tuple[Mutation, str, dict]], *, baseline_seconds: float, load: tuple[float, float, float],
+             rerun: set[str] | None = None) -> str:
+    """The results table; ``rerun``: the ids run now when the other rows were kept from an earlier run (--update)."""
+    now = [r for r in rows if rerun is None or r[0].id in rerun]
+    seconds = baseline_seconds + sum(r[2]["seconds"] for r in now)
     caught = sum(r[1].startswith("caught") for r in rows)
     by_origin = []
     for origin, label in ORIGINS.items():
@@ -345,7 +414,8 @@ def markdown(rows: list[tuple[Mutation, str, dict]], *, baseline_seconds: float,
             by_origin.append(f"{label}: {sum(r[1].startswith('caught') for r in mine)} of {len(mine)}")
     lines = [
         f"{len(rows)} mutations, {caught} caught ({100 * caught / max(len(rows), 1):.0f} %): {'; '.join(by_origin)}. "
-        f"{seconds / 60:.1f} min in all: the imports and baseline run {baseline_seconds / 60:.1f} min, each mutation's tests in the last "
+        + (f"{len(now)} rerun now, the other rows kept from an earlier run with their seconds; this run: " if len(now) < len(rows) else "")
+        + f"{seconds / 60:.1f} min in all: the imports and baseline run {baseline_seconds / 60:.1f} min, each mutation's tests in the last "
         f"column (seconds; load average at the end {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on this machine's cores).",
         "",
         "| id | kind | file | mutation | what it breaks | result | s |",
@@ -445,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = [(by_id[i], r["result"], r) for i, r in previous.items() if i in by_id and i not in rerun]
         order = {m.id: k for k, m in enumerate(MUTATIONS)}
         rows = sorted(rows + kept, key=lambda row: order[row[0].id])
-    table = markdown(rows, baseline_seconds=setup_seconds, load=os.getloadavg())
+    table = markdown(rows, baseline_seconds=setup_seconds, load=os.getloadavg(), rerun={m.id for m in selected})
     print(table)
     if args.table:
         write_table(args.table, table)

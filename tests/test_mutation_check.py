@@ -46,6 +46,8 @@ def test_every_mutation_still_applies_and_names_existing_tests():
                 assert re.search(rf"^def {re.escape(name)}\(", (REPO / path).read_text(), re.M), f"{m.id}: {test}"
     named = {m.id for m in mc.MUTATIONS if m.origin == "#19"}
     assert {"de-filter-ignored", "de-importance-uniform", "de-own-batch-gather", "de-hash-seed", "run-stamp-no-input"} <= named
+    diagnose = [m for m in mc.MUTATIONS if m.origin == "#13"]  # docs/diagnostics.md "How the rules are tested"
+    assert len(diagnose) == 19 and {m.file for m in diagnose} == {"src/desweep/diagnose/classify.py", "src/desweep/diagnose/rank.py"}
 
 
 def test_mutated_restores_bytes_and_mtime_even_when_the_body_fails(tmp_path):
