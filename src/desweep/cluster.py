@@ -29,12 +29,12 @@ def cluster(
     """Build the scVI neighbour graph, run Leiden and UMAP, and record the group key.
 
     The groups compared later are the user's labels when ``desweep validate``
-    was given ``--labels-key``, else the Leiden clusters (``obs['leiden']``,
+    was given ``--labels-key``, else the Leiden clusters (``obs['desweep_leiden']``,
     named ``0``, ``1``, ... by decreasing size).
 
     Returns
     -------
-    ``adata`` with ``obs['leiden']``, ``obsm['X_umap']`` and the group key in
+    ``adata`` with ``obs['desweep_leiden']``, ``obsm['X_umap']`` and the group key in
     ``uns['desweep']``; and a summary table (``metric, value``): the number of
     clusters and, with labels, the adjusted Rand index of Leiden against them.
     """

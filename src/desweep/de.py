@@ -79,6 +79,7 @@ import numpy as np
 import pandas as pd
 
 from desweep.errors import DesweepInputError
+from desweep.names import join_names, split_names
 from desweep.plan import PLAN_COLUMNS
 
 if TYPE_CHECKING:
@@ -193,16 +194,12 @@ def check_inputs(adata: AnnData, model: SCVI, plan: pd.DataFrame, *, group_key: 
     known = set(_batch_names(model, adata))
     for column in ("batchid1", "batchid2"):
         for text in plan[column]:
-            for batch in _split(text):
+            for batch in split_names(text):
                 if batch not in known:
                     raise DesweepInputError(source, column, f"batch '{batch}' is not a batch of the model (have: {', '.join(sorted(known))})")
 
 
 # --------------------------------------------------------------------------- helpers
-def _split(text: str) -> list[str]:
-    return [b for b in str(text).split(";") if b]
-
-
 def _derive_seed(*parts: Any) -> int:
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
@@ -248,7 +245,7 @@ class _Key:
         return cls(
             name=str(first["sampling_key"]), comparison_id=str(first["comparison_id"]), group1=str(first["group1"]),
             group2=str(first["group2"]), batch_correction=bool(first["batch_correction"]),
-            batchid1=tuple(_split(first["batchid1"])) or None, batchid2=tuple(_split(first["batchid2"])) or None,
+            batchid1=tuple(split_names(first["batchid1"])) or None, batchid2=tuple(split_names(first["batchid2"])) or None,
             weights=str(first["weights"]), filter_outlier_cells=bool(first["filter_outlier_cells"]), seed=int(first["seed"]),
         )
 
@@ -675,7 +672,7 @@ def _ood(ctx: SweepContext, key: _Key) -> str:
     for role, group, batchid in (("group1", key.group1, key.batchid1), ("group2", key.group2, key.batchid2)):
         present = set(_own_batches(ctx, np.flatnonzero(ctx.mask(group))))
         parts += [f"{role}@{b}" for b in (batchid or ctx.batch_names) if b not in present]
-    return ";".join(parts)
+    return join_names(parts)
 
 
 def run_group(
@@ -744,7 +741,7 @@ def run_group(
             "n_cells1": int(cells1.size), "n_cells2": int(cells2.size), "n_genes": len(table),
             "n_de": int(table["is_de_fdr"].sum()), "n_tied_top": int((table["proba_de"] == top).sum()),
             "max_proba_de": float(top), "pseudocounts": float(table["pseudocounts"].iloc[0]),
-            "top_genes": ";".join(table["gene"].head(SUMMARY_TOP_GENES)), "out_of_distribution": bool(ood),
+            "top_genes": join_names(table["gene"].head(SUMMARY_TOP_GENES)), "out_of_distribution": bool(ood),
             "ood_decoding": ood,
         })
     if context is not None and not use_scvi:

@@ -70,6 +70,7 @@ import pandas as pd
 from desweep import keys
 from desweep.composition import PresenceRule, cluster_batch_counts, cluster_status
 from desweep.errors import DesweepInputError
+from desweep.names import join_names, split_names
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -165,7 +166,7 @@ def presence_counts(obs: pd.DataFrame, *, group_key: str, batch_key: str, rule: 
     status = cluster_status(counts, rule)
     present = counts.copy()
     for cluster in counts.index:
-        batches = set(filter(None, str(status.loc[cluster, "batches"]).split(";")))
+        batches = set(split_names(status.loc[cluster, "batches"]))
         for batch in counts.columns:
             if batch not in batches:
                 present.loc[cluster, batch] = 0
@@ -422,10 +423,7 @@ def _direction(table: pd.DataFrame) -> np.ndarray:
 
 
 def _group_batches(row: pd.Series, column: str, profile: ExpressionProfile, group: str) -> list[str]:
-    text = row.get(column)
-    if isinstance(text, str) and text:
-        return [b for b in text.split(";") if b]
-    return profile.batches_of(group)
+    return split_names(row.get(column)) or profile.batches_of(group)
 
 
 def classify_setting(
@@ -577,7 +575,7 @@ def recommendations(scores: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataF
         if not _missing(suggested) and "batch_correction" in best.index:
             agree = str(best["batch_correction"]).lower() == str(suggested).lower()
             reason += (f". Composition suggested batch_correction={suggested}" + (" (agrees)" if agree else " (differs)"))
-        rows.append({**base, "status": status, "recommended": ";".join(tied["combination_id"].astype(str)),
+        rows.append({**base, "status": status, "recommended": join_names(tied["combination_id"].astype(str)),
                      "best_combination_id": str(best["combination_id"]), "best_setting": describe_setting(best),
                      "share_cluster_specific": p, "share_batch_wide": float(best["share_batch_wide"]),
                      "n_settings": len(part), "reason": reason + "."})

@@ -50,7 +50,11 @@ def select_genes(
 
     if n_top_genes < 0:
         raise DesweepInputError("--n-top-genes", "n_top_genes", f"must be 0 (all genes) or positive, got {n_top_genes}")
-    extra = [g for g in (extra_genes or []) if g in adata.var_names]
+    extra = list(extra_genes or [])
+    absent = [g for g in extra if g not in adata.var_names]
+    if absent:
+        raise DesweepInputError("--extra-genes", absent[0], f"not a gene of the data ({len(absent)} of {len(extra)} absent; "
+                                f"{adata.n_vars} genes with counts, e.g. {', '.join(map(str, adata.var_names[:3]))})")
     if n_top_genes == 0 or n_top_genes >= adata.n_vars:
         keep = np.ones(adata.n_vars, dtype=bool)
         hvg = keep

@@ -155,16 +155,36 @@ def read_h5ad(path: str | Path, *, backed: bool = False) -> AnnData:
         raise DesweepInputError(path, "h5ad", f"cannot be read (truncated or corrupt?): {reason}") from err
 
 
-def read_csv(path: str | Path, *, required: list[str] | tuple[str, ...] = (), what: str = "csv") -> pd.DataFrame:
-    """Read a CSV and check that ``required`` columns exist."""
+def read_csv(path: str | Path, *, required: list[str] | tuple[str, ...] = (), what: str = "csv",
+             names: tuple[str, ...] = (), index_col: int | str | None = None, all_text: bool = False) -> pd.DataFrame:
+    """Read a table (comma-separated, or tab-separated for ``.tsv``), keeping names as text.
+
+    Columns that hold names (:data:`desweep.keys.NAME_COLUMNS`, plus ``names``)
+    are read as strings with no NA inference, so ``01``, ``NA``, ``None`` or an
+    empty cell come back exactly as written; other columns get pandas' usual
+    number and missing-value inference (``all_text``: every column as text, for
+    tables passed on unchanged). Every desweep step reads its tables here.
+
+    Raises
+    ------
+    DesweepInputError
+        Missing, empty or unparsable file, or a ``required`` column missing.
+    """
     import pandas as pd
 
+    from desweep.keys import NAME_COLUMNS
+    from desweep.names import NA_LIKE
+
     path = require_file(path, what=what)
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        df = pd.read_csv(path)
+        header = pd.read_csv(path, sep=sep, nrows=0).columns
+        text = [c for c in header if all_text or c in NAME_COLUMNS or c in names]
+        df = pd.read_csv(path, sep=sep, dtype={c: str for c in text}, keep_default_na=False,
+                         na_values={c: sorted(NA_LIKE) for c in header if c not in text}, index_col=index_col)
     except Exception as err:
-        raise DesweepInputError(path, what, f"cannot be parsed as CSV: {str(err).splitlines()[0]}") from err
-    missing = [c for c in required if c not in df.columns]
+        raise DesweepInputError(path, what, f"cannot be parsed as {'TSV' if sep != ',' else 'CSV'}: {str(err).splitlines()[0]}") from err
+    missing = [c for c in required if c not in df.columns and c != df.index.name]
     if missing:
         raise DesweepInputError(path, missing[0], f"column missing (have: {', '.join(map(str, df.columns))})")
     return df

@@ -10,7 +10,9 @@ from __future__ import annotations
 UNS_DESWEEP = "desweep"  # uns dict: batch_key, group_key, input checksum, ...
 X_SCVI = "X_scVI"
 X_UMAP = "X_umap"
-LEIDEN = "leiden"
+LEIDEN = "desweep_leiden"  # desweep's own Leiden clusters; never a column of the user's
+#: obs columns desweep or scvi-tools write: never accepted as the user's batch or labels key
+OWN_OBS_PREFIXES = ("desweep_", "_scvi_")
 NORM_LAYER_PREFIX = "scvi_norm__"
 
 # --- step folders under OUTDIR ---------------------------------------------
@@ -76,6 +78,16 @@ BASELINE_SCORES_CSV = "baseline_scores.csv"
 MULTIQC_CONFIG = "multiqc_config.yml"
 MULTIQC_CUSTOM_CONTENT_DIR = "custom_content"
 TOP_GENE_EXPRESSION_CSV = "top_gene_expression.csv"
+
+# --- table columns that hold names (read back as text, never as numbers or NA) ---
+#: :func:`desweep.io.read_csv` reads these columns as strings without NA inference,
+#: so that a batch "01", a label "NA" or a gene "1.0" comes back as written
+NAME_COLUMNS = frozenset({
+    "gene", "cluster", "batch", "sample", "path", "group", "unit", "group1", "group2", "high_group",
+    "comparison_id", "combination_id", "combination_id_1", "combination_id_2", "best_combination_id", "recommended",
+    "sampling_key", "setting_id", "batchid1", "batchid2", "group1_batches", "group2_batches", "shared_batches",
+    "batches", "specific_to", "choice", "transform_batch", "top_genes", "ood_decoding",
+})
 
 # --- DE sweep (desweep plan / desweep de) -----------------------------------
 DE_PARTIAL_SUMMARY_DIR = "summary"  # de/summary/<sampling_key>.csv, one per `desweep de --sampling-key` run

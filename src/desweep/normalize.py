@@ -37,7 +37,6 @@ checks both against ``max_memory_gb`` before anything is computed.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -49,6 +48,7 @@ import pandas as pd
 from desweep import keys
 from desweep.datakeys import get_keys
 from desweep.errors import DesweepInputError
+from desweep.names import encode_name, join_names
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -93,7 +93,7 @@ class LayerSpec:
         The choice it belongs to (one of :data:`CHOICES`).
     transform_batch
         The decoding in scvi-tools' terms: ``None`` (own batch), a batch, or
-        ``"[all]"`` / the comma-joined list of batches averaged.
+        ``"[all]"`` / the list of batches averaged (:func:`desweep.names.join_names`).
     return_mean
         Whether the posterior samples were averaged.
     sample
@@ -190,24 +190,18 @@ def select_genes(var_names: Sequence[str], genes: Sequence[str] | None) -> tuple
 def layer_plan(choices: Sequence[str], batches: Sequence[str], *, n_samples: int) -> list[LayerSpec]:
     """The layers an export writes, in order (see :data:`CHOICE_HELP`).
 
-    Batch names are made safe for HDF5 keys (characters other than letters,
-    digits, ``_ . - +`` become ``_``); ``LayerSpec.transform_batch`` keeps the
-    original name.
+    Batch names in layer names are encoded with :func:`desweep.names.encode_name`
+    (safe for HDF5 keys, one-to-one, bounded); ``LayerSpec.transform_batch``
+    keeps the real name.
     """
     prefix = keys.NORM_LAYER_PREFIX
-    listed = ",".join(batches)
+    listed = join_names(batches)
     specs: list[LayerSpec] = []
     for choice in check_choices(choices):
         if choice == "own_batch":
             specs.append(LayerSpec(f"{prefix}{keys.NORM_OWN_BATCH}", choice, "None", True))
         elif choice == "each_batch":
-            used: set[str] = set()
-            for code, batch in enumerate(batches):
-                safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", batch) or "_"
-                if safe in used:
-                    safe = f"{safe}_{code}"
-                used.add(safe)
-                specs.append(LayerSpec(f"{prefix}{keys.NORM_BATCH}__{safe}", choice, batch, True))
+            specs.extend(LayerSpec(f"{prefix}{keys.NORM_BATCH}__{encode_name(batch)}", choice, batch, True) for batch in batches)
         elif choice == "mean_all_batches":
             specs.append(LayerSpec(f"{prefix}{keys.NORM_MEAN_ALL_BATCHES}", choice, f"[{listed}]", True))
         else:

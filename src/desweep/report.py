@@ -112,10 +112,12 @@ class Item:
 
 # --------------------------------------------------------------------------- readers
 def _read_csv(path: Path) -> pd.DataFrame | None:
+    from desweep.io import read_csv
+
     if not path.is_file() or path.stat().st_size == 0:
         return None
     try:
-        return pd.read_csv(path)
+        return read_csv(path)
     except Exception as err:  # a broken optional input must not break the report
         logger.warning("cannot read %s: %s", path, err)
         return None

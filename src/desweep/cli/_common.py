@@ -107,7 +107,40 @@ means_option = click.option(
     "--means", "means_path", type=click.Path(path_type=Path), default=None,
     help=f"Optional {keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}: classify in every scVI normalized choice too.",
 )
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+seed_option = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Random seed.")
+
+
+def parsed(parse: Callable[[Any], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A Click callback that checks and converts an option's value with ``parse`` when the command line is read.
+
+    So ``desweep run`` finds a bad value of any step before the first step runs
+    (it resolves every step's command line up front). A
+    :class:`~desweep.errors.DesweepInputError` becomes one ``Error:`` line; the
+    runner reads the original error from ``__cause__``.
+    """
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except DesweepInputError as err:
+            raise click.ClickException(str(err)) from err
+
+    return callback
+
+
+def name_list(option: str) -> Callable[[str], list[str]]:
+    """Parse a comma-separated list of names (a name holding ``,`` in double quotes), see :func:`desweep.names.split_list`."""
+    from desweep.names import split_list
+
+    def parse(value: str) -> list[str]:
+        try:
+            return split_list(value)
+        except ValueError as err:
+            raise DesweepInputError(option, option.lstrip("-").replace("-", "_"), f"{err}; write a name holding ',' in double quotes") from None
+
+    return parse
 threads_option = click.option(
     "--threads",
     type=click.IntRange(min=1),

@@ -13,7 +13,7 @@ from desweep.cli._common import outdir_option, prepare_outdir, seed_option, step
 @click.command(name="cluster")
 @click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), required=True,
               help=f"The integrated .h5ad ({keys.STEP_INTEGRATE}/{keys.INTEGRATED_H5AD}).")
-@click.option("--resolution", type=float, default=1.0, show_default=True, help="Leiden resolution.")
+@click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Leiden resolution.")
 @click.option("--n-neighbors", type=click.IntRange(min=2), default=15, show_default=True, help="Neighbours in the scVI graph.")
 @seed_option
 @outdir_option(f"writes {keys.CLUSTERED_H5AD} and {keys.CLUSTER_METRICS_CSV}.")

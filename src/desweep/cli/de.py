@@ -57,17 +57,14 @@ def de(plan_path: Path, adata_path: Path | None, model_dir: Path | None, samplin
 
     or everything in one process: replace --sampling-key with --all.
     """
-    import pandas as pd
-
     from desweep import de as sweep
     from desweep.errors import DesweepInputError
-    from desweep.io import read_csv, require_file, write_csv
+    from desweep.io import read_csv, write_csv
 
     chosen = [name for name, on in (("--sampling-key", bool(sampling_keys)), ("--all", run_all), ("--merge", merge)) if on]
     if len(chosen) != 1:
         raise DesweepInputError("desweep de", "--sampling-key/--all/--merge", f"give exactly one of them (got {', '.join(chosen) or 'none'})")
-    read_csv(plan_path, what="plan")
-    plan = sweep.check_plan(pd.read_csv(require_file(plan_path), dtype=str, keep_default_na=False), source=str(plan_path))
+    plan = sweep.check_plan(read_csv(plan_path, what="plan", all_text=True), source=str(plan_path))
     tables_dir = tables_dir or outdir / keys.DE_TABLES_DIR
     partials_dir = partials_dir or outdir / keys.DE_PARTIAL_SUMMARY_DIR
 
@@ -125,16 +122,15 @@ def _run(plan, *, plan_path: Path, adata_path: Path, model_dir: Path, keys_to_ru
 
 
 def _merge(plan, *, partials_dir: Path, tables_dir: Path, top_n: int):
-    import pandas as pd
-
     from desweep import de as sweep
     from desweep.errors import DesweepInputError
+    from desweep.io import read_csv
 
     partials, missing = [], []
     for key in sweep.sampling_keys(plan):
         path = partials_dir / f"{key}.csv"
         if path.is_file():
-            partials.append(pd.read_csv(path, dtype=str, keep_default_na=False))
+            partials.append(read_csv(path, what="summary", all_text=True))
         else:
             missing.append(key)
     if missing:
@@ -146,5 +142,5 @@ def _merge(plan, *, partials_dir: Path, tables_dir: Path, top_n: int):
         path = tables_dir / f"{cid}.csv"
         if not path.is_file():
             raise DesweepInputError(tables_dir, "combination_id", f"table '{cid}.csv' is missing")
-        tables[cid] = pd.read_csv(path, usecols=["gene", "rank", "is_de_fdr"], dtype={"gene": str})
+        tables[cid] = read_csv(path, required=("gene", "rank", "is_de_fdr"), what="DE table")[["gene", "rank", "is_de_fdr"]]
     return summary, sweep.stability(tables, plan, top_n=top_n)

@@ -8,21 +8,17 @@ from typing import TYPE_CHECKING
 import click
 
 from desweep import keys
-from desweep.cli._common import outdir_option, prepare_outdir, seed_option, step_command, threads_option
+from desweep.cli._common import name_list, outdir_option, parsed, prepare_outdir, seed_option, step_command, threads_option
 from desweep.compute import ACCELERATORS
 from desweep.errors import DesweepInputError
-from desweep.normalize import CHOICE_HELP, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, LATENTS
+from desweep.normalize import CHOICE_HELP, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, LATENTS, check_choices, parse_library_size
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 
-def _split(values: str | None) -> list[str]:
-    return [v.strip() for v in (values or "").split(",") if v.strip()]
-
-
 def read_gene_list(value: str) -> list[str]:
-    """Genes from ``--genes``: a comma-separated list, or a file.
+    """Genes from ``--genes``: a comma-separated list (a name holding ``,`` in double quotes), or a file.
 
     The file holds one gene per line (blank lines and ``#`` comments skipped),
     or is a CSV whose ``gene`` column lists them (e.g. a DE table).
@@ -33,12 +29,12 @@ def read_gene_list(value: str) -> list[str]:
     if not path.exists():
         if "/" in value or value.endswith((".txt", ".csv", ".tsv")):
             raise DesweepInputError(value, "--genes", "file does not exist")
-        return _split(value)
+        return name_list("--genes")(value)
     require_file(path, what="--genes")
     lines = [ln.strip() for ln in path.read_text().splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
     if lines and "," in lines[0]:
-        return [str(g) for g in read_csv(path, required=["gene"], what="--genes")["gene"].dropna()]
+        return list(read_csv(path, required=["gene"], what="--genes")["gene"])
     return lines
 
 
@@ -62,13 +58,15 @@ _CHOICES_HELP = "; ".join(f"{name}: {text}" for name, text in CHOICE_HELP.items(
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
               help=f"The scVI model folder ({keys.STEP_INTEGRATE}/{keys.MODEL_DIR}).")
 @click.option("--choices", default=",".join(DEFAULT_CHOICES), show_default=True,
+              callback=parsed(lambda value: check_choices(name_list("--choices")(value))),
               help=f"Comma-separated transform_batch choices, or 'all'. {_CHOICES_HELP}.")
-@click.option("--batches", default=None,
-              help="Comma-separated batches to decode in and average over (default: every batch of the model).")
-@click.option("--genes", default=None,
+@click.option("--batches", default=None, callback=parsed(name_list("--batches")),
+              help='Comma-separated batches to decode in and average over (a name holding "," in double quotes; '
+                   "default: every batch of the model).")
+@click.option("--genes", default=None, callback=parsed(read_gene_list),
               help="Genes to export: a comma-separated list, or a file (one gene per line, or a CSV with a 'gene' column). "
                    "Default: every modelled gene.")
-@click.option("--library-size", default="1e4", show_default=True,
+@click.option("--library-size", default="1e4", show_default=True, callback=parsed(parse_library_size),
               help="'latent' (each cell's own library size: expected counts) or a number every cell is scaled to (1 = frequencies).")
 @click.option("--n-samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Posterior samples of z per cell; layers are their mean (all_batches_samples keeps each).")
@@ -84,7 +82,8 @@ _CHOICES_HELP = "; ".join(f"{name}: {text}" for name, text in CHOICE_HELP.items(
 @threads_option
 @outdir_option(f"writes {keys.NORMALIZED_H5AD} and {keys.CLUSTER_BATCH_MEANS_CSV}.")
 @step_command
-def normalize(adata_path: Path, model_dir: Path, choices: str, batches: str | None, genes: str | None, library_size: str,
+def normalize(adata_path: Path, model_dir: Path, choices: tuple[str, ...], batches: list[str] | None, genes: list[str] | None,
+              library_size: float | str,
               n_samples: int, latent: str, chunk_size: int | None, max_memory_gb: float, accelerator: str, seed: int,
               threads: int | None, outdir: Path) -> None:
     """Export scVI normalized expression for each transform_batch choice.
@@ -105,18 +104,14 @@ def normalize(adata_path: Path, model_dir: Path, choices: str, batches: str | No
     from desweep import compute
     from desweep.integrate import load_model
     from desweep.io import read_h5ad, write_csv
-    from desweep.normalize import check_choices, export_normalized, parse_library_size
+    from desweep.normalize import export_normalized
 
-    chosen = check_choices(_split(choices))
-    library = parse_library_size(library_size)
-    gene_list = read_gene_list(genes) if genes else None
-    batch_list = _split(batches) or None
     compute.configure(threads=threads, seed=seed)
     device = compute.resolve_accelerator(accelerator)
     adata = read_h5ad(adata_path)
     model = load_model(str(model_dir), adata, accelerator=device)
     normalized, means = export_normalized(
-        adata, model, choices=chosen, batches=batch_list, genes=gene_list, library_size=library, n_samples=n_samples,
+        adata, model, choices=choices, batches=batches or None, genes=genes, library_size=library_size, n_samples=n_samples,
         latent=latent, chunk_size=chunk_size, max_memory_gb=max_memory_gb, seed=seed, source=str(adata_path),
     )
     prepare_outdir(outdir)

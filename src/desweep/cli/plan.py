@@ -37,13 +37,10 @@ def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | Non
 
         desweep plan --comparisons results/composition/comparisons.csv --grid grid.yaml -o results/de
     """
-    import pandas as pd
-
     from desweep.io import read_csv, read_yaml, write_csv
-    from desweep.plan import check_grid, make_plan
+    from desweep.plan import COMPARISON_REQUIRED, check_grid, make_plan
 
-    read_csv(comparisons_path, required=("comparison_id", "group1", "group2", "group1_batches", "group2_batches"), what="comparisons")
-    comparisons = pd.read_csv(comparisons_path, dtype=str, keep_default_na=False)
+    comparisons = read_csv(comparisons_path, required=COMPARISON_REQUIRED, what="comparisons", all_text=True)
     grid = check_grid(read_yaml(grid_path, what="grid"), source=grid_path) if grid_path is not None else None
     if counts_path is None and (comparisons_path.parent / keys.CLUSTER_BATCH_COUNTS_CSV).is_file():
         counts_path = comparisons_path.parent / keys.CLUSTER_BATCH_COUNTS_CSV
