@@ -215,6 +215,29 @@ def comparison_table(
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
+def compose(
+    obs: pd.DataFrame, *, group_key: str, batch_key: str, comparisons: list[tuple[str, str]] | None = None,
+    max_comparisons: int = 10, rule: PresenceRule = PresenceRule(), min_cells_per_group: int = 10, source: str = "groups",
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Counts, cluster status and the comparisons table of ``desweep composition``.
+
+    Parameters
+    ----------
+    obs
+        Cell metadata with ``group_key`` and ``batch_key``.
+    comparisons
+        The pairs to compare; ``None``: :func:`default_comparisons`.
+
+    Returns
+    -------
+    ``(cluster_batch_counts, clusters, comparisons)``: the three tables of the step.
+    """
+    counts = cluster_batch_counts(obs, group_key=group_key, batch_key=batch_key)
+    status = cluster_status(counts, rule)
+    pairs = comparisons or default_comparisons(status, max_comparisons=max_comparisons, source=source, group_key=group_key)
+    return counts, status, comparison_table(status, pairs, source=source, min_cells_per_group=min_cells_per_group)
+
+
 def comparison_id(group1: str, group2: str) -> str:
     """A stable, file-name-safe id, one-to-one: ``<group1>_vs_<group2>`` (:func:`desweep.names.encode_name`)."""
     return f"{encode_name(group1)}_vs_{encode_name(group2)}"

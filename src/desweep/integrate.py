@@ -302,12 +302,72 @@ def _label_asw(embedding: np.ndarray, labels: np.ndarray) -> float:
     return float((silhouette_score(embedding, labels) + 1) / 2)
 
 
-def load_model(model_dir: str, adata: AnnData, *, accelerator: str = "cpu") -> SCVI:
-    """Load a saved scVI model for ``adata``, with a one-line error when they do not match."""
+def data_fingerprint(adata: AnnData) -> dict[str, object]:
+    """What a model is bound to: its genes (in order), batches, cells and counts (sha256 of each).
+
+    ``desweep integrate`` stores it beside the model (:data:`desweep.keys.MODEL_FINGERPRINT`);
+    every step that loads the model compares it with its data (:func:`load_model`).
+    """
+    import hashlib
+
+    import scipy.sparse as sp
+
+    def sha(*parts: bytes) -> str:
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        return digest.hexdigest()
+
+    batch_key = get_keys(adata, "data").batch_key
+    batches = adata.obs[batch_key].astype(str)
+    x = sp.csr_matrix(adata.X)
+    x.sum_duplicates()
+    x.sort_indices()
+    return {
+        "n_genes": int(adata.n_vars), "genes": sha("\0".join(map(str, adata.var_names)).encode()),
+        "batches": sorted(set(batches)),
+        "n_cells": int(adata.n_obs), "cells": sha("\0".join(f"{c}\1{b}" for c, b in zip(adata.obs_names, batches, strict=True)).encode()),
+        "counts": sha(x.data.astype(np.float32).tobytes(), x.indices.astype(np.int64).tobytes(), x.indptr.astype(np.int64).tobytes()),
+    }
+
+
+def check_fingerprint(recorded: dict[str, object], adata: AnnData, *, model_dir: str, source: str) -> None:
+    """Raise when ``adata`` is not the data the model was trained on (:func:`data_fingerprint`)."""
+    current = data_fingerprint(adata)
+    for field, what in (("genes", "genes"), ("batches", "batches"), ("cells", "cells or their batches"), ("counts", "counts")):
+        if recorded.get(field) != current[field]:
+            detail = {"genes": f"{recorded.get('n_genes')} genes in the model, {current['n_genes']} here",
+                      "batches": f"model: {', '.join(map(str, recorded.get('batches') or []))}; here: {', '.join(current['batches'])}",
+                      "cells": f"{recorded.get('n_cells')} cells in the model, {current['n_cells']} here"}.get(field, "same shape, other values")
+            raise DesweepInputError(model_dir, "model", f"was trained on other data than {source}: its {what} differ ({detail}); "
+                                    "use the model integrate made from this data")
+
+
+def save_model(model: SCVI, adata: AnnData, model_dir: Path) -> None:
+    """Save ``model`` (without its data) and the fingerprint of ``adata``, the data it was trained on."""
+    import json
+
+    model.save(str(model_dir), overwrite=True, save_anndata=False)
+    (Path(model_dir) / keys.MODEL_FINGERPRINT).write_text(json.dumps(data_fingerprint(adata), indent=1) + "\n")
+
+
+def load_model(model_dir: str, adata: AnnData, *, accelerator: str = "cpu", source: str = "the data") -> SCVI:
+    """Load a saved scVI model for ``adata``, with a one-line error when they do not match.
+
+    The fingerprint saved with the model (genes, batches, cells, counts) must
+    match ``adata``; a model without one (saved by another tool) is loaded with a warning.
+    """
+    import json
+
     import scvi
 
     if not (Path(model_dir) / "model.pt").is_file():
         raise DesweepInputError(model_dir, "model", "no saved scVI model in this folder (model.pt missing)")
+    fingerprint = Path(model_dir) / keys.MODEL_FINGERPRINT
+    if fingerprint.is_file():
+        check_fingerprint(json.loads(fingerprint.read_text()), adata, model_dir=str(model_dir), source=source)
+    else:
+        logger.warning("%s has no %s: cannot check that it was trained on %s", model_dir, keys.MODEL_FINGERPRINT, source)
     try:
         return scvi.model.SCVI.load(model_dir, adata=adata, accelerator=accelerator)
     except (ValueError, KeyError, RuntimeError) as err:

@@ -2,6 +2,9 @@
 
 Every output is written to a temporary name in its destination folder and then
 renamed, so an interrupted step leaves either the previous complete file or none.
+The temporary name, ``.<name>.tmp-<host>-<pid>-<random>``, says which process
+writes it: :func:`remove_stale_partials` deletes those of processes that are gone
+(``kill -9``, a crash), never those of a live writer.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,7 +47,7 @@ def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{destination.name}.tmp-"
+    prefix = f".{destination.name}{_TMP_MARK}{_HOST}-{os.getpid()}-"
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=destination.parent))
     else:
@@ -65,6 +70,41 @@ def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator
 
 #: temporary paths being written now, removed by :func:`remove_partial_outputs` on SIGTERM
 _IN_PROGRESS: set[Path] = set()
+_TMP_MARK = ".tmp-"
+#: this machine, in temporary names (a hash: host names can be long and hold any character)
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^/]*")
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Delete the temporary outputs below ``folder`` whose writer, a process of this machine, is gone.
+
+    Returns
+    -------
+    The paths removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.rglob(f".*{_TMP_MARK}*")):
+        match = _TMP_NAME.fullmatch(path.name)
+        if match and match["host"] == _HOST and not _process_alive(int(match["pid"])) and path.exists():
+            _remove(path)
+            removed.append(path)
+    if removed:
+        logger.info("removed %d temporary file(s) left by ended processes in %s", len(removed), folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:
@@ -190,15 +230,35 @@ def read_csv(path: str | Path, *, required: list[str] | tuple[str, ...] = (), wh
     return df
 
 
-def read_yaml(path: str | Path, *, what: str = "yaml") -> Any:
-    """Read a YAML file with a one-line error on bad syntax."""
+def read_yaml(path: str | Path, *, what: str = "yaml", scalars_as_text: bool = False) -> Any:
+    """Read a YAML file with a one-line error on bad syntax.
+
+    ``scalars_as_text``: every scalar but ``null`` (``~``, empty) stays the text
+    written (``01``, ``1.0``, ``no``, ``1:30`` are not numbers or booleans), for
+    values whose type the reader knows better (names, command-line options).
+    """
     import yaml
 
     path = require_file(path, what=what)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_text_loader() if scalars_as_text else yaml.SafeLoader)  # noqa: S506 (safe loaders)
     except yaml.YAMLError as err:
         raise DesweepInputError(path, what, f"is not valid YAML: {str(err).splitlines()[0]}") from err
+
+
+def _text_loader() -> type:
+    """A safe YAML loader that resolves no scalar type but null."""
+    import yaml
+
+    class TextLoader(yaml.SafeLoader):
+        pass
+
+    null = "tag:yaml.org,2002:null"
+    TextLoader.yaml_implicit_resolvers = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag == null]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    return TextLoader
 
 
 def file_checksum(path: str | Path, *, algorithm: str = "sha256") -> str:

@@ -31,6 +31,7 @@ PIPELINE_INFO = "pipeline_info"
 VALIDATED_H5AD = "validated.h5ad"
 VALIDATION_REPORT = "validation.json"
 MODEL_DIR = "model"
+MODEL_FINGERPRINT = "desweep_fingerprint.json"  # in MODEL_DIR: genes, batches and counts the model was trained on
 INTEGRATED_H5AD = "integrated.h5ad"
 HISTORY_CSV = "history.csv"
 METRICS_CSV = "metrics.csv"

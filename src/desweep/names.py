@@ -108,10 +108,11 @@ def split_list(text: str | None) -> list[str]:
     return [name for name, _ in _tokens(str(text or ""), ",") if name]
 
 
-def quote_name(name: str) -> str:
-    """``name`` as written in ``--comparisons``: quoted when it holds ``:``, ``;``, ``"`` or outer spaces."""
+def quote_name(name: str, *, specials: str = PAIR_SEPARATOR + NAME_SEPARATOR + QUOTE) -> str:
+    """``name`` as written in ``--comparisons`` (or, with ``specials=',"'``, in a comma list):
+    in double quotes when it holds one of ``specials``, outer spaces, or nothing."""
     name = str(name)
-    if any(c in name for c in (PAIR_SEPARATOR, NAME_SEPARATOR, QUOTE)) or name != name.strip() or not name:
+    if any(c in name for c in specials) or name != name.strip() or not name:
         return QUOTE + name.replace(QUOTE, QUOTE * 2) + QUOTE
     return name
 

@@ -67,6 +67,10 @@ PLAN_COLUMNS = [
     "fdr_target", "seed",
 ]
 SKIPPED_COLUMNS = PLAN_COLUMNS + ["reason"]
+#: plans larger than this are logged as a warning (each combination is one DE table)
+WARN_COMBINATIONS = 2000
+#: default of ``desweep plan --max-combinations``
+DEFAULT_MAX_COMBINATIONS = 20000
 
 
 def default_grid_text() -> str:
@@ -147,6 +151,18 @@ def _check_value(source: str | Path, key: str, value: Any) -> Any:
             raise fail("must be a non-negative integer")
         return value
     raise AssertionError(key)  # pragma: no cover
+
+
+def check_plan_size(plan: pd.DataFrame, *, max_combinations: int = DEFAULT_MAX_COMBINATIONS,
+                    source: str | Path = "comparisons.csv") -> None:
+    """Warn above :data:`WARN_COMBINATIONS` combinations; refuse more than ``max_combinations``."""
+    n, n_comparisons = len(plan), plan["comparison_id"].nunique()
+    if n > max_combinations:
+        raise DesweepInputError(source, "--max-combinations", f"the plan has {n:,} combinations ({n_comparisons:,} comparisons x the grid), "
+                                f"more than {max_combinations:,}: give fewer comparisons or a smaller grid, or raise "
+                                "--max-combinations (desweep run: --set plan.max_combinations=...)")
+    if n > WARN_COMBINATIONS:
+        logger.warning("the plan has %d combinations (%d comparisons x the grid): one DE table each", n, n_comparisons)
 
 
 def _dedupe(values: list) -> list:

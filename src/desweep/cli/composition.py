@@ -52,11 +52,10 @@ def composition(input_path: Path, comparisons: list[tuple[str, str]] | None, max
 
     adata = read_h5ad(input_path, backed=True)
     data_keys = get_keys(adata, input_path, need_groups=True)
-    counts = comp.cluster_batch_counts(adata.obs, group_key=data_keys.group_key, batch_key=data_keys.batch_key)
-    status = comp.cluster_status(counts, comp.PresenceRule(min_cells=min_cells_present, min_enrichment=min_enrichment))
-    pairs = comparisons or comp.default_comparisons(status, max_comparisons=max_comparisons, source=str(input_path),
-                                                    group_key=data_keys.group_key)
-    table = comp.comparison_table(status, pairs, source=str(input_path), min_cells_per_group=min_cells_per_group)
+    counts, status, table = comp.compose(
+        adata.obs, group_key=data_keys.group_key, batch_key=data_keys.batch_key, comparisons=comparisons,
+        max_comparisons=max_comparisons, rule=comp.PresenceRule(min_cells=min_cells_present, min_enrichment=min_enrichment),
+        min_cells_per_group=min_cells_per_group, source=str(input_path))
     prepare_outdir(outdir)
     write_csv(counts, outdir / keys.CLUSTER_BATCH_COUNTS_CSV, index=True)
     write_csv(status, outdir / keys.CLUSTER_STATUS_CSV, index=True)

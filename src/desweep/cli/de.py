@@ -104,7 +104,7 @@ def _run(plan, *, plan_path: Path, adata_path: Path, model_dir: Path, keys_to_ru
     device = compute.resolve_accelerator(accelerator)
     adata = read_h5ad(adata_path)
     data_keys = get_keys(adata, adata_path, need_groups=True)
-    model = load_model(str(model_dir), adata, accelerator=device)
+    model = load_model(str(model_dir), adata, accelerator=device, source=str(adata_path))
     subset = plan[plan["sampling_key"].isin(keys_to_run)]
     sweep.check_inputs(adata, model, subset, group_key=data_keys.group_key, source=str(adata_path))
     prepare_outdir(outdir)

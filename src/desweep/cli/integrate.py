@@ -55,6 +55,7 @@ def integrate(input_path: Path, n_top_genes: int, extra_genes: list[str] | None,
     """
     from desweep import compute
     from desweep.integrate import integrate as run_integration
+    from desweep.integrate import save_model
     from desweep.io import atomic_path, read_h5ad, write_csv, write_h5ad
 
     compute.configure(threads=threads, seed=seed)
@@ -69,7 +70,7 @@ def integrate(input_path: Path, n_top_genes: int, extra_genes: list[str] | None,
         learning_rate=learning_rate, accelerator=device, seed=seed,
     )
     with atomic_path(outdir / keys.MODEL_DIR, directory=True) as tmp_model:
-        model.save(str(tmp_model), overwrite=True, save_anndata=False)
+        save_model(model, integrated, tmp_model)
     write_h5ad(integrated, outdir / keys.INTEGRATED_H5AD)
     write_csv(history, outdir / keys.HISTORY_CSV)
     write_csv(metrics, outdir / keys.METRICS_CSV)

@@ -109,7 +109,7 @@ def normalize(adata_path: Path, model_dir: Path, choices: tuple[str, ...], batch
     compute.configure(threads=threads, seed=seed)
     device = compute.resolve_accelerator(accelerator)
     adata = read_h5ad(adata_path)
-    model = load_model(str(model_dir), adata, accelerator=device)
+    model = load_model(str(model_dir), adata, accelerator=device, source=str(adata_path))
     normalized, means = export_normalized(
         adata, model, choices=choices, batches=batches or None, genes=genes, library_size=library_size, n_samples=n_samples,
         latent=latent, chunk_size=chunk_size, max_memory_gb=max_memory_gb, seed=seed, source=str(adata_path),
