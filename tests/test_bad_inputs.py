@@ -252,7 +252,7 @@ CASES: list[Case] = [
     samplesheet_case("samplesheet missing column", "sample,path", ["s1,s1.h5ad"], "samples.csv: batch: column missing"),
     samplesheet_case("samplesheet bad path", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,missing.h5ad"], "samples.csv: path: "),
     samplesheet_case("samplesheet duplicate sample", "sample,batch,path", ["s1,b1,s1.h5ad", "s1,b2,s2.h5ad"], "samples.csv: sample: sample name 's1' is used more than once"),
-    samplesheet_case("samplesheet sample with spaces", "sample,batch,path", ["s 1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "row 2 column 'sample': sample name must be given and may not contain spaces"),
+    samplesheet_case("samplesheet sample with spaces", "sample,batch,path", ["s 1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "row 2 column 'sample': sample name must be given, with letters, digits, dots, dashes or underscores only"),
     samplesheet_case("samplesheet no shared genes", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "samples.csv: path: the samples share no gene names",
                      files={"s1.h5ad": small_adata(seed=1), "s2.h5ad": _renamed_genes(2)}),
     samplesheet_case("samplesheet with no rows", "sample,batch,path", [], "samples.csv: samplesheet: has no rows"),
@@ -379,3 +379,29 @@ def test_samplesheet_prefixes_barcodes_and_intersects_genes(tmp_path: Path):
     assert out.n_obs == s1.n_obs + s2.n_obs and out.n_vars == 40
     assert out.obs_names[0] == "A_c0" and set(out.obs["batch"]) == {"b1", "b2"}
     assert out.uns["desweep"]["batch_key"] == "batch"
+
+
+def test_samplesheet_names_stay_as_written_and_tsv_is_read_as_tsv(tmp_path: Path):
+    """Batches "1" and "1.0" stay two batches, "01" stays "01" (#16 A); a .tsv sheet is tab-separated."""
+    for name, seed in (("s1.h5ad", 1), ("s2.h5ad", 2), ("s3.h5ad", 3)):
+        write(small_adata(seed=seed), tmp_path / name)
+    (tmp_path / "samples.tsv").write_text("sample\tbatch\tpath\nA_1\t1\ts1.h5ad\nB\t1.0\ts2.h5ad\nC\t01\ts3.h5ad\n")
+    result = CliRunner().invoke(cli, ["validate", "-i", str(tmp_path / "samples.tsv"), "-o", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    out = ad.read_h5ad(tmp_path / "v" / "validated.h5ad")
+    assert sorted(out.obs["batch"].unique()) == ["01", "1", "1.0"]
+    assert set(out.obs["sample"]) == {"A_1", "B", "C"}
+
+
+@pytest.mark.slow
+def test_users_leiden_column_is_kept_as_labels(tmp_path: Path):
+    """--labels-key leiden compared desweep's own Leiden clusters, silently (#16 C): desweep writes desweep_leiden."""
+    a = small_adata()
+    a.obs["leiden"] = pd.Categorical(np.where(np.arange(a.n_obs) % 3 == 0, "0", "1"))
+    a.obsm["X_scVI"] = np.random.default_rng(0).normal(size=(a.n_obs, 4)).astype(np.float32)
+    a.uns["desweep"] = {"batch_key": "batch", "labels_key": "leiden", "group_key": ""}
+    result = CliRunner().invoke(cli, ["cluster", "-i", str(write(a, tmp_path / "integrated.h5ad")), "-o", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    out = ad.read_h5ad(tmp_path / "c" / "clustered.h5ad")
+    assert out.uns["desweep"]["group_key"] == "leiden"
+    assert list(out.obs["leiden"]) == list(a.obs["leiden"]) and "desweep_leiden" in out.obs
