@@ -312,10 +312,15 @@ def data_fingerprint(adata: AnnData) -> dict[str, object]:
 
     import scipy.sparse as sp
 
-    def sha(*parts: bytes) -> str:
+    def sha(*parts: bytes | tuple[np.ndarray, type]) -> str:
         digest = hashlib.sha256()
         for part in parts:
-            digest.update(part)
+            if isinstance(part, bytes):
+                digest.update(part)
+                continue
+            array, dtype = part  # in blocks: no full-size copy of a large matrix
+            for start in range(0, array.size, 1 << 22):
+                digest.update(np.ascontiguousarray(array[start:start + (1 << 22)], dtype=dtype).tobytes())
         return digest.hexdigest()
 
     batch_key = get_keys(adata, "data").batch_key
@@ -327,7 +332,7 @@ def data_fingerprint(adata: AnnData) -> dict[str, object]:
         "n_genes": int(adata.n_vars), "genes": sha("\0".join(map(str, adata.var_names)).encode()),
         "batches": sorted(set(batches)),
         "n_cells": int(adata.n_obs), "cells": sha("\0".join(f"{c}\1{b}" for c, b in zip(adata.obs_names, batches, strict=True)).encode()),
-        "counts": sha(x.data.astype(np.float32).tobytes(), x.indices.astype(np.int64).tobytes(), x.indptr.astype(np.int64).tobytes()),
+        "counts": sha((x.data, np.float32), (x.indices, np.int64), (x.indptr, np.int64)),
     }
 
 

@@ -420,15 +420,17 @@ def check_design(config: RunConfig, resolved: dict[str, ResolvedStep]) -> None:
         return
     validated = config.outdir / keys.STEP_VALIDATE / keys.VALIDATED_H5AD
     adata = read_h5ad(validated, backed=True)
-    data_keys = get_keys(adata, validated)
+    try:
+        data_keys, obs = get_keys(adata, validated), adata.obs.copy()
+    finally:
+        adata.file.close()
     if not data_keys.labels_key:
         return  # Leiden groups exist only after cluster
     p = resolved["composition"].params
     counts, _, table = comp.compose(
-        adata.obs, group_key=data_keys.labels_key, batch_key=data_keys.batch_key, comparisons=p["comparisons"],
+        obs, group_key=data_keys.labels_key, batch_key=data_keys.batch_key, comparisons=p["comparisons"],
         max_comparisons=p["max_comparisons"], rule=comp.PresenceRule(min_cells=p["min_cells_present"], min_enrichment=p["min_enrichment"]),
         min_cells_per_group=p["min_cells_per_group"], source=str(validated))
-    adata.file.close()
     if "plan" in resolved:
         from desweep.cli.plan import read_grid
 
@@ -451,7 +453,7 @@ def run_pipeline(config: RunConfig, *, force: bool = False, on_locked: Callable[
     Step name -> ``"ran"`` or ``"skipped"``.
     """
     from desweep.cli._common import prepare_outdir
-    from desweep.io import remove_stale_partials, write_yaml
+    from desweep.io import write_yaml
     from desweep.provenance import software_versions
     from desweep.validate import input_checksum
 
@@ -462,7 +464,6 @@ def run_pipeline(config: RunConfig, *, force: bool = False, on_locked: Callable[
         if on_locked is not None:
             on_locked()
         checksum = input_checksum(config.values["input"])
-        remove_stale_partials(outdir)
         info = outdir / keys.PIPELINE_INFO
         write_yaml(_params_record(config, resolved, checksum), info / keys.PARAMS_YAML)
         write_yaml(software_versions(), info / keys.SOFTWARE_VERSIONS_YML)
