@@ -94,6 +94,10 @@ NAME_COLUMNS = frozenset({
 DE_PARTIAL_SUMMARY_DIR = "summary"  # de/summary/<sampling_key>.csv, one per `desweep de --sampling-key` run
 
 
+#: in OUTDIR: held by the `desweep run` writing it (like the stamps, runner bookkeeping starts with .desweep_)
+RUN_LOCK = ".desweep_run.lock"
+
+
 def step_stamp(step: str) -> str:
     """File name of the stamp ``desweep run`` leaves in a step folder (two steps may share a folder)."""
     return f".desweep_{step}.json"

@@ -6,7 +6,7 @@ the option list of every step has one source of truth.
 
 Before the first step runs, the whole run is checked
 ----------------------------------------------------
-- one writer per output folder: a lock (``OUTDIR/.desweep.lock``, held for the
+- one writer per output folder: a lock (``OUTDIR/.desweep_run.lock``, held for the
   whole run and released by the system when the process ends, even on
   ``kill -9``) refuses a second run naming the first;
 - no input may lie inside the step folders the run writes;
@@ -76,7 +76,6 @@ TOP_LEVEL_KEYS = ("input", "outdir", "batch_key", "labels_key", "layer", "seed",
 SHARED_OPTIONS = ("seed", "threads", "accelerator")
 #: resolved options that do not change a step's outputs, left out of its stamp
 UNSTAMPED = frozenset({"threads", "outdir", "debug", "verbose"})
-LOCK_FILE = ".desweep.lock"
 
 
 @dataclass(frozen=True)
@@ -351,7 +350,7 @@ def _option_args(param: click.Option, value: Any, source: str, where: str, *, ne
 # --------------------------------------------------------------------------- checks before the first step
 @contextlib.contextmanager
 def output_lock(outdir: Path, command: str = "desweep run") -> Iterator[None]:
-    """Hold ``OUTDIR/.desweep.lock`` for the block; a one-line error naming the holder when another run has it.
+    """Hold ``OUTDIR/.desweep_run.lock`` for the block; a one-line error naming the holder when another run has it.
 
     The lock is an exclusive ``flock`` on an open file: the system releases it
     when the holding process ends, however it ends, so a crashed run never
@@ -361,7 +360,7 @@ def output_lock(outdir: Path, command: str = "desweep run") -> Iterator[None]:
     import fcntl
     import socket
 
-    path = outdir / LOCK_FILE
+    path = outdir / keys.RUN_LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -515,7 +514,7 @@ def _listing(folder: Path) -> dict[str, tuple[int, int, int]]:
     out = {}
     if folder.is_dir():
         for path in folder.rglob("*"):
-            if path.is_file() and not path.name.startswith((".desweep_", LOCK_FILE)) and ".tmp-" not in path.name:
+            if path.is_file() and not path.name.startswith(".desweep_") and ".tmp-" not in path.name:
                 info = path.stat()
                 out[str(path.relative_to(folder))] = (info.st_size, info.st_mtime_ns, info.st_ino)
     return out
