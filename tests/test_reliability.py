@@ -68,7 +68,14 @@ def run_pipeline(input_path: Path, outdir: Path, *extra: str) -> str:
     result = CliRunner().invoke(cli, ["run", "-i", str(input_path), "--labels-key", "cell_type", "-o", str(outdir), *FAST_STEPS, *extra],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
+    return status_line(result.output)
+
+
+def status_line(output: str) -> str:
+    """The run's closing ``validate: ran; integrate: skipped; ...`` line (a library warning may follow it on stderr)."""
+    lines = [line for line in output.splitlines() if line.startswith("validate: ")]
+    assert lines, output[-2000:]
+    return lines[-1]
 
 
 def step_states(line: str) -> dict[str, str]:
@@ -112,7 +119,7 @@ def test_resume_reruns_the_changed_step_and_only_its_descendants(tiny_input: Pat
     def run(*extra: str) -> str:
         result = CliRunner().invoke(cli, ["run", "-c", str(config), *QUICK, *extra], catch_exceptions=False)
         assert result.exit_code == 0, result.output
-        return result.output.strip().splitlines()[-1]
+        return status_line(result.output)
 
     outdir = tmp_path / "out"
     write_config("1.0")
@@ -180,7 +187,7 @@ def test_changed_samplesheet_member_reruns_everything(tmp_path: Path, monkeypatc
     def run() -> set[str]:
         result = CliRunner().invoke(cli, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
-        return ran(result.output.strip().splitlines()[-1])
+        return ran(status_line(result.output))
 
     assert run() == {"validate", "integrate"}
     assert run() == set()
@@ -215,7 +222,8 @@ def test_one_writer_per_folder_input_guard_and_ctrl_c(tiny_input: Path, tmp_path
     try:
         wait_for(lambda: (out / keys.STEP_VALIDATE / keys.step_stamp("validate")).is_file(), first)
         time.sleep(2)
-        second = desweep_process("run", "-i", str(tiny_input), "-o", str(out), "--threads", "1")
+        second = desweep_process("run", "-i", str(tiny_input), "-o", str(out), "--threads", "1",
+                                 "--set", "integrate.max_epochs=1")  # short, should the lock fail to stop it
         _, err = second.communicate(timeout=300)
         assert second.returncode == 1
         assert f"--outdir: another desweep run is writing this folder (pid {first.pid} on " in err, err
@@ -244,7 +252,7 @@ def test_one_writer_per_folder_input_guard_and_ctrl_c(tiny_input: Path, tmp_path
                                       "--set", "integrate.max_epochs=2", "--set", "integrate.no_early_stopping=true"],
                                      catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert step_states(result.output.strip().splitlines()[-1]) == {"validate": "skipped", "integrate": "ran"}
+    assert step_states(status_line(result.output)) == {"validate": "skipped", "integrate": "ran"}
 
 
 def test_kill_9_leaves_temporary_files_the_next_step_removes(tmp_path: Path):

@@ -304,7 +304,7 @@ def make_plan(
     clash = plan["combination_id"][plan["combination_id"].duplicated()]
     if not clash.empty:
         raise DesweepInputError(source, "comparison_id", f"two combinations get the id '{clash.iloc[0]}' "
-                                "(batch or group names that differ only in punctuation); rename them")
+                                "(two batch or group names share the 8-digit hash of their encoding); rename one")
     if plan.empty:
         first = skipped_df["reason"].iloc[0] if len(skipped_df) else "no combination"
         raise DesweepInputError(source, "grid", f"every combination is invalid ({len(skipped_df)} skipped), e.g.: {first}")
