@@ -135,6 +135,12 @@ def check_tables(out: Path, names: dict[str, list[str]], *, full: bool = True) -
     assert set(plan["combination_id"] + ".csv") == {t.name for t in de_tables}
     means = read_csv(out / keys.STEP_NORMALIZE / keys.CLUSTER_BATCH_MEANS_CSV)
     assert set(means["gene"]) == wanted["genes"] and set(means["batch"]) == wanted["batches"]
+    # every batch of make_data's design holds labels[2] and one other label, so each gene's group and within-batch
+    # differences are defined; an empty one means a name was lost between tables (e.g. a means table read with
+    # type inference: batch "01" became 1, gene "NA" became missing)
+    patterns = read_csv(out / keys.STEP_DIAGNOSE / keys.GENE_PATTERNS_CSV)
+    measures = [c for c in patterns.columns if c.startswith(("group_lfc", "within_lfc"))]
+    assert len(patterns) and measures and not patterns[measures].isna().any().any(), "gene_patterns: a difference is missing"
     validation = json.loads((out / keys.STEP_VALIDATE / keys.VALIDATION_REPORT).read_text())
     assert set(validation["cells_per_batch"]) == wanted["batches"]
     if full:
