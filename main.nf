@@ -26,6 +26,7 @@ workflow {
 
     DESWEEP(
         INPUT_CHECK.out.input,
+        params.models,
         params.grid ? file(params.grid, checkIfExists: true) : [],
         params.de_keys_per_task,
         params.multiqc_config ? file(params.multiqc_config, checkIfExists: true) : [],

@@ -18,6 +18,7 @@ for setting in nobc__vanilla bc-all__vanilla; do
     cp "$plots/volcano/${comparison}__${setting}__uniform__fdr0.05__seed0.png" "$docs/volcano_${setting%%__*}.png"
 done
 here=$(cd "$(dirname "$0")" && pwd)
+"${DESWEEP_PYTHON:-$here/../.venv/bin/python}" "$here/guide_dotplot.py" "$results/diagnostics/markers.h5ad" "$comparison" "$docs/markers_dotplot.png"
 "$here/render_report.sh" "$results/multiqc/multiqc_report.html" "$docs/report_scores.png" 1400 1600 desweep_scores
 "$here/render_report.sh" "$results/multiqc/multiqc_report.html" "$docs/report_normalized.png" 1400 1400 desweep_normalized
 ls -1 "$docs"

@@ -5,7 +5,7 @@
 #
 # WIDTH x HEIGHT is the window (default 1400 x 5000: Chromium captures the
 # window; much taller windows render very slowly); ANCHOR (a section id, e.g.
-# desweep_scores) renders only that section, at the top. Needs the Debian package `chromium`
+# desweep_verdict) renders only that section, at the top. Needs the Debian package `chromium`
 # (apt-get install -y chromium). Exits 1 when the PNG was not written.
 set -euo pipefail
 report=${1:?usage: render_report.sh REPORT.html OUT.png [WIDTH] [HEIGHT] [ANCHOR]}
@@ -33,8 +33,8 @@ fi
 url="file://$(cd "$(dirname "$page")" && pwd)/$(basename "$page")"
 rm -f "$out"
 # --no-sandbox: containers often run as root; the report is a local file
-"$browser" --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars \
-    --no-first-run --user-data-dir="$profile" --virtual-time-budget=20000 --run-all-compositor-stages-before-draw \
+"$browser" --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars --disable-quic \
+    --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$profile" --virtual-time-budget=20000 --run-all-compositor-stages-before-draw \
     --window-size="$width,$height" --screenshot="$out" "$url" >/dev/null 2>&1 || true
 if [[ ! -s "$out" ]]; then
     echo "render_report.sh: no screenshot written" >&2

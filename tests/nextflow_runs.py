@@ -36,6 +36,9 @@ CONTRACT_FILES = [
     (keys.STEP_NORMALIZE, keys.NORMALIZED_H5AD), (keys.STEP_NORMALIZE, keys.CLUSTER_BATCH_MEANS_CSV),
     (keys.STEP_DIAGNOSE, keys.GENE_PATTERNS_CSV), (keys.STEP_DIAGNOSE, keys.SETTING_SCORES_CSV),
     (keys.STEP_DIAGNOSE, keys.CONCORDANCE_CSV), (keys.STEP_DIAGNOSE, keys.RECOMMENDATIONS_CSV),
+    (keys.STEP_DIAGNOSE, keys.MARKERS_CSV), (keys.STEP_DIAGNOSE, keys.REJECTED_CSV), (keys.STEP_DIAGNOSE, keys.MARKERS_H5AD),
+    (keys.STEP_DIAGNOSE, keys.SETTING_SCORES_BY_REPLICATE_CSV), (keys.STEP_DIAGNOSE, keys.RECOMMENDED_SETTINGS_CSV),
+    (keys.STEP_DIAGNOSE, keys.CONCORDANCE_SETTINGS_CSV),
     (keys.STEP_BASELINES, "wilcoxon.csv"), (keys.STEP_BASELINES, "pseudobulk.csv"),
     (keys.STEP_REPORT, keys.MULTIQC_REPORT),
     (keys.PIPELINE_INFO, keys.PARAMS_YAML), (keys.PIPELINE_INFO, keys.SOFTWARE_VERSIONS_YML),
@@ -131,9 +134,19 @@ def assert_same_values(ours: dict, theirs: dict, what: str) -> None:
     for key in a:
         x, y = (v.numpy() if isinstance(v, torch.Tensor) else v for v in (a[key], b[key]))
         if isinstance(x, np.ndarray | list | tuple) or isinstance(y, np.ndarray | list | tuple):
-            assert np.array_equal(np.asarray(x), np.asarray(y)), f"{what}: {key} differs"
+            assert same_array(np.asarray(x), np.asarray(y)), f"{what}: {key} differs"
         else:
             assert str(x) == str(y), f"{what}: {key}: {x!r} != {y!r}"
+
+
+def same_array(x, y) -> bool:
+    """Equal arrays, NaN equal to NaN; a structured array (scanpy's rank_genes_groups record arrays, which pad
+    the shorter groups with NaN) field by field."""
+    import numpy as np
+
+    if x.dtype.names or y.dtype.names:
+        return x.dtype == y.dtype and x.shape == y.shape and all(same_array(x[f], y[f]) for f in x.dtype.names)
+    return bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc" and y.dtype.kind in "fc"))
 
 
 def assert_same_anndata(ours: Path, theirs: Path) -> None:
@@ -183,7 +196,8 @@ def assert_same_outputs(ours_dir: Path, theirs_dir: Path) -> None:
         else:
             assert a.read_bytes() == b.read_bytes(), f"{name} differs"
             checked["other"] += 1
-    # the DE tables, the partial and merged summaries, every other table; validated, integrated, clustered and
-    # normalized AnnData; the model; validation.json and the plots
+    # the DE tables, the partial and merged summaries, every other table; validated, integrated (one per model),
+    # clustered, normalized and markers AnnData; one model per replicate; validation.json and the plots
+    n_models = len({r["model"] for r in plan})
     assert checked["csv"] >= len(plan) + len(expected_tables), checked
-    assert checked["h5ad"] == 4 and checked["pt"] == 1 and checked["other"] > 1, checked
+    assert checked["h5ad"] == 4 + n_models and checked["pt"] == n_models and checked["other"] > 1, checked

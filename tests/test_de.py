@@ -472,3 +472,37 @@ def test_fast_statistics_equal_scvi_tools_expressions_on_the_same_samples():
                 np.testing.assert_allclose(ours, theirs, rtol=0, atol=3 / n, err_msg=f"{setting} {column}")
             elif column != "bayes_factor":
                 np.testing.assert_array_equal(ours, theirs, err_msg=f"{setting} {column}")
+
+
+def test_cli_runs_each_model_replicate_with_its_model(pipeline_dirs, tmp_path):
+    """A 2-model plan: one --model per model, in model order; a task of one model's keys takes one --model."""
+    runner = CliRunner()
+    comparisons = pd.read_csv(pipeline_dirs[keys.STEP_COMPOSITION] / keys.COMPARISONS_CSV, dtype=str, keep_default_na=False)
+    comparisons[comparisons["comparison_id"] == CONFOUNDED].to_csv(tmp_path / keys.COMPARISONS_CSV, index=False)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("batch_correction: [true]\nbatchids: [all]\nmode: [change]\ndelta: [0.5]\nseeds: [0]\n")
+    out = tmp_path / keys.STEP_DE
+    result = runner.invoke(cli, ["plan", "--comparisons", str(tmp_path / keys.COMPARISONS_CSV), "--grid", str(grid),
+                                 "--models", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    plan = pd.read_csv(out / keys.PLAN_CSV)
+    model = str(pipeline_dirs[keys.STEP_INTEGRATE] / keys.MODEL_DIR)
+    inputs = ["--plan", str(out / keys.PLAN_CSV), "--adata", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
+              "--threads", "1", "--n-samples", "1000"]
+    result = runner.invoke(cli, ["de", *inputs, "--model", model, "--all", "-o", str(out)])
+    assert result.exit_code == 1 and "give one --model per model the rows run use, in model order: 2 (model 0, 1), got 1" in result.output
+    model1_key = plan.loc[plan["model"] == 1, "sampling_key"].iloc[0]
+    result = runner.invoke(cli, ["de", *inputs, "--model", model, "--sampling-key", model1_key, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.stem for p in (out / keys.DE_TABLES_DIR).glob("*.csv")} == set(plan.loc[plan["model"] == 1, "combination_id"])
+    # the second --model is model 1's: a missing folder there fails (model 0 alone would run)
+    result = runner.invoke(cli, ["de", *inputs, "--model", model, "--model", str(tmp_path / "no_model"), "--all", "-o", str(out)])
+    assert result.exit_code == 1 and "no_model" in result.output
+    result = runner.invoke(cli, ["de", *inputs, "--model", model, "--model", model, "--all", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    # the same trained model given as both replicates, the same seeds: the same tables
+    for setting, part in plan.groupby("setting_id"):
+        first, second = (pd.read_csv(out / keys.DE_TABLES_DIR / f"{c}.csv") for c in part.sort_values("model")["combination_id"])
+        pd.testing.assert_frame_equal(first, second)
+    summary = pd.read_csv(out / keys.DE_SUMMARY_CSV)
+    assert sorted(summary["model"].unique()) == [0, 1]

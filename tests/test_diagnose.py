@@ -126,13 +126,17 @@ def write_planted_results(outdir: Path, adata, comparisons, plan, tables) -> dic
     return paths
 
 
+def planted_inputs(sim, make_plan=planted_plan) -> tuple:
+    """``(adata, comparisons, plan, tables)`` of a simulation, the plan and tables from ``make_plan``."""
+    adata = planted_adata(sim)
+    comparisons = planted_comparisons(adata)
+    return adata, comparisons, *make_plan(comparisons, adata)
+
+
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def planted(sim_small):
-    adata = planted_adata(sim_small)
-    comparisons = planted_comparisons(adata)
-    plan, tables = planted_plan(comparisons, adata)
-    return adata, comparisons, plan, tables
+    return planted_inputs(sim_small)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +151,7 @@ def diagnosed(planted):
 def test_classification_agrees_with_planted_truth(planted, diagnosed):
     adata, comparisons, _, _ = planted
     patterns = diagnosed["gene_patterns"]
-    assert list(patterns.columns[:4]) == ["combination_id", "comparison_id", "gene", "rank"]
+    assert list(patterns.columns[:7]) == ["combination_id", "comparison_id", "setting_id", "model", "seed", "gene", "rank"]
     assert set(patterns["pattern"]) <= {"cluster_specific", "batch_wide", "other"}
     truth = truth_of(patterns, comparisons, adata.var)
     agreement = float((truth == patterns["pattern"]).mean())
@@ -192,10 +196,10 @@ def test_recommended_setting_is_mostly_planted_markers(planted, diagnosed):
     rec = diagnosed["recommendations"].set_index("comparison_id")
     patterns = diagnosed["gene_patterns"]
     for comparison_id in comparisons["comparison_id"]:
-        best = rec.loc[comparison_id, "best_combination_id"]
+        best = rec.loc[comparison_id, "recommended_setting_id"]
         assert best.endswith("__corrected"), (comparison_id, best)
         assert rec.loc[comparison_id, "status"] == "ok"
-        top = patterns[patterns["combination_id"] == best]
+        top = patterns[patterns["setting_id"] == best]
         planted_marker = top["gene"].map(adata.var["truth_cluster"]).isin([rec.loc[comparison_id, "group1"], rec.loc[comparison_id, "group2"]])
         assert planted_marker.mean() >= 0.7
         assert "cluster-specific" in rec.loc[comparison_id, "reason"]
@@ -204,23 +208,27 @@ def test_recommended_setting_is_mostly_planted_markers(planted, diagnosed):
 
 def test_setting_scores_rank_settings(diagnosed):
     scores = diagnosed["setting_scores"]
-    for column in ("combination_id", "comparison_id", "batch_correction", "mode", "share_cluster_specific",
-                   "share_batch_wide", "share_other", "specificity_score", "rank_in_comparison"):
+    for column in ("setting_id", "comparison_id", "setting", "batch_correction", "mode", "share_cluster_specific_mean",
+                   "share_batch_wide_mean", "share_other_mean", "specificity_score_mean", "rank_in_comparison", "recommended"):
         assert column in scores.columns
-    shares = scores[["share_cluster_specific", "share_batch_wide", "share_other"]].sum(axis=1)
+    shares = scores[["share_cluster_specific_mean", "share_batch_wide_mean", "share_other_mean"]].sum(axis=1)
     assert np.allclose(shares, 1.0)
     for _, part in scores.groupby("comparison_id"):
         ordered = part.sort_values("rank_in_comparison")
         assert list(ordered["rank_in_comparison"]) == list(range(1, len(part) + 1))
-        assert ordered["specificity_score"].is_monotonic_decreasing
-        naive = part[part["combination_id"].str.endswith("__naive")].iloc[0]
-        assert naive["share_batch_wide"] >= 0.3  # the uncorrected setting's top genes are batch effects
+        assert ordered["specificity_score_mean"].is_monotonic_decreasing
+        naive = part[part["setting_id"].str.endswith("__naive")].iloc[0]
+        assert naive["share_batch_wide_mean"] >= 0.3  # the uncorrected setting's top genes are batch effects
+        assert not naive["recommended"]
 
 
 def test_concordance_pairs(planted, diagnosed):
     _, comparisons, plan, tables = planted
     conc = diagnosed["concordance"]
     assert len(conc) == 3 * len(comparisons)  # 3 settings -> 3 pairs per comparison
+    per_setting = diagnosed["concordance_settings"]
+    assert len(per_setting) == len(conc) and (per_setting["n_pairs"] == 1).all()
+    assert np.allclose(per_setting["jaccard_top_mean"], conc["jaccard_top"])
     assert conc["jaccard_top"].between(0, 1).all()
     row = conc[(conc["combination_id_1"].str.endswith("__corrected")) & (conc["combination_id_2"].str.endswith("__naive"))].iloc[0]
     assert row["jaccard_top"] > 0.2 and row["spearman_lfc_top"] > 0.5 and row["spearman_lfc"] > 0.1
@@ -242,7 +250,7 @@ def test_confounded_without_shared_cluster_is_not_measurable():
                           [5.0, 5.0, 5.0, 5.0]], index=["m", "bw", "flat"], columns=columns)
     n_cells = pd.DataFrame({"b0": [50, 50, 0, 0], "b1": [0, 0, 50, 50]}, index=["A", "C", "B", "D"])
     profile = ExpressionProfile("raw", means, n_cells)
-    calls = classify_genes(profile, ["m", "bw", "flat"], np.array([1.0, 1.0, -1.0]), group1="A", group2="B", min_lfc=0.5)
+    calls = classify_genes(profile, ["m", "bw", "flat"], np.array([1.0, 1.0, -1.0]), group1="A", group2="B")
     assert calls.loc["m", "pattern"] == "cluster_specific"
     assert calls.loc["bw", "pattern"] == "other"  # no cluster in both batches: shift not measurable
     assert np.isnan(calls.loc["bw", "batch_shift_lfc"])
@@ -296,8 +304,15 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     for name in (keys.GENE_PATTERNS_CSV, keys.SETTING_SCORES_CSV, keys.CONCORDANCE_CSV, keys.RECOMMENDATIONS_CSV,
-                 keys.DIAGNOSE_THRESHOLDS_CSV, keys.TOP_GENE_EXPRESSION_CSV):
+                 keys.DIAGNOSE_THRESHOLDS_CSV, keys.TOP_GENE_EXPRESSION_CSV, keys.MARKERS_CSV, keys.REJECTED_CSV,
+                 keys.MARKERS_H5AD, keys.SETTING_SCORES_BY_REPLICATE_CSV, keys.RECOMMENDED_SETTINGS_CSV,
+                 keys.CONCORDANCE_SETTINGS_CSV):
         assert (out / name).stat().st_size > 0, name
+    from desweep.io import read_csv
+
+    markers = read_csv(out / keys.MARKERS_CSV)
+    assert set(markers["comparison_id"]) == sub_ids and len(markers) > 20
+    assert "only_batch0_vs_only_batch1__corrected" in result.output  # the recommended setting is named
     plots = out / keys.PLOTS_DIR
     from desweep.plots import first_seed_combinations
 
@@ -314,10 +329,11 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
         assert (plots / name).exists(), name
     assert "only_batch0_vs_only_batch1" in result.output
     # byte-identical tables on a rerun
-    first = (out / keys.GENE_PATTERNS_CSV).read_bytes()
     result = CliRunner().invoke(cli, args[:-2] + ["--no-plots", "-o", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "again" / keys.GENE_PATTERNS_CSV).read_bytes() == first
+    for name in (keys.GENE_PATTERNS_CSV, keys.MARKERS_CSV, keys.REJECTED_CSV, keys.SETTING_SCORES_CSV,
+                 keys.RECOMMENDATIONS_CSV, keys.CONCORDANCE_SETTINGS_CSV):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
 
 
 def test_cli_errors_are_one_line(planted, tmp_path):
@@ -351,7 +367,7 @@ def test_on_real_scvi_de_tables(pipeline_dirs, tmp_path):
     chosen = tmp_path / keys.COMPARISONS_CSV
     comparisons[comparisons["comparison_id"] == CONFOUNDED].to_csv(chosen, index=False)
     grid = tmp_path / "grid.yaml"
-    grid.write_text("batch_correction: [false, true]\nbatchids: [all]\nmode: [change]\ndelta: [0.25]\nseeds: [0]\n")
+    grid.write_text("batch_correction: [false, true]\nbatchids: [all]\nmode: [vanilla, change]\ndelta: [0.25]\nseeds: [0, 1]\n")
     de_dir = tmp_path / keys.STEP_DE
     clustered = pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD
     for args in (["plan", "--comparisons", str(chosen), "--grid", str(grid), "-o", str(de_dir)],
@@ -371,11 +387,136 @@ def test_on_real_scvi_de_tables(pipeline_dirs, tmp_path):
     assert agreement >= 0.9, f"agreement with the planted truth {agreement:.2%}"
     plan = read_csv(de_dir / keys.PLAN_CSV)
     rec = read_csv(out / keys.RECOMMENDATIONS_CSV).set_index("comparison_id").loc[CONFOUNDED]
-    best = plan.set_index("combination_id").loc[rec["best_combination_id"]]
+    best = plan.drop_duplicates("setting_id").set_index("setting_id").loc[rec["recommended_setting_id"]]
     assert str(best["batch_correction"]).lower() == "true"
-    top = patterns[patterns["combination_id"] == rec["best_combination_id"]]
+    top = patterns[patterns["setting_id"] == rec["recommended_setting_id"]]
     marker = top["gene"].map(adata.var["truth_cluster"]).isin(["only_batch0", "only_batch1"])
     assert marker.mean() >= 0.6, f"recommended setting: {marker.mean():.0%} planted markers"
-    scores = read_csv(out / keys.SETTING_SCORES_CSV).set_index("combination_id")
-    uncorrected = plan.loc[plan["batch_correction"].astype(str).str.lower() == "false", "combination_id"].item()
-    assert scores.loc[uncorrected, "share_batch_wide"] > scores.loc[rec["best_combination_id"], "share_batch_wide"]
+    scores = read_csv(out / keys.SETTING_SCORES_CSV).set_index("setting_id")
+    default = f"{CONFOUNDED}__nobc__vanilla__uniform__fdr0.05"
+    assert rec["default_setting_id"] == default and bool(scores.loc[default, "is_default"])
+    assert scores.loc[default, "share_batch_wide_mean"] > scores.loc[rec["recommended_setting_id"], "share_batch_wide_mean"]
+    assert (scores["n_replicates"] == 2).all()
+    # the answer from a trained model's tables: planted markers, never a planted batch-wide gene
+    markers = read_csv(out / keys.MARKERS_CSV)
+    assert len(markers) >= 20 and rec["n_markers"] == len(markers)
+    truth = markers["gene"].map(adata.var["truth_pattern"])
+    assert markers["gene"].map(adata.var["truth_cluster"]).isin(["only_batch0", "only_batch1"]).mean() >= 0.9
+    assert not truth.eq("batch_wide").any()
+    rejected = read_csv(out / keys.REJECTED_CSV)
+    assert len(rejected) >= 5 and rejected["gene"].map(adata.var["truth_pattern"]).eq("batch_wide").mean() >= 0.8
+
+
+# --------------------------------------------------------------------------- the per-gene test (issue #13)
+def _counts_adata(means_by_group: dict[tuple[str, str], float], n_by_group: dict[tuple[str, str], int], *, seed: int,
+                  n_genes: int = 40):
+    """Poisson counts of ``n_genes`` genes (gene 0 at the given means, the rest at 5) per (cluster, batch)."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    blocks, clusters, batches = [], [], []
+    for (cluster, batch), n in n_by_group.items():
+        rates = np.full(n_genes, 5.0)
+        rates[0] = means_by_group[(cluster, batch)]
+        blocks.append(rng.poisson(rates, size=(n, n_genes)))
+        clusters += [cluster] * n
+        batches += [batch] * n
+    obs = pd.DataFrame({"cell_type": clusters, "batch": batches}, index=[f"c{i}" for i in range(len(clusters))])
+    return ad.AnnData(sp.csr_matrix(np.vstack(blocks).astype(np.float32)), obs=obs,
+                      var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+
+
+def test_standard_errors_match_the_sampling_noise():
+    """The delta-method SE of group_lfc is the spread of group_lfc over repeated draws of the same cells."""
+    from desweep.diagnose import classify_genes, raw_profile
+
+    groups = {("A", "b0"): 40, ("C", "b0"): 200, ("B", "b1"): 30, ("D", "b1"): 200}
+    means = {("A", "b0"): 0.6, ("C", "b0"): 0.3, ("B", "b1"): 0.3, ("D", "b1"): 0.3}
+    lfcs, ses = [], []
+    for seed in range(60):
+        adata = _counts_adata(means, groups, seed=seed)
+        profile = raw_profile(adata, group_key="cell_type", batch_key="batch")
+        calls = classify_genes(profile, ["g0"], np.array([1.0]), group1="A", group2="B")
+        lfcs.append(calls.loc["g0", "group_lfc"])
+        ses.append(calls.loc["g0", "se_group_lfc"])
+    empirical, predicted = float(np.std(lfcs, ddof=1)), float(np.mean(ses))
+    assert 0.75 < predicted / empirical < 1.33, (predicted, empirical)
+
+
+def test_the_call_follows_each_genes_own_noise():
+    """The same means: clear with many cells (cluster-specific), not clear with few (other). No global floor."""
+    from desweep.diagnose import ExpressionProfile, classify_genes
+
+    columns = pd.MultiIndex.from_tuples([("A", "b0"), ("C", "b0"), ("B", "b1"), ("C", "b1")], names=["cluster", "batch"])
+    means = pd.DataFrame([[3.0, 2.0, 2.0, 2.0]] * 2, index=["g", "other"], columns=columns)  # A up 1.5x: log2 0.58
+
+    def call(n_a: int) -> pd.Series:
+        n_cells = pd.DataFrame({"b0": [n_a, 200, 0], "b1": [0, 200, n_a]}, index=["A", "C", "B"])
+        counts = pd.Series([n_a, 200, n_a, 200], index=columns)
+        rel_var = means.rdiv(1.0).div(counts, axis=1)  # Poisson: var(x)/n/mean^2 = 1/(n mean)
+        profile = ExpressionProfile("raw", means, n_cells, eps=0.01, rel_var=rel_var)
+        return classify_genes(profile, ["g"], np.array([1.0]), group1="A", group2="B").loc["g"]
+
+    many, few = call(400), call(8)
+    assert many["pattern"] == "cluster_specific" and many["se_group_lfc"] < 0.1
+    assert few["pattern"] == "other" and "not clear" in few["reason"] and few["se_group_lfc"] > 0.25
+    assert many["group_lfc"] == pytest.approx(few["group_lfc"])
+
+
+@pytest.fixture(scope="module")
+def hard_planted():
+    from desweep.simulate import preset_params, simulate
+
+    return planted_inputs(simulate(preset_params("hard", seed=1)))
+
+
+def test_hard_preset_keeps_planted_markers_without_cross_errors(hard_planted):
+    """Small groups, sparse genes, log2 effects 0.5-2: most planted markers in the top genes are called
+    cluster-specific, and no planted batch-wide gene is called cluster-specific (nor the reverse)."""
+    from desweep.diagnose import diagnose
+
+    adata, comparisons, plan, tables = hard_planted
+    patterns = diagnose(adata, plan, tables, comparisons, top_n=TOP_N)["gene_patterns"]
+    truth = truth_of(patterns, comparisons, adata.var)
+    marker = truth == "cluster_specific"
+    assert marker.sum() >= 100
+    recall = float((patterns.loc[marker, "pattern"] == "cluster_specific").mean())
+    assert recall >= 0.8, f"recall {recall:.1%}"
+    planted_batch = patterns["gene"].map(adata.var["truth_pattern"]).eq("batch_wide")
+    assert planted_batch.sum() >= 30
+    assert not ((patterns["pattern"] == "cluster_specific") & planted_batch).any()
+    assert not ((patterns["pattern"] == "batch_wide") & marker).any()
+
+
+def test_a_within_batch_difference_must_be_clear():
+    """Within-batch specificity that reaches half the difference but is not clear (few cells) is no marker call."""
+    from desweep.diagnose import ExpressionProfile, classify_genes
+
+    columns = pd.MultiIndex.from_tuples([("A", "b0"), ("C", "b0"), ("B", "b1"), ("C", "b1")], names=["cluster", "batch"])
+    means = pd.DataFrame([[4.0, 2.4, 2.0, 2.0]], index=["g"], columns=columns)
+    counts = pd.Series([4, 500, 500, 500], index=columns)
+    n_cells = pd.DataFrame({"b0": [4, 500, 0], "b1": [0, 500, 500]}, index=["A", "C", "B"])
+    profile = ExpressionProfile("raw", means, n_cells, eps=0.01, rel_var=means.rdiv(1.0).div(counts, axis=1))
+    call = classify_genes(profile, ["g"], np.array([1.0]), group1="A", group2="B").loc["g"]
+    assert call["group_lfc"] >= 2.33 * call["se_group_lfc"]  # a clear difference
+    assert 0.5 * call["group_lfc"] <= call["within_lfc"] < 2.33 * call["se_within_lfc"]  # half of it, not clearly
+    assert call["pattern"] == "other" and "not clearly" in call["reason"]
+
+
+def test_a_hidden_shift_must_explain_the_tables_fold_change():
+    """No clear group difference but a clear batch shift: batch-wide only if the shift explains half the table's |lfc|."""
+    from desweep.diagnose import ExpressionProfile, classify_genes
+
+    # A (b0) against B spread over b0 and b1: the gene is 3 / 2.2 higher in b0 in every cluster, so pooling B
+    # over both batches leaves A against B below log2 1.2, while the shift between b0 and b1 is clear
+    columns = pd.MultiIndex.from_tuples([("A", "b0"), ("C", "b0"), ("B", "b0"), ("B", "b1"), ("C", "b1")],
+                                        names=["cluster", "batch"])
+    means = pd.DataFrame([[3.0, 3.0, 3.0, 2.2, 2.2]], index=["g"], columns=columns)
+    n_cells = pd.DataFrame({"b0": [100, 1000, 1000], "b1": [0, 1000, 1000]}, index=["A", "C", "B"])
+    profile = ExpressionProfile("raw", means, n_cells, eps=0.01, rel_var=means * 0 + 1e-4)
+    small, large = (classify_genes(profile, ["g"], np.array([lfc]), group1="A", group2="B").loc["g"] for lfc in (0.5, 3.0))
+    assert small["group_lfc"] < np.log2(1.2)
+    assert small["batch_shift_lfc"] == pytest.approx(np.log2(3.0 / 2.2), abs=0.01)
+    assert small["pattern"] == "batch_wide" and "not clear" in small["reason"]
+    assert large["pattern"] == "other" and "does not clearly explain" in large["reason"]

@@ -37,6 +37,7 @@ TEST_PROFILE_RUN_CONFIG = {
     "seed": 0,
     "threads": 1,
     "accelerator": "cpu",
+    "models": 2,
     "steps": {
         "integrate": {"n_top_genes": 0, "max_epochs": 20},
         "composition": {"comparisons": "only_batch0:shared0;only_batch0:only_batch1"},
@@ -122,10 +123,14 @@ def test_real_run_publishes_the_output_contract(real_run: Path) -> None:
     plan = read_rows(outdir / keys.STEP_DE / keys.PLAN_CSV)
     tables = outdir / keys.STEP_DE / keys.DE_TABLES_DIR
     assert sorted(p.stem for p in tables.glob("*.csv")) == sorted(r["combination_id"] for r in plan)
-    n_keys = len({r["sampling_key"] for r in plan})
+    keys_per_model = [len({r["sampling_key"] for r in plan if r["model"] == m}) for m in ("0", "1")]
     n_de_tasks = sum(row["process"].endswith(":DE") for row in trace)
-    assert n_de_tasks == -(-n_keys // 4), f"{n_keys} sampling keys, 4 per task, but {n_de_tasks} DE tasks"
+    assert all(keys_per_model) and n_de_tasks == sum(-(-n // 4) for n in keys_per_model), \
+        f"{keys_per_model} sampling keys per model, 4 per task of one model, but {n_de_tasks} DE tasks"
+    # two model replicates, trained as two tasks
+    assert sum(row["process"].endswith(":INTEGRATE") for row in trace) == 2
     assert (outdir / keys.STEP_INTEGRATE / keys.MODEL_DIR / "model.pt").is_file()
+    assert (outdir / keys.STEP_INTEGRATE / keys.replicate_dir(1) / keys.MODEL_DIR / "model.pt").is_file()
     versions = yaml.safe_load((outdir / keys.PIPELINE_INFO / keys.SOFTWARE_VERSIONS_YML).read_text())
     assert versions["INTEGRATE"]["scvi-tools"] and versions["Workflow"]["Nextflow"]
 
@@ -172,7 +177,7 @@ PROFILE_SETTINGS = {
     "slurm,singularity,gpu": {"process.executor": "'slurm'", "singularity.enabled": "true"},
     "awsbatch": {"process.executor": "'awsbatch'", "docker.enabled": "true"},
     "google,gpu": {"process.executor": "'google-batch'", "docker.enabled": "true", "google.batch.installGpuDrivers": "true"},
-    "test": {"params.max_epochs": "20", "params.labels_key": "'cell_type'", "params.de_keys_per_task": "4"},
+    "test": {"params.max_epochs": "20", "params.labels_key": "'cell_type'", "params.de_keys_per_task": "4", "params.models": "2"},
     "test_full": {"params.simulate_cells": "20000"},
 }
 

@@ -184,3 +184,66 @@ def test_every_grid_point_is_planned_or_skipped_for_every_small_grid():
             assert "every combination is invalid" in err.problem
             continue
         assert pd.concat([plan["combination_id"], skipped["combination_id"]]).is_unique
+
+
+# --------------------------------------------------------------------------- model replicates (issue #13)
+def test_models_repeat_every_combination_once_per_model():
+    one, _ = make_plan(COMPARISONS, GRID)
+    three, skipped = make_plan(COMPARISONS, GRID, models=3)
+    assert (one["model"] == 0).all() and not one["combination_id"].str.contains("__model").any()  # ids as before
+    assert len(three) == 3 * len(one) and sorted(three["model"].unique()) == [0, 1, 2]
+    assert three["combination_id"].is_unique
+    row = three[(three["model"] == 2) & (three["seed"] == 1)].iloc[0]
+    assert row["combination_id"] == f"{row['setting_id']}__model2__seed1"
+    assert row["sampling_key"].endswith("__model2__seed1")
+    # a setting's replicates share its setting_id; a sampling key never mixes models
+    assert three.groupby("setting_id")["model"].nunique().eq(3).all()
+    assert three.groupby("sampling_key")["model"].nunique().eq(1).all()
+    assert set(three["setting_id"]) == set(one["setting_id"])
+    # rows ordered comparison, model, seed
+    first = three[three["comparison_id"] == COMPARISONS["comparison_id"].iloc[0]]
+    assert list(first["model"]) == sorted(first["model"])
+    with pytest.raises(DesweepInputError, match="models"):
+        make_plan(COMPARISONS, GRID, models=0)
+
+
+def test_cli_plan_models(tmp_path):
+    COMPARISONS.to_csv(tmp_path / keys.COMPARISONS_CSV, index=False)
+    result = CliRunner().invoke(cli, ["plan", "--comparisons", str(tmp_path / keys.COMPARISONS_CSV), "--models", "2",
+                                      "-o", str(tmp_path / "de")])
+    assert result.exit_code == 0, result.output
+    plan = pd.read_csv(tmp_path / "de" / keys.PLAN_CSV)
+    assert sorted(plan["model"].unique()) == [0, 1]
+
+
+def test_old_plans_without_a_model_column_still_check():
+    from desweep.de import check_plan
+
+    plan, _ = make_plan(COMPARISONS, GRID)
+    checked = check_plan(plan.drop(columns="model").astype(str))
+    assert (checked["model"] == 0).all()
+
+
+def test_runner_trains_one_integrate_per_model_with_its_seed(tmp_path):
+    from desweep.runner import load_config, resolve_steps
+
+    config = load_config(None, {"input": str(tmp_path / "x.h5ad"), "outdir": str(tmp_path / "out"), "seed": 4, "models": 3},
+                         ("integrate.max_epochs=7",))
+    resolved = resolve_steps(config)
+    names = list(resolved)
+    assert names.index("integrate") < names.index("integrate_replicate1") < names.index("integrate_replicate2") < names.index("cluster")
+    out = tmp_path / "out"
+    for k, name in ((0, "integrate"), (1, "integrate_replicate1"), (2, "integrate_replicate2")):
+        args = resolved[name].args
+        assert resolved[name].params["seed"] == 4 + k and resolved[name].params["max_epochs"] == 7  # integrate options apply to every replicate
+        folder = out / keys.STEP_INTEGRATE / (keys.replicate_dir(k) if k else "")
+        assert args[args.index("--outdir") + 1] == str(folder).rstrip("/")
+    de = resolved["de"].args
+    assert [de[i + 1] for i, a in enumerate(de) if a == "--model"] == [
+        str(out / keys.STEP_INTEGRATE / keys.MODEL_DIR),
+        *(str(out / keys.STEP_INTEGRATE / keys.replicate_dir(k) / keys.MODEL_DIR) for k in (1, 2))]
+    assert {"integrate_replicate1", "integrate_replicate2"} <= set(resolved["de"].step.depends)
+    assert resolved["plan"].params["models"] == 3
+    for models in (0, "x"):
+        with pytest.raises(DesweepInputError, match="models"):
+            load_config(None, {"input": "x.h5ad", "models": models})

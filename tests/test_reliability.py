@@ -170,8 +170,8 @@ def first_steps(monkeypatch, names: tuple[str, ...]) -> None:
     """Run only the first steps (enough for changes every step depends on)."""
     from desweep import runner
 
-    every = runner.available_steps()
-    monkeypatch.setattr(runner, "available_steps", lambda: [s for s in every if s.name in names])
+    every = runner.available_steps
+    monkeypatch.setattr(runner, "available_steps", lambda config=None: [s for s in every(config) if s.name in names])
 
 
 def test_changed_samplesheet_member_reruns_everything(tmp_path: Path, monkeypatch):

@@ -1,99 +1,300 @@
-"""The MultiQC report: every section id present, missing inputs noted, offline and self-contained."""
+"""The MultiQC report: the verdict first, sections built from tables, missing inputs noted, offline and self-contained."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
+from contract_outdir import NO_TABLES, RECOMMENDED_TEXT, TOP_N, write_contract_outdir
 
 from desweep import keys
 from desweep.cli import cli
-from test_diagnose import planted_adata, planted_comparisons, planted_plan, write_planted_results
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def results_dir(sim_small, tmp_path_factory) -> Path:
-    """A full OUTDIR (no training): planted DE tables, diagnostics, baselines, provenance; normalized/ missing."""
+    """A full OUTDIR following issue #13's contract (no training), with baselines and a UMAP; normalized/ missing."""
     from desweep.baselines import run_baselines
-    from desweep.diagnose import diagnose
     from desweep.io import write_csv
     from desweep.plots import save_png, umap
 
     outdir = tmp_path_factory.mktemp("results")
-    adata = planted_adata(sim_small)
-    comparisons = planted_comparisons(adata)
-    plan, tables = planted_plan(comparisons, adata)
-    write_planted_results(outdir, adata, comparisons, plan, tables)
-    res = diagnose(adata, plan, tables, comparisons, top_n=30)
-    diag = outdir / keys.STEP_DIAGNOSE
-    for name, table in (("gene_patterns", keys.GENE_PATTERNS_CSV), ("setting_scores", keys.SETTING_SCORES_CSV),
-                        ("concordance", keys.CONCORDANCE_CSV), ("recommendations", keys.RECOMMENDATIONS_CSV),
-                        ("thresholds", keys.DIAGNOSE_THRESHOLDS_CSV), ("top_gene_expression", keys.TOP_GENE_EXPRESSION_CSV)):
-        write_csv(res[name], diag / table)
-    save_png(umap(adata.obsm[keys.X_UMAP], adata.obs["batch"], adata.obs["cell_type"]), diag / keys.PLOTS_DIR / keys.PLOT_UMAP)
-    base = run_baselines(adata, comparisons.iloc[:1], methods=["wilcoxon", "pseudobulk"], top_n=30)
-    for name, table in (("wilcoxon", keys.WILCOXON_CSV), ("pseudobulk", keys.PSEUDOBULK_CSV),
-                        ("baseline_patterns", keys.BASELINE_PATTERNS_CSV), ("baseline_scores", keys.BASELINE_SCORES_CSV)):
-        write_csv(base[name], outdir / keys.STEP_BASELINES / table)
-    validate = outdir / keys.STEP_VALIDATE
-    validate.mkdir()
-    (validate / keys.VALIDATION_REPORT).write_text(json.dumps({
-        "input": "sim.h5ad", "n_cells": adata.n_obs, "n_genes": adata.n_vars, "batch_key": "batch", "labels_key": "cell_type",
-        "cells_per_batch": adata.obs["batch"].value_counts().sort_index().to_dict(), "notes": ["a note"], "checksum": "abc"}))
-    write_csv(pd.DataFrame({"metric": ["batch_entropy", "batch_entropy", "label_asw"], "embedding": ["X_scVI", "X_pca", "X_scVI"],
-                            "value": [0.9, 0.2, 0.7]}), outdir / keys.STEP_INTEGRATE / keys.METRICS_CSV)
-    info = outdir / keys.PIPELINE_INFO
-    info.mkdir()
-    (info / keys.PARAMS_YAML).write_text(yaml.safe_dump({"input": "sim.h5ad", "seed": 0, "steps": {"integrate": {"max_epochs": 40}}}))
-    (info / keys.SOFTWARE_VERSIONS_YML).write_text(yaml.safe_dump({"desweep": "0.1.0", "multiqc": "1.35"}))
+    write_contract_outdir(outdir, sim_small)
+    adata = sim_small.copy()
+    from desweep.datakeys import DataKeys, set_keys
+
+    set_keys(adata, DataKeys(batch_key="batch", labels_key="cell_type", group_key="cell_type"))
+    comparisons = pd.read_csv(outdir / keys.STEP_COMPOSITION / keys.COMPARISONS_CSV)
+    base = run_baselines(adata, comparisons.iloc[:1], methods=["wilcoxon", "pseudobulk"], top_n=TOP_N)
+    for name, file in (("wilcoxon", keys.WILCOXON_CSV), ("pseudobulk", keys.PSEUDOBULK_CSV),
+                       ("baseline_patterns", keys.BASELINE_PATTERNS_CSV), ("baseline_scores", keys.BASELINE_SCORES_CSV)):
+        write_csv(base[name], outdir / keys.STEP_BASELINES / file)
+    codes = adata.obs["cell_type"].cat.codes.to_numpy()
+    coords = np.column_stack([np.cos(codes), np.sin(codes)]) * 5 + np.random.default_rng(0).normal(0, 0.6, (adata.n_obs, 2))
+    save_png(umap(coords, adata.obs["batch"], adata.obs["cell_type"]), outdir / keys.STEP_DIAGNOSE / keys.PLOTS_DIR / keys.PLOT_UMAP)
     return outdir
 
 
 @pytest.fixture(scope="module")
-def report_html(results_dir) -> str:
+def inputs(results_dir):
+    from desweep.report import load_results
+
+    return load_results(results_dir)
+
+
+@pytest.fixture(scope="module")
+def items(inputs):
+    from desweep.report import custom_content
+
+    return {item.id: item for item in custom_content(inputs)}
+
+
+@pytest.fixture(scope="module")
+def report_path(results_dir) -> Path:
     result = CliRunner().invoke(cli, ["report", "--results", str(results_dir), "-o", str(results_dir / keys.STEP_REPORT)])
     assert result.exit_code == 0, result.output
     path = results_dir / keys.STEP_REPORT / keys.MULTIQC_REPORT
     assert path.is_file() and path.stat().st_size > 100_000
-    return path.read_text()
+    return path
 
 
-def test_report_holds_every_section_id(report_html):
+def _recommendations(results_dir) -> pd.DataFrame:
+    return pd.read_csv(results_dir / keys.STEP_DIAGNOSE / keys.RECOMMENDATIONS_CSV)
+
+
+# --------------------------------------------------------------------------- structure
+def test_sections_in_order_verdict_first(report_path):
     from desweep.report import SECTION_IDS
 
-    assert len(SECTION_IDS) == 10
-    for section in SECTION_IDS:
-        assert f'id="{section}"' in report_html, section
-    order = [report_html.index(f'id="{s}"') for s in SECTION_IDS]
-    assert order == sorted(order)  # in the documented order
-    for title in ("Input summary", "Setting scores and recommendations", "Parameters and software versions"):
-        assert title in report_html
-
-
-def test_report_parts_and_missing_inputs(results_dir, report_html):
-    # interactive parts are there, by their stable ids
-    for part in ("desweep_input_summary", "desweep_integration_history", "desweep_integration_metrics", "desweep_composition_counts",
-                 "desweep_sweep_summary", "desweep_scores_recommendations", "desweep_scores_table", "desweep_scores_shares",
-                 "desweep_scores_scatter", "desweep_concordance_heatmap_00", "desweep_top_genes_heatmap_00",
-                 "desweep_top_genes_volcano_00", "desweep_baselines_scores", "desweep_provenance_params", "desweep_provenance_versions"):
-        assert part in report_html, part
-    # the UMAP image is embedded, not linked
-    assert "data:image/png;base64," in report_html
-    # normalized/ was never written: the section says so
-    assert "Not available:" in report_html and "normalized export" in report_html
+    text = report_path.read_text()
+    assert SECTION_IDS[0] == "desweep_verdict"
+    positions = [text.index(f'id="{s}"') for s in SECTION_IDS]
+    assert positions == sorted(positions)
+    assert "Section could not be built" not in text
     # offline and self-contained: no external scripts or stylesheets
-    assert not re.search(r'<script[^>]+src="https?://', report_html)
-    assert not re.search(r'<link[^>]+href="https?://[^"]+\.css', report_html)
-    out = results_dir / keys.STEP_REPORT
-    assert (out / "multiqc_data").is_dir()
-    assert sorted((out / keys.MULTIQC_CUSTOM_CONTENT_DIR).glob("*_mqc.yaml"))
+    assert not re.search(r'<script[^>]+src="https?://', text)
+    assert not re.search(r'<link[^>]+href="https?://[^"]+\.css', text)
+    out = report_path.parent
+    assert (out / "multiqc_data").is_dir() and sorted((out / keys.MULTIQC_CUSTOM_CONTENT_DIR).glob("*_mqc.yaml"))
+
+
+def test_every_section_built_and_parts_present(items):
+    from desweep.report import SECTION_IDS
+
+    assert not [i for i in items if i.endswith("_error")]
+    assert {item.section for item in items.values()} == set(SECTION_IDS)
+    for part in ("desweep_verdict_cards", "desweep_verdict_rejected", "desweep_markers_table", "desweep_markers_dotplot_00",
+                 "desweep_top_genes_heatmaps_00", "desweep_top_genes_volcano_00", "desweep_scores_scatter", "desweep_scores_table",
+                 "desweep_scores_models", "desweep_concordance_heatmap_00", "desweep_sweep_summary", "desweep_sweep_skipped",
+                 "desweep_baselines_scores", "desweep_integration_umap", "desweep_provenance_versions"):
+        assert part in items, part
+    # normalized/ was never written: its section says so
+    assert "desweep_normalized_missing_normalized_export" in items
+
+
+# --------------------------------------------------------------------------- the verdict
+def test_verdict_cards_carry_the_answer(items, results_dir):
+    cards = items["desweep_verdict_cards"].data
+    rec = _recommendations(results_dir)
+    for row in rec.itertuples():
+        start = cards.index(f"data-comparison='{row.comparison_id}'")
+        card = cards[start:cards.find("data-comparison=", start + 1)]
+        assert html.escape(row.status) in card
+        if row.status == "no_settings":
+            assert html.escape(row.reason) in card
+            continue
+        assert f"<span class='setting'>{html.escape(row.recommended_setting)}</span>" in card
+        assert f">{row.n_markers}</span>consensus markers" in card
+        assert f">{row.default_share_batch_wide:.0%}</span>of scVI's default top {TOP_N}" in card
+    assert RECOMMENDED_TEXT in html.unescape(cards)
+
+
+def test_rejected_genes_follow_the_cards(items, results_dir):
+    ids = list(items)
+    assert ids.index("desweep_verdict_rejected") == ids.index("desweep_verdict_cards") + 1
+    rejected = pd.read_csv(results_dir / keys.STEP_DIAGNOSE / keys.REJECTED_CSV)
+    table = items["desweep_verdict_rejected"].data
+    assert sorted(table) == sorted(f"{c} | {g}" for c, g in zip(rejected["comparison_id"], rejected["gene"], strict=True))
+    first = rejected.iloc[0]
+    assert table[f"{first['comparison_id']} | {first['gene']}"]["reason"] == first["reason"]
+    # the card names the default's first rejected genes too
+    assert str(first["gene"]) in items["desweep_verdict_cards"].data
+
+
+def test_markers_table_and_dotplots(items, results_dir):
+    markers = pd.read_csv(results_dir / keys.STEP_DIAGNOSE / keys.MARKERS_CSV)
+    table = items["desweep_markers_table"]
+    assert table.plot_type == "table"
+    assert sorted(table.data) == sorted(f"{c} | {g}" for c, g in zip(markers["comparison_id"], markers["gene"], strict=True))
+    dotplots = [i for i in items if i.startswith("desweep_markers_dotplot_")]
+    assert len(dotplots) == 2  # the comparison without tables has no markers and no rejected genes
+    assert all("data:image/png;base64," in items[i].data for i in dotplots)
+
+
+def test_marker_expression_from_markers_h5ad(inputs, results_dir):
+    expression = inputs.marker_expression
+    markers = pd.read_csv(results_dir / keys.STEP_DIAGNOSE / keys.MARKERS_CSV)
+    assert "scvi_norm__own_batch" in inputs.marker_expression_source
+    assert set(markers["gene"]) <= set(expression["gene"])
+    # only clusters present in a batch: the batch-specific clusters have one batch each
+    assert expression.loc[expression["cluster"] == "only_batch0", "batch"].unique().tolist() == ["batch0"]
+    assert expression["frac_expressing"].between(0, 1).all()
+
+
+def test_cluster_batch_expression_uses_present_cells_only():
+    """A stray cell of a batch-specific cluster in another batch gets no column; fractions and means are per cell."""
+    import anndata as ad
+
+    from desweep.report.load import cluster_batch_expression
+
+    cluster = ["A"] * 20 + ["A"] + ["B"] * 40
+    batch = ["b0"] * 20 + ["b1"] + ["b0"] * 20 + ["b1"] * 20
+    x = np.zeros((61, 2))
+    x[:10, 0] = 3.0  # half of A in b0 expresses g0
+    x[20, 0] = 9.0  # the stray
+    x[41:, 1] = 1.0  # every B cell of b1 expresses g1
+    adata = ad.AnnData(x, obs=pd.DataFrame({"c": cluster, "b": batch}, index=[f"c{i}" for i in range(61)]),
+                       var=pd.DataFrame(index=["g0", "g1"]))
+    out = cluster_batch_expression(adata, group_key="c", batch_key="b").set_index(["gene", "cluster", "batch"])
+    assert ("g0", "A", "b1") not in out.index
+    assert sorted({(c, b) for _, c, b in out.index}) == [("A", "b0"), ("B", "b0"), ("B", "b1")]
+    assert out.loc[("g0", "A", "b0"), "frac_expressing"] == 0.5
+    assert out.loc[("g0", "A", "b0"), "mean"] == pytest.approx(np.log1p(3.0) / 2)
+    assert out.loc[("g1", "B", "b1"), "frac_expressing"] == 1.0 and out.loc[("g1", "B", "b0"), "frac_expressing"] == 0.0
+
+
+# --------------------------------------------------------------------------- the evidence
+def test_default_and_recommended_side_by_side(items, results_dir):
+    rec = _recommendations(results_dir)
+    body = items["desweep_top_genes_heatmaps_00"].data
+    assert body.count("data:image/png;base64,") == 2
+    assert rec["default_setting_id"].iloc[0] in body and rec["recommended_setting_id"].iloc[0] in body
+    # scVI's default ends its top N inside a tie of proba_de = 1; the recommended setting does not
+    assert "scVI&#x27;s default: the top 20 is cut inside a tie" in body
+    assert "Recommended: the top" not in body
+    no_tables = rec.index[rec["comparison_id"] == NO_TABLES][0]
+    assert f"desweep_top_genes_heatmaps_{no_tables:02d}" not in items
+
+
+def test_tie_at_cut():
+    from desweep.report.evidence import tie_at_cut
+
+    table = pd.DataFrame({"gene": list("abcdef"), "rank": range(1, 7), "proba_de": [1.0, 1.0, 1.0, 1.0, 0.9, 0.8]})
+    assert tie_at_cut(table, 2) == ({"a", "b"}, 4, 1.0)
+    assert tie_at_cut(table, 4)[0] == set()  # the cut falls where proba_de changes
+    assert tie_at_cut(table, 6)[0] == set()
+
+
+def test_setting_labels_are_short_and_unique(inputs):
+    from desweep.plots import short_setting_labels
+
+    scores = inputs.get("setting_scores")
+    labels = short_setting_labels(scores)
+    assert labels.groupby(scores["comparison_id"]).apply(lambda s: s.is_unique).all()
+    assert set(labels[scores["comparison_id"] == scores["comparison_id"].iloc[0]]) == {
+        "bc=False \u00b7 vanilla", "bc=True (all) \u00b7 change \u03b4=0.25", "bc=True (own) \u00b7 change \u03b4=0.25",
+        "bc=True (batch0) \u00b7 change \u03b4=0.5"}
+    varied = scores.assign(fdr_target=np.where(np.arange(len(scores)) % 2 == 0, 0.05, 0.1))
+    assert short_setting_labels(varied).str.contains("FDR").all()
+
+
+def test_scores_table_flags_ties_and_hides_parameters(items, results_dir):
+    table = items["desweep_scores_table"]
+    rec = _recommendations(results_dir)
+    default = next(v for k, v in table.data.items() if k.startswith(rec["comparison_id"].iloc[0]) and "bc=False" in k)
+    assert default["top_n_cut_in_tie"] == "True" and default["n_tied_top_max"] == int(1.6 * TOP_N)
+    assert table.extra["headers"]["batch_correction"]["hidden"] and not table.extra["headers"]["rank_in_comparison"]["hidden"]
+
+
+def test_skipped_settings_counted_by_reason(items, results_dir):
+    skipped = pd.read_csv(results_dir / keys.STEP_DE / keys.PLAN_SKIPPED_CSV)
+    data = items["desweep_sweep_skipped"].data
+    assert set(data) == set(skipped["reason"])
+    for reason, part in skipped.groupby("reason"):
+        assert data[reason]["settings"] == part["setting_id"].nunique() and data[reason]["runs"] == len(part)
+
+
+def test_concordance_labels_are_readable(items):
+    heatmap = items["desweep_concordance_heatmap_00"]
+    assert heatmap.extra["xcats"][0] == "bc=True (own) \u00b7 change \u03b4=0.25"  # the best setting first
+    assert not any("__" in label for label in heatmap.extra["xcats"])
+
+
+def test_numbers_have_thousands_separators(report_path):
+    from desweep.report.items import number_format
+
+    assert number_format("n_samples", pd.Series([5000.0, 3000.0])).format(3000.0) == "3,000"
+    assert number_format("proba_de", pd.Series([1.0, 1.0])).format(1.0) == "1.000"
+    assert number_format("share_batch_wide", pd.Series([0.25])).format(0.25) == "25.0%"
+    assert number_format("default_rank", pd.Series([9.0, 14.5])).format(9.0) == "9.0"
+    assert number_format("lfc_mean", pd.Series([2.0, 1.5])).format(2.0) == "2.000"
+    text = report_path.read_text()
+    # de/summary.csv n_samples as the table shows it: MultiQC draws the thousands separator as a thin space
+    assert '"n_samples ">5<span class="mqc_small_space"></span>000</td>' in text
+    assert not re.search(r">\s*\d(\.\d+)?e\+0\d\s*<", text)
+
+
+def test_training_curves_of_every_model(items):
+    curves = items["desweep_integration_history"].data
+    assert {"model 0: elbo_train", "model 1: elbo_train", "model 1: elbo_validation"} <= set(curves[0])
+    assert curves[0]["model 1: elbo_train"][0] == curves[0]["model 0: elbo_train"][0] + 5
+
+
+def test_report_on_what_diagnose_writes(sim_small, tmp_path):
+    """The report against the real ``desweep diagnose`` outputs (planted DE tables, 2 models x 2 seeds), not the fixture."""
+    from test_diagnose import planted_adata, planted_comparisons, write_planted_results
+    from test_markers import replicated_plan
+
+    from desweep.io import read_csv
+    from desweep.report import custom_content, load_results
+
+    adata = planted_adata(sim_small)
+    comparisons = planted_comparisons(adata).iloc[:2]
+    plan, tables = replicated_plan(comparisons, adata)
+    paths = write_planted_results(tmp_path, adata, comparisons, plan, tables)
+    result = CliRunner().invoke(cli, ["diagnose", "--adata", str(paths["clustered"]), "--plan", str(paths["plan"]),
+                                      "--comparisons", str(paths["comparisons"]), "--counts", str(paths["counts"]), "--top-n", "30",
+                                      "--no-plots", "-o", str(tmp_path / keys.STEP_DIAGNOSE)])
+    assert result.exit_code == 0, result.output
+    built = {item.id: item for item in custom_content(load_results(tmp_path))}
+    assert not [i for i in built if i.endswith("_error")]
+    rec = read_csv(tmp_path / keys.STEP_DIAGNOSE / keys.RECOMMENDATIONS_CSV)
+    for setting in rec["recommended_setting"]:
+        assert f"<span class='setting'>{html.escape(setting)}</span>" in built["desweep_verdict_cards"].data
+    markers = read_csv(tmp_path / keys.STEP_DIAGNOSE / keys.MARKERS_CSV)
+    assert len(built["desweep_markers_table"].data) == len(markers) > 0
+    for part in ("desweep_verdict_rejected", "desweep_markers_dotplot_00", "desweep_top_genes_heatmaps_00", "desweep_scores_scatter",
+                 "desweep_scores_models", "desweep_concordance_heatmap_00"):
+        assert part in built, part
+    assert built["desweep_top_genes_heatmaps_00"].data.count("data:image/png;base64,") == 2
+
+
+# --------------------------------------------------------------------------- layers
+def test_sections_read_no_files(inputs, monkeypatch):
+    """The builders work from :class:`ReportInputs` alone: any file read during them fails the test."""
+    import anndata
+    import h5py
+
+    from desweep.report import custom_content
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"a section read a file: {args[:1]}")
+
+    for target, name in ((pd, "read_csv"), (Path, "read_text"), (Path, "read_bytes"), (anndata, "read_h5ad"), (h5py, "File")):
+        monkeypatch.setattr(target, name, forbidden)
+    built = custom_content(inputs)
+    assert not [i.id for i in built if i.id.endswith("_error")]
 
 
 def test_report_with_nothing_but_a_folder(tmp_path):
@@ -102,28 +303,10 @@ def test_report_with_nothing_but_a_folder(tmp_path):
 
     empty = tmp_path / "results"
     empty.mkdir()
-    path = build_report(empty, tmp_path / "mq")
-    text = path.read_text()
+    text = build_report(empty, tmp_path / "mq").read_text()
     for section in SECTION_IDS:
         assert f'id="{section}"' in text, section
     assert text.count("Not available:") >= len(SECTION_IDS)
-
-
-def test_custom_content_items(results_dir):
-    from desweep.report import SECTION_IDS, custom_content
-
-    items = custom_content(results_dir)
-    ids = [item.id for item in items]
-    assert len(ids) == len(set(ids))
-    assert {item.section for item in items} == set(SECTION_IDS)
-    sweep = next(i for i in items if i.id == "desweep_sweep_summary")
-    plan = pd.read_csv(results_dir / keys.STEP_DE / keys.PLAN_CSV)
-    assert sorted(sweep.data) == sorted(plan["combination_id"])  # one row per combination
-    assert sweep.plot_type == "table"
-    conc = next(i for i in items if i.id == "desweep_concordance_heatmap_00")
-    assert conc.plot_type == "heatmap" and len(conc.data) == len(conc.extra["xcats"]) == 3
-    baselines = next(i for i in items if i.id == "desweep_baselines_scores")
-    assert any("confounded" in str(row.get("status", "")) for row in baselines.data.values())
 
 
 def test_shipped_config_matches_builtin():
@@ -141,3 +324,54 @@ def test_cli_errors(tmp_path):
     result = CliRunner().invoke(cli, ["report", "--results", str(tmp_path), "--config", str(tmp_path / "c.yml"), "-o", str(tmp_path / "mq")])
     assert result.exit_code == 1 and "--config" in result.output
     assert not (tmp_path / "mq").exists()
+
+
+# --------------------------------------------------------------------------- in a browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: measures the rendered page once it has loaded: the sections in the order they are drawn, and the cards
+PROBE = """<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const top = e => e.getBoundingClientRect().top + window.scrollY;
+  const visible = e => e.offsetParent !== null;
+  const sections = [...document.querySelectorAll('.mqc-module-section')].filter(visible)
+    .map(e => ({id: e.dataset.moduleAnchor, top: top(e)})).sort((a, b) => a.top - b.top);
+  const cards = [...document.querySelectorAll('.desweep-card')].map(e => ({comparison: e.dataset.comparison, top: top(e),
+    bottom: top(e) + e.getBoundingClientRect().height, setting: (e.querySelector('.setting') || {}).innerText || ''}));
+  const rejected = document.getElementById('desweep_verdict_rejected');
+  const out = document.createElement('pre');
+  out.id = 'desweep-probe';
+  out.textContent = JSON.stringify({sections, cards, rejected_top: rejected ? top(rejected) : null, height: window.innerHeight});
+  document.body.appendChild(out);
+}, 1000));
+</script>"""
+
+
+def render_in_chromium(report: Path, workdir: Path, *, width: int = 1920, height: int = 1080) -> dict:
+    """Open ``report`` (a probed copy) in headless Chromium; the probe's measurements."""
+    page = workdir / "probed.html"
+    text = report.read_text()
+    end = text.rindex("</body>")  # the last one: bundled scripts spell "</body>" in strings too
+    page.write_text(text[:end] + PROBE + text[end:])
+    profile = workdir / "profile"
+    profile.mkdir()
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+               f"--user-data-dir={profile}", f"--window-size={width},{height}", "--virtual-time-budget=30000", "--dump-dom",
+               page.as_uri()]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    found = re.search(r'<pre id="desweep-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert found, f"no probe output (exit {proc.returncode}): {proc.stderr[-500:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
+def test_verdict_comes_first_in_a_browser(report_path, tmp_path):
+    probe = render_in_chromium(report_path, tmp_path)
+    ids = [s["id"] for s in probe["sections"]]
+    assert ids[0] == "desweep_verdict", ids
+    first = probe["cards"][0]
+    assert first["comparison"] == "only_batch0_vs_only_batch1"
+    assert first["setting"] == RECOMMENDED_TEXT
+    # the answer is on the first screen: every card, and the start of the rejected genes
+    assert all(card["top"] < probe["height"] for card in probe["cards"])
+    assert probe["rejected_top"] is not None and probe["rejected_top"] < probe["height"]

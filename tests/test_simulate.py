@@ -73,3 +73,51 @@ def test_cli_writes_h5ad(tmp_path):
     adata = ad.read_h5ad(out)
     assert adata.shape == (500, 400)
     assert {"batch", "cell_type"} <= set(adata.obs.columns)
+
+
+# --------------------------------------------------------------------------- the hard preset (issue #13)
+@pytest.fixture(scope="module")
+def hard():
+    from desweep.simulate import preset_params
+
+    return simulate(preset_params("hard", seed=2))
+
+
+def test_hard_preset_is_small_sparse_and_modest(hard):
+    import math
+
+    assert hard.shape == (1000, 10_000)
+    sizes = pd.crosstab(hard.obs["cell_type"], hard.obs["batch"])
+    for specific in ("only_batch0", "only_batch1"):
+        assert 30 <= sizes.loc[specific].sum() <= 150 and (sizes.loc[specific] > 0).sum() == 1
+    assert sizes.loc[["shared0", "shared1", "shared2"]].to_numpy().max() < 200
+    gene_means = np.asarray(hard.X.mean(axis=0)).ravel()
+    assert np.median(gene_means) < 0.2  # sparse: a typical gene has far below one count per cell
+    var = hard.var
+    planted = var[var["truth_pattern"] != "null"]
+    assert np.allclose(var["truth_log2fc"], var["truth_lfc"] / math.log(2))
+    assert planted["truth_log2fc"].between(0.5, 2.0).all()  # modest effects, in log2
+    assert (var["truth_pattern"] == "marker").sum() == 5 * 25 and (var["truth_pattern"] == "batch_wide").sum() == 3 * 25
+    assert hard.uns["simulation"]["preset"] == "hard"
+
+
+def test_default_preset_is_unchanged():
+    """The default preset draws what SimulationParams() always drew (same counts for the same seed)."""
+    from desweep.simulate import preset_params
+
+    a = simulate(preset_params("default", seed=5, n_cells=600, n_genes=500))
+    b = simulate(SimulationParams(n_cells=600, n_genes=500, seed=5))
+    assert (a.X != b.X).nnz == 0
+    assert a.var["truth_lfc"].between(0, 3.0).all()
+
+
+def test_cli_preset_with_override(tmp_path):
+    import anndata as ad
+
+    out = tmp_path / "hard.h5ad"
+    result = CliRunner().invoke(cli, ["simulate", "-o", str(out), "--preset", "hard", "--n-genes", "3000", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    adata = ad.read_h5ad(out)
+    assert adata.shape == (1000, 3000) and adata.uns["simulation"]["markers_per_cluster"] == 25
+    result = CliRunner().invoke(cli, ["simulate", "-o", str(out), "--preset", "easy"])
+    assert result.exit_code == 2 and "easy" in result.output

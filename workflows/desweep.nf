@@ -23,6 +23,7 @@ workflow DESWEEP {
 
     take:
     ch_input          // channel: [ val(meta), path(input), path(samples) ]
+    models            // integer: scVI models trained (replicates; model k with seed + k)
     grid              // path: grid.yaml for the DE sweep, or [] for the default grid
     de_keys_per_task  // integer: sampling keys per DE task
     multiqc_config    // path: MultiQC config, or [] for desweep's
@@ -36,10 +37,21 @@ workflow DESWEEP {
     VALIDATE(ch_input)
     ch_versions = ch_versions.mix(VALIDATE.out.versions)
 
-    INTEGRATE(VALIDATE.out.h5ad)
-    ch_versions = ch_versions.mix(INTEGRATE.out.versions)
+    // one INTEGRATE task per model replicate (meta.model); groups and clusters come from model 0
+    INTEGRATE(
+        VALIDATE.out.h5ad
+            .combine(Channel.of(0..<(models as int)))
+            .map { meta, h5ad, model -> [ meta + [ model: model ], h5ad ] }
+    )
+    ch_versions = ch_versions.mix(INTEGRATE.out.versions.first())
+    ch_model0   = firstModel(INTEGRATE.out.model)
+    ch_h5ad0    = firstModel(INTEGRATE.out.h5ad)
+    ch_history0 = firstModel(INTEGRATE.out.history)
+    ch_metrics0 = firstModel(INTEGRATE.out.metrics)
+    // [ meta, model index, path(model) ] for every replicate: each DE task carries its model
+    ch_models = INTEGRATE.out.model.map { meta, model -> [ meta.findAll { key, value -> key != 'model' }, meta.model, model ] }
 
-    CLUSTER(INTEGRATE.out.h5ad)
+    CLUSTER(ch_h5ad0)
     ch_versions = ch_versions.mix(CLUSTER.out.versions)
 
     COMPOSITION(CLUSTER.out.h5ad)
@@ -48,13 +60,13 @@ workflow DESWEEP {
     DE_SWEEP(
         COMPOSITION.out.comparisons.join(COMPOSITION.out.counts),
         CLUSTER.out.h5ad,
-        INTEGRATE.out.model,
+        ch_models,
         grid,
         de_keys_per_task
     )
     ch_versions = ch_versions.mix(DE_SWEEP.out.versions)
 
-    NORMALIZE(CLUSTER.out.h5ad.join(INTEGRATE.out.model))
+    NORMALIZE(CLUSTER.out.h5ad.join(ch_model0))
     ch_versions = ch_versions.mix(NORMALIZE.out.versions)
 
     BASELINES(
@@ -70,8 +82,9 @@ workflow DESWEEP {
             .join(DE_SWEEP.out.tables)
             .join(COMPOSITION.out.comparisons)
             .join(NORMALIZE.out.means)
-            .join(INTEGRATE.out.history)
+            .join(ch_history0)
             .join(COMPOSITION.out.counts)
+            .join(NORMALIZE.out.h5ad)
     )
     ch_versions = ch_versions.mix(DIAGNOSE.out.versions)
 
@@ -81,7 +94,7 @@ workflow DESWEEP {
 
     REPORT(
         VALIDATE.out.report
-            .join(INTEGRATE.out.history.join(INTEGRATE.out.metrics).map { meta, history, metrics -> [ meta, [ history, metrics ] ] })
+            .join(ch_history0.join(ch_metrics0).map { meta, history, metrics -> [ meta, [ history, metrics ] ] })
             .join(CLUSTER.out.metrics)
             .join(COMPOSITION.out.counts.join(COMPOSITION.out.clusters).join(COMPOSITION.out.comparisons)
                 .map { meta, counts, clusters, comparisons -> [ meta, [ counts, clusters, comparisons ] ] })
@@ -95,10 +108,17 @@ workflow DESWEEP {
                 .join(DIAGNOSE.out.recommendations)
                 .join(DIAGNOSE.out.thresholds)
                 .join(DIAGNOSE.out.top_gene_expression)
+                .join(DIAGNOSE.out.markers)
+                .join(DIAGNOSE.out.rejected)
+                .join(DIAGNOSE.out.markers_h5ad)
+                .join(DIAGNOSE.out.recommended_settings)
+                .join(DIAGNOSE.out.setting_scores_by_replicate)
+                .join(DIAGNOSE.out.concordance_settings)
                 .join(DIAGNOSE.out.plots, remainder: true)
                 .map { row -> [ row[0], row[1..-1].findAll { file -> file != null } ] })
             .join(BASELINES.out.wilcoxon.join(BASELINES.out.pseudobulk).join(BASELINES.out.patterns).join(BASELINES.out.scores)
-                .map { meta, wilcoxon, pseudobulk, patterns, scores -> [ meta, [ wilcoxon, pseudobulk, patterns, scores ] ] }),
+                .map { meta, wilcoxon, pseudobulk, patterns, scores -> [ meta, [ wilcoxon, pseudobulk, patterns, scores ] ] })
+            .join(otherModels(INTEGRATE.out.history)),
         ch_params_yaml.mix(ch_software_versions).collect(),
         multiqc_config
     )
@@ -106,6 +126,21 @@ workflow DESWEEP {
     emit:
     report      = REPORT.out.report             // channel: [ val(meta), path(multiqc_report.html) ]
     clustered   = CLUSTER.out.h5ad              // channel: [ val(meta), path(clustered.h5ad) ]
-    model       = INTEGRATE.out.model           // channel: [ val(meta), path(model) ]
+    model       = ch_model0                     // channel: [ val(meta), path(model) ] (model 0)
     versions    = ch_versions                   // channel: [ path(versions.yml) ]
+}
+
+// [ meta + [model: k], file ] of every replicate -> [ meta, [ files of models 1, 2, ... in model order ] ] ([] with one model)
+def otherModels(ch) {
+    return ch
+        .map { meta, file -> [ meta.findAll { key, value -> key != 'model' }, [ meta.model, file ] ] }
+        .groupTuple()
+        .map { meta, pairs -> [ meta, pairs.findAll { pair -> pair[0] > 0 }.sort { pair -> pair[0] }.collect { pair -> pair[1] } ] }
+}
+
+// [ meta + [model: k], file ] of every replicate -> [ meta, file ] of model 0
+def firstModel(ch) {
+    return ch
+        .filter { meta, file -> meta.model == 0 }
+        .map { meta, file -> [ meta.findAll { key, value -> key != 'model' }, file ] }
 }

@@ -281,7 +281,7 @@ def run_baselines(
             if group not in groups:
                 raise DesweepInputError(keys.COMPARISONS_CSV, column, f"group '{group}' is not a group of the data")
     profiles = build_profiles(adata, means, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
-                              presence=presence, thresholds=thresholds)
+                              presence=presence, pseudocount_fraction=thresholds.pseudocount_fraction)
     results: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS}
     patterns, scores = [], []
     for _, comp in comparisons.iterrows():

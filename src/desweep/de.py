@@ -107,7 +107,7 @@ SUMMARY_COLUMNS = PLAN_COLUMNS + [
 ]
 STABILITY_COLUMNS = ["setting_id", "comparison_id", "gene", "n_runs", "frac_de", "frac_top", "top_n", "mean_rank"]
 _SAMPLING_FIELDS = ("comparison_id", "group1", "group2", "batch_correction", "batchid1", "batchid2", "weights",
-                    "filter_outlier_cells", "seed")
+                    "filter_outlier_cells", "model", "seed")
 
 
 # --------------------------------------------------------------------------- plan checks
@@ -121,6 +121,8 @@ def check_plan(plan: pd.DataFrame, *, source: str = "plan.csv") -> pd.DataFrame:
         ``combination_id``, or rows of one ``sampling_key`` that differ in a
         sampling setting (a hand-edited plan).
     """
+    if "model" not in plan.columns:  # a plan from before model replicates: one model
+        plan = plan.assign(model=0)
     missing = [c for c in PLAN_COLUMNS if c not in plan.columns]
     if missing:
         raise DesweepInputError(source, missing[0], "column missing (is this a desweep plan.csv?)")
@@ -135,6 +137,7 @@ def check_plan(plan: pd.DataFrame, *, source: str = "plan.csv") -> pd.DataFrame:
     out["delta"] = [_parse_float(v, source, "delta", allow_empty=True) for v in out["delta"]]
     out["fdr_target"] = [_parse_float(v, source, "fdr_target") for v in out["fdr_target"]]
     out["seed"] = [int(_parse_float(v, source, "seed")) for v in out["seed"]]
+    out["model"] = [int(_parse_float(v, source, "model")) for v in out["model"]]
     for column, allowed in (("mode", ("vanilla", "change")), ("weights", ("uniform", "importance"))):
         bad = out.loc[~out[column].isin(allowed), column]
         if not bad.empty:
@@ -761,8 +764,13 @@ class SweepResult:
     decode_seconds: float
 
 
+def models_of(plan: pd.DataFrame) -> list[int]:
+    """The model replicates a plan's rows use, in order."""
+    return sorted({int(m) for m in plan["model"]})
+
+
 def run_sweep(
-    adata: AnnData, model: SCVI, plan: pd.DataFrame, *, group_key: str, n_samples: int = DEFAULT_N_SAMPLES,
+    adata: AnnData, model: SCVI | Mapping[int, SCVI], plan: pd.DataFrame, *, group_key: str, n_samples: int = DEFAULT_N_SAMPLES,
     batch_size: int | None = None, sampling: Sampling = "shared", top_n: int = DEFAULT_TOP_N,
     on_table: Callable[[str, pd.DataFrame], None] | None = None, on_group: Callable[[str, pd.DataFrame], None] | None = None,
 ) -> SweepResult:
@@ -770,6 +778,8 @@ def run_sweep(
 
     Parameters
     ----------
+    model
+        The trained model, or ``{model index: model}`` for a plan with model replicates.
     on_table
         Called with ``(combination_id, table)`` as each table is made; the
         tables are then not kept in memory (``SweepResult.tables`` is empty).
@@ -785,27 +795,38 @@ def run_sweep(
     """
     start = time.perf_counter()
     plan = check_plan(plan, source="plan")
-    check_inputs(adata, model, plan, group_key=group_key)
-    ctx = make_context(adata, model, plan, group_key=group_key, n_samples=n_samples, batch_size=batch_size, sampling=sampling)
+    if not isinstance(model, Mapping) and len(models_of(plan)) > 1:
+        raise DesweepInputError("model", "model", f"the plan has {len(models_of(plan))} model replicates: give {{index: model}}")
+    models = model if isinstance(model, Mapping) else {m: model for m in models_of(plan)}
+    absent = [m for m in models_of(plan) if m not in models]
+    if absent:
+        raise DesweepInputError("model", "model", f"the plan uses model {absent[0]}, which was not given")
     keep: dict[str, pd.DataFrame] = {}
     ranks: dict[str, pd.DataFrame] = {}
     partials = []
-    keys = sampling_keys(plan)
-    for i, key in enumerate(keys, 1):
-        logger.info("[%d/%d] %s", i, len(keys), key)
-        tables, summary = run_group(adata, model, plan, key, group_key=group_key, context=ctx)
-        for cid, table in tables.items():
-            ranks[cid] = table[["gene", "rank", "is_de_fdr"]]
-            if on_table is not None:
-                on_table(cid, table)
-            else:
-                keep[cid] = table
-        if on_group is not None:
-            on_group(key, summary)
-        partials.append(summary)
+    decode_seconds = 0.0
+    for index in models_of(plan):
+        rows = plan[plan["model"] == index]
+        check_inputs(adata, models[index], rows, group_key=group_key)
+        ctx = make_context(adata, models[index], rows, group_key=group_key, n_samples=n_samples, batch_size=batch_size,
+                           sampling=sampling)
+        keys = sampling_keys(rows)
+        for i, key in enumerate(keys, 1):
+            logger.info("[%d/%d] %s", i, len(keys), key)
+            tables, summary = run_group(adata, models[index], rows, key, group_key=group_key, context=ctx)
+            for cid, table in tables.items():
+                ranks[cid] = table[["gene", "rank", "is_de_fdr"]]
+                if on_table is not None:
+                    on_table(cid, table)
+                else:
+                    keep[cid] = table
+            if on_group is not None:
+                on_group(key, summary)
+            partials.append(summary)
+        decode_seconds += ctx.decode_seconds
     summary = merge_summaries(partials, plan)
     return SweepResult(summary=summary, stability=stability(ranks, plan, top_n=top_n), tables=keep,
-                       seconds=time.perf_counter() - start, decode_seconds=ctx.decode_seconds)
+                       seconds=time.perf_counter() - start, decode_seconds=decode_seconds)
 
 
 # --------------------------------------------------------------------------- merging
@@ -828,14 +849,14 @@ def merge_summaries(partials: list[pd.DataFrame], plan: pd.DataFrame, *, source:
 
 
 def stability(tables: Mapping[str, pd.DataFrame], plan: pd.DataFrame, *, top_n: int = DEFAULT_TOP_N) -> pd.DataFrame:
-    """Replicate stability: per setting and gene, the fraction of seeds where the gene is DE / in the top ``top_n``.
+    """Replicate stability: per setting and gene, the fraction of replicates (models x seeds) where the gene is DE / in the top ``top_n``.
 
     Parameters
     ----------
     tables
         Tables (at least ``gene, rank, is_de_fdr``) by ``combination_id``.
     plan
-        The plan: rows with one ``setting_id`` and different seeds are replicates.
+        The plan: rows with one ``setting_id`` and different models or seeds are replicates.
 
     Returns
     -------

@@ -51,6 +51,14 @@ GENE_PATTERNS_CSV = "gene_patterns.csv"
 SETTING_SCORES_CSV = "setting_scores.csv"
 CONCORDANCE_CSV = "concordance.csv"
 RECOMMENDATIONS_CSV = "recommendations.csv"
+# --- the answer (issue #13): consensus markers, rejected genes, settings not seeds
+MARKERS_CSV = "markers.csv"
+REJECTED_CSV = "rejected.csv"
+MARKERS_H5AD = "markers.h5ad"
+SETTING_SCORES_BY_REPLICATE_CSV = "setting_scores_by_replicate.csv"
+RECOMMENDED_SETTINGS_CSV = "recommended_settings.csv"
+CONCORDANCE_SETTINGS_CSV = "concordance_settings.csv"
+UNS_MARKERS = "desweep_markers"  # markers.h5ad uns: scanpy rank_genes_groups structure (+ "__<comparison_id>")
 MULTIQC_REPORT = "multiqc_report.html"
 PARAMS_YAML = "params.yaml"
 SOFTWARE_VERSIONS_YML = "software_versions.yml"
@@ -88,6 +96,8 @@ NAME_COLUMNS = frozenset({
     "comparison_id", "combination_id", "combination_id_1", "combination_id_2", "best_combination_id", "recommended",
     "sampling_key", "setting_id", "batchid1", "batchid2", "group1_batches", "group2_batches", "shared_batches",
     "batches", "specific_to", "choice", "transform_batch", "top_genes", "ood_decoding",
+    "setting_id_1", "setting_id_2", "recommended_setting_id", "default_setting_id", "recommended_setting", "setting",
+    "model", "design", "decoding", "mode", "weights",
 })
 
 # --- DE sweep (desweep plan / desweep de) -----------------------------------
@@ -96,6 +106,9 @@ DE_PARTIAL_SUMMARY_DIR = "summary"  # de/summary/<sampling_key>.csv, one per `de
 
 #: in OUTDIR: held by the `desweep run` writing it (like the stamps, runner bookkeeping starts with .desweep_)
 RUN_LOCK = ".desweep_run.lock"
+def replicate_dir(model: int) -> str:
+    """Folder under ``OUTDIR/integrate`` of model replicate ``model >= 1`` (model 0 is ``integrate/`` itself)."""
+    return f"replicate{model}"
 
 
 def step_stamp(step: str) -> str:

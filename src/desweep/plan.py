@@ -31,14 +31,21 @@ Grid keys
 ``seeds``
     Non-negative integers; one posterior-sampling replicate each.
 
+Model replicates
+----------------
+``models`` (not a grid key: a run parameter, ``desweep plan --models K``): the
+plan repeats every combination for each of ``K`` trained scVI models (column
+``model``, 0 to ``K - 1``; model ``k`` is trained with seed ``seed + k``).
+
 Identifiers
 -----------
-``combination_id`` = ``<comparison>__<decoding>__<mode>__<weights>__fdr<f>__seed<s>`` with
+``combination_id`` = ``<comparison>__<decoding>__<mode>__<weights>__fdr<f>[__model<k>]__seed<s>`` with
 decoding ``nobc`` | ``bc-all`` | ``bc-in-<batch>`` | ``bc-own``, mode ``vanilla`` |
 ``change-d<delta>``, weights ``uniform`` | ``importance`` (``-filtered`` appended
-with ``filter_outlier_cells``). ``setting_id`` is the same without ``__seed<s>``
-(replicates of one setting share it); ``sampling_key`` drops mode and FDR target:
-rows with one sampling key share their posterior samples.
+with ``filter_outlier_cells``); ``__model<k>`` only with more than one model.
+``setting_id`` is the same without ``__model<k>__seed<s>`` (the replicates of one
+setting share it); ``sampling_key`` drops mode and FDR target: rows with one
+sampling key share their posterior samples (and their model).
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ COMPARISON_REQUIRED = ("comparison_id", "group1", "group2", "group1_batches", "g
 PLAN_COLUMNS = [
     "combination_id", "sampling_key", "setting_id", "comparison_id", "group1", "group2", "design",
     "batch_correction", "decoding", "batchid1", "batchid2", "mode", "delta", "weights", "filter_outlier_cells",
-    "fdr_target", "seed",
+    "fdr_target", "model", "seed",
 ]
 SKIPPED_COLUMNS = PLAN_COLUMNS + ["reason"]
 #: plans larger than this are logged as a warning (each combination is one DE table)
@@ -215,7 +222,7 @@ def _decodings(row: pd.Series, batchids: list[str], all_batches: list[str] | Non
 
 def make_plan(
     comparisons: pd.DataFrame, grid: dict[str, list] | None = None, *, batches: list[str] | None = None,
-    source: str | Path = "comparisons.csv",
+    models: int = 1, source: str | Path = "comparisons.csv",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cross the grid with the comparisons.
 
@@ -230,16 +237,20 @@ def make_plan(
         Every batch of the model (``composition/cluster_batch_counts.csv``
         columns), when known: an explicit list of every batch for both groups is
         then recognised as a duplicate of ``all``.
+    models
+        Trained scVI models (replicates); every combination runs on each.
     source
         Name of the comparisons file, for error messages.
 
     Returns
     -------
     ``(plan, skipped)``: columns :data:`PLAN_COLUMNS`, and the same plus
-    ``reason``. Rows are ordered comparison, seed, decoding, weights, filter,
-    mode/delta, FDR target, so the rows of a sampling key are contiguous and
-    equal inputs give equal plans.
+    ``reason``. Rows are ordered comparison, model, seed, decoding, weights,
+    filter, mode/delta, FDR target, so the rows of a sampling key are contiguous
+    and equal inputs give equal plans.
     """
+    if isinstance(models, bool) or not isinstance(models, int) or models < 1:
+        raise DesweepInputError("--models", "models", f"must be a positive integer, got {models!r}")
     grid = check_grid(grid, source="grid") if grid is not None else default_grid()
     missing = [c for c in COMPARISON_REQUIRED if c not in comparisons.columns]
     if missing:
@@ -273,12 +284,13 @@ def make_plan(
                                           "(scvi-tools raises 'Inconsistent batch policy' for batchid1/batchid2 without it)"))
             else:
                 decodings += [(True, *choice) for choice in _decodings(comp, grid["batchids"], batches)]
-        for seed in grid["seeds"]:
+        for model, seed in [(m, s) for m in range(models) for s in grid["seeds"]]:
+            replicate = f"__model{model}__seed{seed}" if models > 1 else f"__seed{seed}"
             for bc, decoding, label, batchid1, batchid2, dec_reason in decodings:
                 for weights in grid["weights"]:
                     for filt in grid["filter_outlier_cells"]:
                         wlabel = weights + ("-filtered" if filt else "")
-                        key = f"{cid}__{label}__{wlabel}__seed{seed}"
+                        key = f"{cid}__{label}__{wlabel}{replicate}"
                         for mode, delta, mode_reason in modes:
                             mlabel = "vanilla" if mode == "vanilla" else f"change-d{_num(delta)}"
                             if mode == "vanilla" and delta is not None:
@@ -286,13 +298,13 @@ def make_plan(
                             for fdr in grid["fdr_target"]:
                                 setting = f"{cid}__{label}__{mlabel}__{wlabel}__fdr{_num(fdr)}"
                                 row = {
-                                    "combination_id": f"{setting}__seed{seed}", "sampling_key": key, "setting_id": setting,
+                                    "combination_id": f"{setting}{replicate}", "sampling_key": key, "setting_id": setting,
                                     "comparison_id": cid, "group1": str(comp["group1"]), "group2": str(comp["group2"]),
                                     "design": str(comp.get("design", "")), "batch_correction": bc, "decoding": decoding,
                                     "batchid1": join_names(batchid1 or []),
                                     "batchid2": join_names(batchid2 or []),
                                     "mode": mode, "delta": delta, "weights": weights, "filter_outlier_cells": filt,
-                                    "fdr_target": fdr, "seed": seed,
+                                    "fdr_target": fdr, "model": model, "seed": seed,
                                 }
                                 reason = dec_reason or mode_reason
                                 if reason:
@@ -308,5 +320,6 @@ def make_plan(
     if plan.empty:
         first = skipped_df["reason"].iloc[0] if len(skipped_df) else "no combination"
         raise DesweepInputError(source, "grid", f"every combination is invalid ({len(skipped_df)} skipped), e.g.: {first}")
-    logger.info("plan: %d combinations in %d sampling keys, %d skipped", len(plan), plan["sampling_key"].nunique(), len(skipped_df))
+    logger.info("plan: %d combinations in %d sampling keys (%d model(s)), %d skipped", len(plan), plan["sampling_key"].nunique(),
+                models, len(skipped_df))
     return plan, skipped_df

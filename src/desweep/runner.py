@@ -42,6 +42,7 @@ Configuration (YAML or flags)::
     labels_key: cell_type     # optional: Leiden clusters otherwise
     seed: 0                   # passed to every step that has --seed
     threads: 2                # passed to every step that has --threads
+    models: 1                 # scVI models trained (replicates; model k with seed + k)
     steps:                    # per-step options, named as the step's CLI options
       integrate: {max_epochs: 100}
       composition: {comparisons: "A:B"}     # or a list of pairs: [[A, B]]
@@ -60,7 +61,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ from desweep.errors import DesweepInputError
 
 logger = logging.getLogger(__name__)
 
-TOP_LEVEL_KEYS = ("input", "outdir", "batch_key", "labels_key", "layer", "seed", "threads", "accelerator", "steps")
+TOP_LEVEL_KEYS = ("input", "outdir", "batch_key", "labels_key", "layer", "seed", "threads", "accelerator", "models", "steps")
 #: options passed from the top level to every step whose command has them
 SHARED_OPTIONS = ("seed", "threads", "accelerator")
 #: resolved options that do not change a step's outputs, left out of its stamp
@@ -85,6 +86,8 @@ class Step:
     ``arguments`` builds the options the runner sets itself (inputs from earlier
     steps, the user's input and keys); ``input_option`` names the option that
     reads the run's input (its content, samplesheet members included, is hashed).
+    ``command`` (default: ``name``) is the ``desweep`` command it runs, whose
+    options under ``steps:`` apply; ``seed_offset`` is added to its seed (model replicates).
     """
 
     name: str
@@ -93,10 +96,31 @@ class Step:
     depends: tuple[str, ...]
     arguments: Callable[[dict[str, Any], Path], list[str]]
     input_option: str = ""
+    command: str = ""
+    seed_offset: int = 0
+
+    @property
+    def command_name(self) -> str:
+        return self.command or self.name
 
 
 def _path(outdir: Path, *parts: str) -> str:
     return str(outdir.joinpath(*parts))
+
+
+def n_models(config: dict[str, Any]) -> int:
+    """The scVI models the run trains (``models:``, default 1)."""
+    return int(config.get("models") or 1)
+
+
+def model_dirs(config: dict[str, Any], outdir: Path) -> list[str]:
+    """The model folders in model order: ``integrate/model``, then ``integrate/replicate<k>/model``."""
+    return [_path(outdir, keys.STEP_INTEGRATE, keys.MODEL_DIR)] + [
+        _path(outdir, keys.STEP_INTEGRATE, keys.replicate_dir(k), keys.MODEL_DIR) for k in range(1, n_models(config))]
+
+
+def _model_options(config: dict[str, Any], outdir: Path) -> list[str]:
+    return [arg for path in model_dirs(config, outdir) for arg in ("--model", path)]
 
 
 STEPS: tuple[Step, ...] = (
@@ -113,18 +137,21 @@ STEPS: tuple[Step, ...] = (
          lambda c, o: ["-i", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD)]),
     Step("plan", keys.STEP_DE, (keys.PLAN_CSV, keys.PLAN_SKIPPED_CSV), ("composition",),
          lambda c, o: ["--comparisons", _path(o, keys.STEP_COMPOSITION, keys.COMPARISONS_CSV),
-                       "--batch-counts", _path(o, keys.STEP_COMPOSITION, keys.CLUSTER_BATCH_COUNTS_CSV)]),
+                       "--batch-counts", _path(o, keys.STEP_COMPOSITION, keys.CLUSTER_BATCH_COUNTS_CSV)]
+         + (["--models", str(n_models(c))] if n_models(c) > 1 else [])),
     Step("de", keys.STEP_DE, (keys.DE_TABLES_DIR, keys.DE_SUMMARY_CSV, keys.DE_STABILITY_CSV), ("plan", "integrate", "cluster"),
          lambda c, o: ["--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV), "--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD),
-                       "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR), "--all"]),
+                       *_model_options(c, o), "--all"]),
     Step("normalize", keys.STEP_NORMALIZE, (keys.NORMALIZED_H5AD, keys.CLUSTER_BATCH_MEANS_CSV), ("integrate", "cluster"),
          lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR)]),
-    Step("diagnose", keys.STEP_DIAGNOSE, (keys.GENE_PATTERNS_CSV, keys.SETTING_SCORES_CSV, keys.CONCORDANCE_CSV),
+    Step("diagnose", keys.STEP_DIAGNOSE, (keys.GENE_PATTERNS_CSV, keys.SETTING_SCORES_CSV, keys.CONCORDANCE_CSV,
+                                          keys.MARKERS_CSV, keys.REJECTED_CSV, keys.MARKERS_H5AD),
          ("de", "normalize", "composition", "cluster", "integrate"),
          lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV),
                        "--tables", _path(o, keys.STEP_DE, keys.DE_TABLES_DIR),
                        "--comparisons", _path(o, keys.STEP_COMPOSITION, keys.COMPARISONS_CSV),
                        "--means", _path(o, keys.STEP_NORMALIZE, keys.CLUSTER_BATCH_MEANS_CSV),
+                       "--normalized", _path(o, keys.STEP_NORMALIZE, keys.NORMALIZED_H5AD),
                        "--history", _path(o, keys.STEP_INTEGRATE, keys.HISTORY_CSV),
                        "--counts", _path(o, keys.STEP_COMPOSITION, keys.CLUSTER_BATCH_COUNTS_CSV)]),
     Step("baselines", keys.STEP_BASELINES, (keys.WILCOXON_CSV, keys.PSEUDOBULK_CSV), ("composition", "normalize", "cluster"),
@@ -216,7 +243,16 @@ def load_config(config_path: Path | None, overrides: dict[str, Any], set_items: 
             raise DesweepInputError(f"--set {item}", name, f"unknown step (steps: {', '.join(names)})")
         _set_option(config, name, option, value, (f"--set {item}", ""))
     values["input"] = str(Path(str(values["input"])).absolute())
+    values["models"] = _positive_int(values.get("models", 1), config.origin("models", "models"))
     return config
+
+
+def _positive_int(value: Any, origin: tuple[str, str]) -> int:
+    try:
+        number = click.IntRange(min=1).convert(value, None, None)
+    except click.BadParameter as err:
+        raise DesweepInputError(*origin, err.message) from None
+    return int(number)
 
 
 def _set_option(config: RunConfig, step: str, option: str, value: Any, origin: tuple[str, str]) -> None:
@@ -225,11 +261,27 @@ def _set_option(config: RunConfig, step: str, option: str, value: Any, origin: t
     config.origins[f"{step}.{option}"] = origin
 
 
-def available_steps() -> list[Step]:
-    """The steps whose commands this installation provides, in pipeline order."""
+def replicate_steps(config: dict[str, Any]) -> list[Step]:
+    """One ``integrate`` per further model replicate ``k``: seed + k, into ``integrate/replicate<k>``."""
+    integrate = next(step for step in STEPS if step.name == "integrate")
+    return [Step(f"integrate_{keys.replicate_dir(k)}", f"{keys.STEP_INTEGRATE}/{keys.replicate_dir(k)}", integrate.outputs,
+                 integrate.depends, integrate.arguments, command="integrate", seed_offset=k) for k in range(1, n_models(config))]
+
+
+def available_steps(config: dict[str, Any] | None = None) -> list[Step]:
+    """The steps whose commands this installation provides, in pipeline order (with the model replicates of ``config``)."""
     from desweep.cli import COMMANDS
 
-    return [step for step in STEPS if step.name in COMMANDS]
+    steps = []
+    for step in STEPS:
+        if step.name not in COMMANDS:
+            continue
+        if step.name == "de" and config is not None:
+            step = replace(step, depends=step.depends + tuple(r.name for r in replicate_steps(config)))
+        steps.append(step)
+        if step.name == "integrate" and config is not None:
+            steps += replicate_steps(config)
+    return steps
 
 
 # --------------------------------------------------------------------------- command lines
@@ -251,17 +303,20 @@ def resolve_steps(config: RunConfig) -> dict[str, ResolvedStep]:
     ``--set`` item or config key it came from; then the whole command line is
     resolved. Raises :class:`DesweepInputError`.
     """
-    return {step.name: _resolve(step, config) for step in available_steps()}
+    return {step.name: _resolve(step, config) for step in available_steps(config.values)}
 
 
 def _resolve(step: Step, config: RunConfig) -> ResolvedStep:
-    command = _command(step.name)
+    command = _command(step.command_name)
     by_name = _options_by_name(command)
     fixed = step.arguments(config.values, config.outdir)
     outdir_args = ["--outdir", _path(config.outdir, step.folder)]
     runner_set = {p.name for p in command.params if isinstance(p, click.Option) and set(p.opts) & set(fixed)} | {"outdir"}
     options = {k: (config.values[k], k) for k in SHARED_OPTIONS if k in by_name and config.values.get(k) is not None}
-    options.update({k: (v, f"{step.name}.{k}") for k, v in config.steps.get(step.name, {}).items()})
+    options.update({k: (v, f"{step.command_name}.{k}") for k, v in config.steps.get(step.command_name, {}).items()})
+    if step.seed_offset and "seed" in by_name:  # a model replicate: the run's seed (or the default) + k
+        seed = options.get("seed", (by_name["seed"].default, "seed"))
+        options["seed"] = (seed[0] if seed[0] is not None else by_name["seed"].default, seed[1])
     args, user = list(fixed), {}
     for name, (value, key) in options.items():
         if value is None:  # YAML null: the option's default
@@ -271,21 +326,24 @@ def _resolve(step: Step, config: RunConfig) -> ResolvedStep:
         if param is None:
             allowed = ", ".join(sorted({_long_flag(p)[2:].replace("-", "_") for p in by_name.values()
                                         if p.name not in runner_set | {"debug", "verbose"}}))
-            raise DesweepInputError(source, where or name, f"unknown option of `desweep {step.name}` (have: {allowed})")
+            raise DesweepInputError(source, where or name, f"unknown option of `desweep {step.command_name}` (have: {allowed})")
         flag = _long_flag(param)
         if param.name in runner_set:
-            raise DesweepInputError(source, where or flag, f"`desweep run` sets {flag} of `desweep {step.name}` itself "
+            raise DesweepInputError(source, where or flag, f"`desweep run` sets {flag} of `desweep {step.command_name}` itself "
                                     "(from the top-level input and keys, or the outputs of earlier steps)")
         negated = name in {f[2:].replace("-", "_") for f in param.secondary_opts}  # no_early_stopping: true
         option_args = _option_args(param, value, source, where or flag, negated=negated)
         try:
-            user[param.name] = command.make_context(f"desweep {step.name}", fixed + option_args + outdir_args).params[param.name]
+            user[param.name] = command.make_context(f"desweep {step.command_name}", fixed + option_args + outdir_args).params[param.name]
         except click.ClickException as err:
             raise DesweepInputError(source, where or flag, _problem(err)) from None
+        if step.seed_offset and param.name == "seed":
+            user["seed"] += step.seed_offset
+            option_args = [flag, str(user["seed"])]
         args += option_args
     args += outdir_args
     try:
-        params = command.make_context(f"desweep {step.name}", list(args)).params
+        params = command.make_context(f"desweep {step.command_name}", list(args)).params
     except click.ClickException as err:
         raise DesweepInputError(config.source, f"steps.{step.name}", _problem(err)) from None
     return ResolvedStep(step, args, params, user)
@@ -392,8 +450,10 @@ def check_inputs_outside_outputs(config: RunConfig, resolved: dict[str, Resolved
     candidates = [(p, "input", ("desweep run", "--input")) for p in input_files(config.values["input"])]
     for name, item in resolved.items():
         for param, value in item.user.items():
-            if isinstance(value, Path):
-                candidates.append((value, param, config.origin(f"{name}.{param}", f"steps.{name}.{param}")))
+            for path in (value if isinstance(value, list | tuple) else [value]):
+                if isinstance(path, Path):
+                    candidates.append((path, param, config.origin(f"{item.step.command_name}.{param}",
+                                                                  f"steps.{item.step.command_name}.{param}")))
     for path, what, (source, where) in candidates:
         real = Path(path).resolve()
         inside = next((folder for folder in written if real == folder or folder in real.parents), None)
@@ -434,7 +494,8 @@ def check_design(config: RunConfig, resolved: dict[str, ResolvedStep]) -> None:
         from desweep.cli.plan import read_grid
 
         p = resolved["plan"].params
-        plan, _ = make_plan(table, read_grid(p["grid_path"]), batches=[str(c) for c in counts.columns], source=str(validated))
+        plan, _ = make_plan(table, read_grid(p["grid_path"]), batches=[str(c) for c in counts.columns], models=p["models"],
+                            source=str(validated))
         check_plan_size(plan, max_combinations=p["max_combinations"], source=validated)
 
 
@@ -488,11 +549,11 @@ def run_pipeline(config: RunConfig, *, force: bool = False, on_locked: Callable[
 def _run_step(item: ResolvedStep, folder: Path, stamp: str, previous: dict[str, Any], counter: str) -> str:
     """Run one step, record what it wrote, delete what its previous run wrote and this one did not; return its run id."""
     step = item.step
-    logger.info("%s %s: desweep %s %s", counter, step.name, step.name, " ".join(item.args))
+    logger.info("%s %s: desweep %s %s", counter, step.name, step.command_name, " ".join(item.args))
     start = time.perf_counter()
     (folder / keys.step_stamp(step.name)).unlink(missing_ok=True)
     before = _listing(folder)
-    _command(step.name).main(list(item.args), prog_name=f"desweep {step.name}", standalone_mode=False)
+    _command(step.command_name).main(list(item.args), prog_name=f"desweep {step.command_name}", standalone_mode=False)
     after = _listing(folder)
     written = {rel: [info[0], info[1]] for rel, info in after.items() if before.get(rel) != info}
     for rel in previous.get("outputs", {}):
@@ -530,16 +591,19 @@ def _stamp(item: ResolvedStep, outdir: Path, upstream: dict[str, str], input_che
     """Hash of everything a step reads: resolved options, content of files from outside ``outdir``, upstream run ids."""
     from desweep.io import file_checksum
 
-    command = _command(item.step.name)
+    command = _command(item.step.command_name)
     path_params = {p.name for p in command.params if isinstance(p.type, click.Path)}
     params, files = {}, {}
     for name, value in sorted(item.params.items()):
         if name in UNSTAMPED:
             continue
         if name in path_params and value is not None:
-            value = _stamp_path(Path(value), outdir)
-            if not value.startswith("OUTDIR/") and Path(value).exists():
-                files[name] = input_checksum if name == item.step.input_option else file_checksum(value)
+            paths = [_stamp_path(Path(v), outdir) for v in (value if isinstance(value, list | tuple) else [value])]
+            for i, path in enumerate(paths):
+                if not path.startswith("OUTDIR/") and Path(path).exists():
+                    key = name if len(paths) == 1 else f"{name}[{i}]"
+                    files[key] = input_checksum if name == item.step.input_option else file_checksum(path)
+            value = paths[0] if not isinstance(value, list | tuple) else paths
         params[name] = value
     payload = {"step": item.step.name, "params": params, "files": files, "upstream": upstream}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=_plain).encode()).hexdigest()

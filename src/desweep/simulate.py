@@ -14,9 +14,31 @@ Truth
     in), ``batch_wide`` (up in every cell of one batch, whatever its cluster) or
     ``null`` (neither); ``truth_cluster`` (the cluster of a marker, else ``""``),
     ``truth_batch`` (the batch of a batch-wide gene, else ``""``),
-    ``truth_lfc`` (natural-log fold change of the planted effect, 0 for null).
+    ``truth_lfc`` (the planted effect in **natural log**: the logit added to the
+    gene, 0 for null), ``truth_log2fc`` (the same effect in **log2**, i.e.
+    ``truth_lfc / ln 2``), ``truth_base`` (the gene's base logit).
 ``uns['simulation']``
-    The parameters.
+    The parameters (``marker_lfc`` and ``batch_lfc`` in natural log) and the
+    preset's name.
+
+Presets
+-------
+``default``
+    3,000 cells x 2,000 genes, 3 batches, 3 shared and 2 batch-specific
+    clusters (each 25 % of its batch), 20 markers per cluster with natural-log
+    effects 1.5-3 (log2 2.2-4.3) and 30 batch-wide genes per batch with 1-2
+    (log2 1.4-2.9). Planted genes are well expressed.
+``hard``
+    The regime where the classification is difficult: 1,000 cells x 10,000
+    sparse genes (library median 2,000 UMIs, so a typical gene has ~0.1 counts
+    per cell), batch-specific clusters of 30-150 cells, shared clusters of
+    50-100 cells per batch, 25 markers per cluster and 25 batch-wide genes per
+    batch, both with modest log2 fold changes uniform in 0.5-2 (natural log
+    0.35-1.39). Planted genes have base logits N(1, 0.75), so some are barely
+    expressed.
+
+The realized fold change of a planted gene between cells is close to
+``exp(truth_lfc)`` (the softmax renormalization shrinks it slightly).
 
 Model
 -----
@@ -32,7 +54,9 @@ binomial (gamma-Poisson) with per-gene inverse dispersion ``theta_g``.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -63,6 +87,11 @@ class SimulationParams:
     specific_fraction: float = 0.25
     library_median: float = 2500.0
     seed: int = 0
+    #: cells of each batch-specific cluster drawn uniformly in this range (instead of ``specific_fraction``)
+    specific_cells: tuple[int, int] | None = None
+    #: mean and SD of the base logit of planted genes (others: N(0, 1))
+    planted_base: tuple[float, float] = (0.5, 0.5)
+    preset: str = "default"
 
     def check(self) -> None:
         """Raise a one-line error for impossible parameter values."""
@@ -78,6 +107,30 @@ class SimulationParams:
         planted += self.n_batches * self.batch_wide_genes_per_batch
         if planted > self.n_genes // 2:
             raise DesweepInputError("simulate", "--n-genes", f"too few genes ({self.n_genes}) for {planted} planted genes; need at least twice as many")
+        if self.specific_cells is not None:
+            low, high = self.specific_cells
+            per_batch = self.n_cells // self.n_batches
+            if not 1 <= low <= high or high >= per_batch // 2:
+                raise DesweepInputError("simulate", "specific_cells", f"range {low}-{high} must be positive and below half a batch ({per_batch} cells)")
+
+
+#: named parameter sets (``desweep simulate --preset``); module docstring
+Preset = Literal["default", "hard"]
+PRESETS: dict[str, SimulationParams] = {
+    "default": SimulationParams(),
+    "hard": SimulationParams(
+        n_cells=1000, n_genes=10_000, markers_per_cluster=25, batch_wide_genes_per_batch=25,
+        marker_lfc=(0.5 * math.log(2), 2 * math.log(2)), batch_lfc=(0.5 * math.log(2), 2 * math.log(2)),
+        library_median=2000.0, specific_cells=(30, 150), planted_base=(1.0, 0.75), preset="hard",
+    ),
+}
+
+
+def preset_params(preset: Preset = "default", **overrides: object) -> SimulationParams:
+    """The parameters of a preset, with some replaced (``seed=1``, ``n_cells=2000``, ...)."""
+    if preset not in PRESETS:
+        raise DesweepInputError("simulate", "--preset", f"must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return replace(PRESETS[preset], **overrides)
 
 
 def cluster_names(params: SimulationParams) -> tuple[list[str], list[str]]:
@@ -93,8 +146,9 @@ def simulate(params: SimulationParams | None = None, *, chunk_size: int = 5000) 
     Parameters
     ----------
     params
-        Simulation parameters; defaults give 3,000 cells x 2,000 genes,
-        3 batches, 3 shared clusters and 2 batch-specific clusters.
+        Simulation parameters (see :data:`PRESETS`); defaults give 3,000
+        cells x 2,000 genes, 3 batches, 3 shared clusters and 2
+        batch-specific clusters.
     chunk_size
         Cells drawn at a time (bounds memory for 100,000 cells).
 
@@ -119,7 +173,7 @@ def simulate(params: SimulationParams | None = None, *, chunk_size: int = 5000) 
     batch_lfc += rng.normal(0.0, params.batch_noise, size=batch_lfc.shape)
     base = rng.normal(0.0, 1.0, size=params.n_genes)
     planted = var["truth_pattern"].to_numpy() != "null"
-    base[planted] = rng.normal(0.5, 0.5, size=planted.sum())  # planted genes detectable
+    base[planted] = rng.normal(*params.planted_base, size=planted.sum())  # planted genes detectable
     theta = rng.gamma(shape=4.0, scale=2.5, size=params.n_genes)
     library_medians = params.library_median * np.exp(rng.normal(0.0, 0.35, size=params.n_batches))
     var["truth_base"] = base
@@ -140,7 +194,7 @@ def simulate(params: SimulationParams | None = None, *, chunk_size: int = 5000) 
     counts = sp.vstack(blocks, format="csr")
 
     adata = ad.AnnData(X=counts, obs=obs, var=var)
-    adata.uns["simulation"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params).items()}
+    adata.uns["simulation"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params).items() if v is not None}
     adata.uns["simulation"]["library_medians"] = library_medians.round(1).tolist()
     logger.info("simulated %d cells x %d genes, clusters %s", adata.n_obs, adata.n_vars, ", ".join(clusters))
     return adata
@@ -165,7 +219,8 @@ def _plant_genes(params: SimulationParams, rng: np.random.Generator, clusters: l
         lfc[genes] = rng.uniform(*params.batch_lfc, size=genes.size)
     names = [f"gene{i:05d}" for i in range(params.n_genes)]
     return pd.DataFrame(
-        {"truth_pattern": pattern, "truth_cluster": truth_cluster, "truth_batch": truth_batch, "truth_lfc": lfc},
+        {"truth_pattern": pattern, "truth_cluster": truth_cluster, "truth_batch": truth_batch, "truth_lfc": lfc,
+         "truth_log2fc": lfc / math.log(2)},
         index=pd.Index(names, name=None),
     )
 
@@ -178,7 +233,12 @@ def _assign_cells(
     for b, batch in enumerate(batches):
         cells = np.flatnonzero(batch_of_cell == b)
         has_specific = b < len(specific)
-        n_specific = int(round(params.specific_fraction * cells.size)) if has_specific else 0
+        if not has_specific:
+            n_specific = 0
+        elif params.specific_cells is not None:
+            n_specific = int(rng.integers(params.specific_cells[0], params.specific_cells[1] + 1))
+        else:
+            n_specific = int(round(params.specific_fraction * cells.size))
         labels[cells[:n_specific]] = specific[b] if has_specific else None
         shared_weights = rng.dirichlet(np.full(len(shared), 8.0))
         labels[cells[n_specific:]] = rng.choice(shared, size=cells.size - n_specific, p=shared_weights)

@@ -6,17 +6,24 @@ process DIAGNOSE {
 
     input:
     // tables: every DE task's tables, staged together as tables/<combination_id>.csv
-    tuple val(meta), path(h5ad), path(plan), path(tables, stageAs: 'tables/*'), path(comparisons), path(means), path(history), path(counts)
+    // normalized: normalized/normalized.h5ad, whose scvi_norm__ layers of the markers go into markers.h5ad
+    tuple val(meta), path(h5ad), path(plan), path(tables, stageAs: 'tables/*'), path(comparisons), path(means), path(history), path(counts), path(normalized)
 
     output:
-    tuple val(meta), path('diagnostics/gene_patterns.csv')       , emit: gene_patterns
-    tuple val(meta), path('diagnostics/setting_scores.csv')      , emit: setting_scores
-    tuple val(meta), path('diagnostics/concordance.csv')         , emit: concordance
-    tuple val(meta), path('diagnostics/recommendations.csv')     , emit: recommendations
-    tuple val(meta), path('diagnostics/thresholds.csv')          , emit: thresholds
-    tuple val(meta), path('diagnostics/top_gene_expression.csv') , emit: top_gene_expression
-    tuple val(meta), path('diagnostics/plots')                   , emit: plots, optional: true
-    path 'versions.yml'                                          , emit: versions
+    tuple val(meta), path('diagnostics/markers.csv')                     , emit: markers
+    tuple val(meta), path('diagnostics/rejected.csv')                    , emit: rejected
+    tuple val(meta), path('diagnostics/markers.h5ad')                    , emit: markers_h5ad
+    tuple val(meta), path('diagnostics/recommendations.csv')             , emit: recommendations
+    tuple val(meta), path('diagnostics/recommended_settings.csv')        , emit: recommended_settings
+    tuple val(meta), path('diagnostics/setting_scores.csv')              , emit: setting_scores
+    tuple val(meta), path('diagnostics/setting_scores_by_replicate.csv') , emit: setting_scores_by_replicate
+    tuple val(meta), path('diagnostics/gene_patterns.csv')               , emit: gene_patterns
+    tuple val(meta), path('diagnostics/concordance.csv')                 , emit: concordance
+    tuple val(meta), path('diagnostics/concordance_settings.csv')        , emit: concordance_settings
+    tuple val(meta), path('diagnostics/thresholds.csv')                  , emit: thresholds
+    tuple val(meta), path('diagnostics/top_gene_expression.csv')         , emit: top_gene_expression
+    tuple val(meta), path('diagnostics/plots')                           , emit: plots, optional: true
+    path 'versions.yml'                                                  , emit: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -32,6 +39,7 @@ process DIAGNOSE {
         --means ${means} \\
         --history ${history} \\
         --counts ${counts} \\
+        --normalized ${normalized} \\
         ${args} \\
         --outdir diagnostics
 
@@ -45,10 +53,16 @@ process DIAGNOSE {
     stub:
     """
     mkdir -p diagnostics/plots
-    touch diagnostics/gene_patterns.csv
-    touch diagnostics/setting_scores.csv
-    touch diagnostics/concordance.csv
+    touch diagnostics/markers.csv
+    touch diagnostics/rejected.csv
+    touch diagnostics/markers.h5ad
     touch diagnostics/recommendations.csv
+    touch diagnostics/recommended_settings.csv
+    touch diagnostics/setting_scores.csv
+    touch diagnostics/setting_scores_by_replicate.csv
+    touch diagnostics/gene_patterns.csv
+    touch diagnostics/concordance.csv
+    touch diagnostics/concordance_settings.csv
     touch diagnostics/thresholds.csv
     touch diagnostics/top_gene_expression.csv
     touch diagnostics/plots/umap.png

@@ -37,7 +37,7 @@ process PLAN {
     // one plan row, so that the stub run fans out one DE task
     """
     mkdir -p de
-    printf 'combination_id,sampling_key,setting_id,comparison_id\\nstub__nobc__vanilla__uniform__fdr0.05__seed0,stub__nobc__uniform__seed0,stub__nobc__vanilla__uniform__fdr0.05,stub\\n' > de/plan.csv
+    printf 'combination_id,sampling_key,setting_id,comparison_id,model\\nstub__nobc__vanilla__uniform__fdr0.05__seed0,stub__nobc__uniform__seed0,stub__nobc__vanilla__uniform__fdr0.05,stub,0\\n' > de/plan.csv
     touch de/plan_skipped.csv
 
     cat <<-END_VERSIONS > versions.yml

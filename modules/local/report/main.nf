@@ -15,7 +15,8 @@ process REPORT {
         path(de_tables  , stageAs: 'results/de/tables/*'),
         path(normalized , stageAs: 'results/normalized/*'),
         path(diagnostics, stageAs: 'results/diagnostics/*'),
-        path(baselines  , stageAs: 'results/baselines/*')
+        path(baselines  , stageAs: 'results/baselines/*'),
+        path(replicates , stageAs: 'results/integrate/replicate*/history.csv')  // models 1, 2, ...: training curves, in model order
     path(pipeline_info, stageAs: 'results/pipeline_info/*')  // params.yaml, software_versions.yml
     path(multiqc_config)                                      // MultiQC config, or [] for desweep's
 

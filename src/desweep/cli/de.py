@@ -17,8 +17,10 @@ from desweep.compute import ACCELERATORS
               help=f"The plan ({keys.STEP_DE}/{keys.PLAN_CSV}).")
 @click.option("--adata", "adata_path", type=click.Path(path_type=Path), default=None,
               help=f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}); not needed with --merge.")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
-              help=f"The scVI model folder ({keys.STEP_INTEGRATE}/{keys.MODEL_DIR}); not needed with --merge.")
+@click.option("--model", "model_dirs", type=click.Path(path_type=Path), multiple=True,
+              help=f"The scVI model folder ({keys.STEP_INTEGRATE}/{keys.MODEL_DIR}); with model replicates one per model the "
+                   f"rows run use, in model order ({keys.STEP_INTEGRATE}/{keys.replicate_dir(1)}/{keys.MODEL_DIR}, ...). "
+                   "Not needed with --merge.")
 @click.option("--sampling-key", "sampling_keys", multiple=True,
               help=f"Run the combinations of this sampling key (repeatable): writes {keys.DE_TABLES_DIR}/<combination_id>.csv "
                    f"and {keys.DE_PARTIAL_SUMMARY_DIR}/<sampling_key>.csv. What one Nextflow task runs.")
@@ -43,7 +45,7 @@ from desweep.compute import ACCELERATORS
 @threads_option
 @outdir_option(f"writes {keys.DE_TABLES_DIR}/, {keys.DE_PARTIAL_SUMMARY_DIR}/, {keys.DE_SUMMARY_CSV} and {keys.DE_STABILITY_CSV}.")
 @step_command
-def de(plan_path: Path, adata_path: Path | None, model_dir: Path | None, sampling_keys: tuple[str, ...], run_all: bool,
+def de(plan_path: Path, adata_path: Path | None, model_dirs: tuple[Path, ...], sampling_keys: tuple[str, ...], run_all: bool,
        merge: bool, n_samples: int, batch_size: int | None, sampling: str, top_n: int, partials_dir: Path | None,
        tables_dir: Path | None, accelerator: str, threads: int | None, outdir: Path) -> None:
     """Run the DE sweep of a plan: one table per combination, a summary and replicate stability.
@@ -74,10 +76,10 @@ def de(plan_path: Path, adata_path: Path | None, model_dir: Path | None, samplin
             if key not in known:
                 example = next(iter(plan["sampling_key"]))
                 raise DesweepInputError(plan_path, "sampling_key", f"'{key}' is not in this plan ({len(known)} keys, e.g. '{example}')")
-        for option, value in (("--adata", adata_path), ("--model", model_dir)):
-            if value is None:
+        for option, value in (("--adata", adata_path), ("--model", model_dirs)):
+            if not value:
                 raise DesweepInputError("desweep de", option, "required unless --merge")
-        _run(plan, plan_path=plan_path, adata_path=adata_path, model_dir=model_dir,
+        _run(plan, plan_path=plan_path, adata_path=adata_path, model_dirs=model_dirs,
              keys_to_run=list(sampling_keys) or sweep.sampling_keys(plan), n_samples=n_samples, batch_size=batch_size,
              sampling=sampling, accelerator=accelerator, threads=threads, outdir=outdir)
         if sampling_keys:
@@ -92,33 +94,43 @@ def de(plan_path: Path, adata_path: Path | None, model_dir: Path | None, samplin
                f"{outdir / keys.DE_STABILITY_CSV}")
 
 
-def _run(plan, *, plan_path: Path, adata_path: Path, model_dir: Path, keys_to_run: list[str], n_samples: int,
+def _run(plan, *, plan_path: Path, adata_path: Path, model_dirs: tuple[Path, ...], keys_to_run: list[str], n_samples: int,
          batch_size: int | None, sampling: str, accelerator: str, threads: int | None, outdir: Path) -> None:
     from desweep import compute
     from desweep import de as sweep
     from desweep.datakeys import get_keys
+    from desweep.errors import DesweepInputError
     from desweep.integrate import load_model
     from desweep.io import read_h5ad, write_csv
 
+    subset = plan[plan["sampling_key"].isin(keys_to_run)]
+    models = sweep.models_of(subset)
+    if len(model_dirs) != len(models):
+        raise DesweepInputError("desweep de", "--model", f"give one --model per model the rows run use, in model order: "
+                                f"{len(models)} (model {', '.join(map(str, models))}), got {len(model_dirs)}")
     compute.configure(threads=threads)
     device = compute.resolve_accelerator(accelerator)
     adata = read_h5ad(adata_path)
     data_keys = get_keys(adata, adata_path, need_groups=True)
-    model = load_model(str(model_dir), adata, accelerator=device, source=str(adata_path))
-    subset = plan[plan["sampling_key"].isin(keys_to_run)]
-    sweep.check_inputs(adata, model, subset, group_key=data_keys.group_key, source=str(adata_path))
-    prepare_outdir(outdir)
-    context = sweep.make_context(adata, model, plan, group_key=data_keys.group_key, keys=keys_to_run, n_samples=n_samples,
-                                 batch_size=batch_size, sampling=sampling)
-    start = time.perf_counter()
-    for i, key in enumerate(keys_to_run, 1):
-        tables, summary = sweep.run_group(adata, model, plan, key, group_key=data_keys.group_key, context=context)
-        for cid, table in tables.items():
-            write_csv(table, outdir / keys.DE_TABLES_DIR / f"{cid}.csv")
-        write_csv(summary, outdir / keys.DE_PARTIAL_SUMMARY_DIR / f"{key}.csv")
-        click.echo(f"[{i}/{len(keys_to_run)}] {key}: {len(tables)} tables")
+    start, decode_seconds, done = time.perf_counter(), 0.0, 0
+    for index, model_dir in zip(models, model_dirs, strict=True):
+        model = load_model(str(model_dir), adata, accelerator=device, source=str(adata_path))
+        rows = subset[subset["model"] == index]
+        model_keys = [key for key in keys_to_run if key in set(rows["sampling_key"])]
+        sweep.check_inputs(adata, model, rows, group_key=data_keys.group_key, source=str(adata_path))
+        prepare_outdir(outdir)
+        context = sweep.make_context(adata, model, rows, group_key=data_keys.group_key, keys=model_keys, n_samples=n_samples,
+                                     batch_size=batch_size, sampling=sampling)
+        for key in model_keys:
+            tables, summary = sweep.run_group(adata, model, rows, key, group_key=data_keys.group_key, context=context)
+            for cid, table in tables.items():
+                write_csv(table, outdir / keys.DE_TABLES_DIR / f"{cid}.csv")
+            write_csv(summary, outdir / keys.DE_PARTIAL_SUMMARY_DIR / f"{key}.csv")
+            done += 1
+            click.echo(f"[{done}/{len(keys_to_run)}] {key}: {len(tables)} tables")
+        decode_seconds += context.decode_seconds
     click.echo(f"{len(keys_to_run)} sampling keys in {time.perf_counter() - start:.1f} s "
-               f"(decoding {context.decode_seconds:.1f} s, {sampling} sampling)")
+               f"(decoding {decode_seconds:.1f} s, {sampling} sampling)")
 
 
 def _merge(plan, *, partials_dir: Path, tables_dir: Path, top_n: int):

@@ -22,6 +22,16 @@ def optional_input(path: Path | None, option: str) -> Path | None:
     return path
 
 
+#: result table -> the file diagnose writes it to
+TABLES = {
+    "markers": keys.MARKERS_CSV, "rejected": keys.REJECTED_CSV, "recommendations": keys.RECOMMENDATIONS_CSV,
+    "recommended_settings": keys.RECOMMENDED_SETTINGS_CSV, "setting_scores": keys.SETTING_SCORES_CSV,
+    "setting_scores_by_replicate": keys.SETTING_SCORES_BY_REPLICATE_CSV, "gene_patterns": keys.GENE_PATTERNS_CSV,
+    "concordance": keys.CONCORDANCE_CSV, "concordance_settings": keys.CONCORDANCE_SETTINGS_CSV,
+    "thresholds": keys.DIAGNOSE_THRESHOLDS_CSV, "top_gene_expression": keys.TOP_GENE_EXPRESSION_CSV,
+}
+
+
 def read_tables(plan, tables_dir: Path) -> dict:
     """``combination_id`` -> its DE table for every plan row whose ``<tables_dir>/<id>.csv`` exists."""
     from desweep.io import read_csv
@@ -47,23 +57,29 @@ def read_tables(plan, tables_dir: Path) -> dict:
               help=f"Optional {keys.STEP_INTEGRATE}/{keys.HISTORY_CSV} for the training-curve plot.")
 @click.option("--counts", "counts_path", type=click.Path(path_type=Path), default=None,
               help=f"Optional {keys.STEP_COMPOSITION}/{keys.CLUSTER_BATCH_COUNTS_CSV} for the composition plot.")
+@click.option("--normalized", "normalized_path", type=click.Path(path_type=Path), default=None,
+              help=f"Optional {keys.STEP_NORMALIZE}/{keys.NORMALIZED_H5AD}: its layers of the markers go into {keys.MARKERS_H5AD}.")
 @click.option("--top-n", type=click.IntRange(min=1), default=50, show_default=True, help="Top genes classified per setting.")
 @click.option("--explained-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
               help="Share of the group difference a within-batch (or batch) difference must reach to explain it.")
-@click.option("--noise-k", type=click.FloatRange(min=0), default=3.0, show_default=True,
-              help="Noise floor in robust SDs of the group log fold change over all genes.")
+@click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.01, show_default=True,
+              help="One-sided level of the per-gene test: a difference is clear at z = Phi^-1(1 - alpha) standard errors.")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the PNG plots under plots/.")
 @click.option("--plot-genes", type=click.IntRange(min=1), default=30, show_default=True, help="Genes per top-gene heatmap.")
-@outdir_option(f"writes {keys.GENE_PATTERNS_CSV}, {keys.SETTING_SCORES_CSV}, {keys.CONCORDANCE_CSV}, "
-               f"{keys.RECOMMENDATIONS_CSV}, {keys.DIAGNOSE_THRESHOLDS_CSV}, {keys.TOP_GENE_EXPRESSION_CSV} and {keys.PLOTS_DIR}/.")
+@outdir_option(f"writes {keys.MARKERS_CSV}, {keys.REJECTED_CSV}, {keys.MARKERS_H5AD}, {keys.RECOMMENDATIONS_CSV}, "
+               f"{keys.RECOMMENDED_SETTINGS_CSV}, {keys.SETTING_SCORES_CSV}, {keys.SETTING_SCORES_BY_REPLICATE_CSV}, "
+               f"{keys.GENE_PATTERNS_CSV}, {keys.CONCORDANCE_CSV}, {keys.CONCORDANCE_SETTINGS_CSV}, "
+               f"{keys.DIAGNOSE_THRESHOLDS_CSV}, {keys.TOP_GENE_EXPRESSION_CSV} and {keys.PLOTS_DIR}/.")
 @step_command
 def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, comparisons_path: Path, means_path: Path | None,
-             history_path: Path | None, counts_path: Path | None, top_n: int, explained_fraction: float, noise_k: float,
-             plots: bool, plot_genes: int, outdir: Path) -> None:
-    """Classify every setting's top genes as cluster-specific, batch-wide or other; rank settings; recommend.
+             history_path: Path | None, counts_path: Path | None, normalized_path: Path | None, top_n: int,
+             explained_fraction: float, alpha: float, plots: bool, plot_genes: int, outdir: Path) -> None:
+    """Classify every setting's top genes as cluster-specific, batch-wide or other; rank settings; recommend;
+    write the consensus markers.
 
     Example:
 
+    \b
         desweep diagnose --adata results/cluster/clustered.h5ad --plan results/de/plan.csv \\
             --comparisons results/composition/comparisons.csv \\
             --means results/normalized/cluster_batch_means.csv -o results/diagnostics
@@ -71,7 +87,7 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
     from desweep import diagnose as dg
     from desweep.datakeys import get_keys
     from desweep.errors import DesweepInputError
-    from desweep.io import read_csv, read_h5ad, write_csv
+    from desweep.io import read_csv, read_h5ad, write_csv, write_h5ad
 
     plan = read_csv(plan_path, required=dg.PLAN_REQUIRED, what="plan")
     tables_dir = tables_dir or plan_path.parent / keys.DE_TABLES_DIR
@@ -79,13 +95,14 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
         raise DesweepInputError(tables_dir, "--tables", "folder does not exist: run `desweep de` first")
     tables = read_tables(plan, tables_dir)
     comparisons = read_csv(comparisons_path, required=dg.COMPARISON_REQUIRED, what="comparisons")
-    means_path, history_path, counts_path = (optional_input(p, what) for p, what in (
-        (means_path, "--means"), (history_path, "--history"), (counts_path, "--counts")))
+    means_path, history_path, counts_path, normalized_path = (optional_input(p, what) for p, what in (
+        (means_path, "--means"), (history_path, "--history"), (counts_path, "--counts"), (normalized_path, "--normalized")))
     means = read_csv(means_path, required=dg.MEANS_REQUIRED, what="means") if means_path else None
     history = read_csv(history_path, what="history") if history_path else None
     counts = read_csv(counts_path, what="counts") if counts_path else None
     adata = read_h5ad(adata_path)
-    thresholds = dg.Thresholds(explained_fraction=explained_fraction, noise_k=noise_k)
+    normalized = read_h5ad(normalized_path) if normalized_path else None
+    thresholds = dg.Thresholds(explained_fraction=explained_fraction, alpha=alpha)
     try:
         dg.check_inputs(plan.astype({"combination_id": str, "comparison_id": str}), tables,
                         comparisons.astype({"comparison_id": str}), plan_source=str(plan_path),
@@ -96,18 +113,17 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
         raise
     results = dg.diagnose(adata, plan, tables, comparisons, means, top_n=top_n, thresholds=thresholds,
                           heatmap_genes=plot_genes, source=str(adata_path))
+    data_keys = get_keys(adata, adata_path, need_groups=True)
+    markers_h5ad = dg.markers_adata(adata, results["markers"], results["rejected"], group_key=data_keys.group_key,
+                                    batch_key=data_keys.batch_key, normalized=normalized)
 
     prepare_outdir(outdir)
-    write_csv(results["gene_patterns"], outdir / keys.GENE_PATTERNS_CSV)
-    write_csv(results["setting_scores"], outdir / keys.SETTING_SCORES_CSV)
-    write_csv(results["concordance"], outdir / keys.CONCORDANCE_CSV)
-    write_csv(results["recommendations"], outdir / keys.RECOMMENDATIONS_CSV)
-    write_csv(results["thresholds"], outdir / keys.DIAGNOSE_THRESHOLDS_CSV)
-    write_csv(results["top_gene_expression"], outdir / keys.TOP_GENE_EXPRESSION_CSV)
+    for name, filename in TABLES.items():
+        write_csv(results[name], outdir / filename)
+    write_h5ad(markers_h5ad, outdir / keys.MARKERS_H5AD)
     if plots:
         from desweep.plots import diagnostic_figures, save_png
 
-        data_keys = get_keys(adata, adata_path, need_groups=True)
         has_umap = keys.X_UMAP in adata.obsm
         n = 0
         for name, fig in diagnostic_figures(
@@ -119,4 +135,5 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
             n += 1
         click.echo(f"wrote {n} plots to {outdir / keys.PLOTS_DIR}")
     rec = results["recommendations"]
-    click.echo(rec[["comparison_id", "status", "best_combination_id", "share_cluster_specific", "share_batch_wide"]].to_string(index=False))
+    click.echo(rec[["comparison_id", "status", "recommended_setting_id", "share_cluster_specific", "share_batch_wide",
+                    "n_markers"]].to_string(index=False))

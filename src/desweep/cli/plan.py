@@ -37,11 +37,14 @@ def _show_default_grid(ctx: click.Context, _param: click.Parameter, value: bool)
                    "beside the comparisons, when present).")
 @click.option("--max-combinations", type=click.IntRange(min=1), default=DEFAULT_MAX_COMBINATIONS, show_default=True,
               help=f"Refuse a plan with more combinations (one DE table each; a warning from {WARN_COMBINATIONS:,}).")
+@click.option("--models", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trained scVI models (replicates, `desweep run --models`): every combination runs on each.")
 @click.option("--show-default-grid", is_flag=True, is_eager=True, expose_value=False, callback=_show_default_grid,
               help="Print the default grid YAML and exit.")
 @outdir_option(f"writes {keys.PLAN_CSV} and {keys.PLAN_SKIPPED_CSV}.")
 @step_command
-def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | None, max_combinations: int, outdir: Path) -> None:
+def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | None, max_combinations: int, models: int,
+         outdir: Path) -> None:
     """Cross a grid of scvi-tools DE settings with the comparisons: one row per combination.
 
     Invalid combinations go to plan_skipped.csv with the reason. Example:
@@ -59,7 +62,7 @@ def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | Non
     if counts_path is not None:
         counts = read_csv(counts_path, required=("cluster",), what="batch counts")
         batches = [str(c) for c in counts.columns if c != "cluster"]
-    the_plan, skipped = make_plan(comparisons, grid, batches=batches, source=str(comparisons_path))
+    the_plan, skipped = make_plan(comparisons, grid, batches=batches, models=models, source=str(comparisons_path))
     check_plan_size(the_plan, max_combinations=max_combinations, source=comparisons_path)
     prepare_outdir(outdir)
     write_csv(the_plan, outdir / keys.PLAN_CSV)

@@ -19,9 +19,13 @@ from desweep.cli._common import outdir_option, prepare_outdir, step_command
 @outdir_option(f"writes {keys.MULTIQC_REPORT}, multiqc_data/ and {keys.MULTIQC_CUSTOM_CONTENT_DIR}/ (usually OUTDIR/{keys.STEP_REPORT}).")
 @step_command
 def report(results_dir: Path, config_path: Path | None, title: str | None, outdir: Path) -> None:
-    """One self-contained MultiQC HTML report of a desweep run (offline).
+    """One self-contained MultiQC HTML report of a desweep run (offline), opening with the verdict.
 
-    Missing optional inputs give a "not available" note in their section.
+    First, per comparison: the recommended DE setting, the share of batch-wide
+    genes scVI's default lets into its top genes, the consensus markers and the
+    genes the default would have reported wrongly; then the evidence (heatmaps,
+    setting scores, concordance, the sweep) and the run's QC. Missing optional
+    inputs give a "not available" note in their section.
 
     Example:
 

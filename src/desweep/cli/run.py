@@ -21,13 +21,15 @@ from desweep.cli._common import setup_logging, step_command
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Seed for every step (default: 0).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads for every step.")
 @click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default=None, help="Device for training and sampling.")
+@click.option("--models", type=click.IntRange(min=1), default=None,
+              help="scVI models to train (replicates, model k with seed + k; default 1); the sweep runs on each.")
 @click.option("--set", "set_options", multiple=True, metavar="STEP.OPTION=VALUE",
               help="A step option, e.g. --set integrate.max_epochs=50 (repeatable); VALUE is the option's text on the command line.")
 @click.option("--force", is_flag=True, help="Rerun every step even if its inputs and parameters are unchanged.")
 @step_command
 def run(config_path: Path | None, input_path: str | None, outdir: str | None, batch_key: str | None,
         labels_key: str | None, layer: str | None, seed: int | None, threads: int | None, accelerator: str | None,
-        set_options: tuple[str, ...], force: bool) -> None:
+        models: int | None, set_options: tuple[str, ...], force: bool) -> None:
     """Run every step on one machine: validate, integrate, cluster, composition, plan, DE sweep,
     normalized export, diagnostics, baselines and the report.
 
@@ -42,7 +44,7 @@ def run(config_path: Path | None, input_path: str | None, outdir: str | None, ba
     from desweep.runner import load_config, run_pipeline
 
     overrides = {"input": input_path, "outdir": outdir, "batch_key": batch_key, "labels_key": labels_key,
-                 "layer": layer, "seed": seed, "threads": threads, "accelerator": accelerator}
+                 "layer": layer, "seed": seed, "threads": threads, "accelerator": accelerator, "models": models}
     config = load_config(config_path, overrides, set_options)
     log_file = config.outdir / keys.PIPELINE_INFO / "desweep_run.log"
     status = run_pipeline(config, force=force, on_locked=lambda: setup_logging(log_file=log_file))

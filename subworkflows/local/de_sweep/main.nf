@@ -16,7 +16,7 @@ workflow DE_SWEEP {
     take:
     ch_comparisons  // channel: [ val(meta), path(comparisons.csv), path(cluster_batch_counts.csv) ]
     ch_h5ad         // channel: [ val(meta), path(clustered.h5ad) ]
-    ch_model        // channel: [ val(meta), path(model) ]
+    ch_models       // channel: [ val(meta), val(model index), path(model) ], one per model replicate
     grid            // path: grid YAML, or [] for desweep's default grid
     keys_per_task   // integer: sampling keys per DE task (1: one task per key)
 
@@ -26,20 +26,20 @@ workflow DE_SWEEP {
     PLAN(ch_comparisons, grid)
     ch_versions = ch_versions.mix(PLAN.out.versions)
 
-    // [ meta, [key1, key2, ...] ] per task, in the plan's order
+    // [ meta, model, [key1, key2, ...] ] per task, in the plan's order: the keys of one task share a model
     ch_key_groups = PLAN.out.plan
         .splitCsv(header: true, elem: 1)
-        .map { meta, row -> [ meta, row.sampling_key ] }
+        .map { meta, row -> [ meta, (row.model ?: '0') as int, row.sampling_key ] }
         .unique()
-        .groupTuple()
-        .flatMap { meta, sampling_keys -> sampling_keys.collate(keys_per_task as int).collect { chunk -> [ meta, chunk ] } }
+        .groupTuple(by: [0, 1])
+        .flatMap { meta, model, sampling_keys -> sampling_keys.collate(keys_per_task as int).collect { chunk -> [ meta, model, chunk ] } }
 
     DE(
         ch_key_groups
+            .combine(ch_models, by: [0, 1])
             .combine(PLAN.out.plan, by: 0)
             .combine(ch_h5ad, by: 0)
-            .combine(ch_model, by: 0)
-            .map { meta, sampling_keys, plan, h5ad, model -> [ meta + [ sampling_keys: sampling_keys ], plan, h5ad, model ] }
+            .map { meta, model, sampling_keys, model_dir, plan, h5ad -> [ meta + [ model: model, sampling_keys: sampling_keys ], plan, h5ad, model_dir ] }
     )
     ch_versions = ch_versions.mix(DE.out.versions.first())
 
@@ -59,10 +59,10 @@ workflow DE_SWEEP {
     versions  = ch_versions             // channel: [ path(versions.yml) ]
 }
 
-// [ meta + sampling_keys, file(s) ] per task -> [ meta, [ files sorted by name ] ] per data set
+// [ meta + model + sampling_keys, file(s) ] per task -> [ meta, [ files sorted by name ] ] per data set
 def collectPerDataset(ch) {
     return ch
-        .map { meta, files -> [ meta.findAll { key, value -> key != 'sampling_keys' }, files instanceof List ? files : [ files ] ] }
+        .map { meta, files -> [ meta.findAll { key, value -> !(key in ['sampling_keys', 'model']) }, files instanceof List ? files : [ files ] ] }
         .transpose()
         .groupTuple(sort: { a, b -> a.name <=> b.name })
 }

@@ -1,0 +1,297 @@
+"""Is a top gene cluster-specific, a batch effect, or neither? A per-gene test.
+
+For a comparison ``group1`` vs ``group2`` the gene's *high group* ``H`` is the
+group the DE table has it higher in (``L`` the other); three log2 fold changes
+are measured in a profile (:mod:`desweep.diagnose.profiles`), each with its
+delta-method standard error from the gene's own sampling noise (its counts and
+the cells behind every mean):
+
+``group_lfc`` (``d``)
+    ``H`` against ``L``, each pooled over its cells (cell-weighted over its batches).
+``within_lfc`` (``w``)
+    Within-batch specificity: per batch where ``H`` is present, ``H`` against
+    the geometric mean of the other present clusters of that batch, averaged
+    over ``H``'s batches (``within_lfc_vs_next``: against the highest other
+    cluster, for information).
+``batch_shift_lfc`` (``s``)
+    The same-direction difference between *batches* in clusters other than
+    ``H``: ``H``'s batches (less ``L``'s, when any remain) against ``L``'s
+    batches (less ``H``'s, when any remain), in every cluster present on both
+    sides, averaged over those clusters; NaN when no cluster is.
+
+``se_*`` are their standard errors. A difference is *clear* when it is at least
+``z`` standard errors (``z``: the one-sided normal quantile of ``alpha``,
+2.33 for the default 0.01) and at least ``min_abs_lfc`` (log2 1.2). With
+``f = explained_fraction`` (0.5):
+
+``cluster_specific``
+    ``d`` clear, ``w >= f d`` and ``w`` clear, and ``s < f d`` (or not measurable).
+``batch_wide``
+    ``d`` clear, ``s`` clear and clearly at least ``f d`` (``s - z se_s >= f d``),
+    and ``w < f d``; or ``d`` not clear (pooling over batches can hide it) but
+    ``s`` clear, ``w < f s`` and ``s - z se_s >= f |lfc|``, ``lfc`` being the DE
+    table's log2 fold change (the shift clearly explains the difference the
+    table reports).
+``other``
+    Everything else, with the reason: no clear raw difference, both
+    explanations, neither, one explanation whose rival cannot be ruled out
+    (a point estimate above ``f d`` that is not clear), or not measurable.
+
+The batch shift must *clearly* reach ``f d`` because it is measured in other
+clusters, where a sparse marker's counts are noise: a shift that merely reaches
+``f d`` by chance would turn a true marker batch-wide. A cluster-specific call
+is guarded the other way: any shift estimate reaching ``f d`` vetoes it.
+Every threshold is relative to the gene's own noise and difference: nothing
+depends on depth, normalization scale or the number of genes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from desweep.diagnose.profiles import DEFAULT_PSEUDOCOUNT_FRACTION, ExpressionProfile
+from desweep.errors import DesweepInputError
+
+logger = logging.getLogger(__name__)
+
+PATTERNS: tuple[str, ...] = ("cluster_specific", "batch_wide", "other")
+SCORE_COLUMNS = ["group_lfc", "within_lfc", "within_lfc_vs_next", "batch_shift_lfc", "n_shift_clusters",
+                 "se_group_lfc", "se_within_lfc", "se_batch_shift_lfc"]
+#: the score columns written once more per scVI choice (``<column>__<choice>``)
+CHOICE_COLUMNS = ["pattern", "group_lfc", "within_lfc", "batch_shift_lfc"]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The classification rule's parameters (module docstring); all scale-free.
+
+    Attributes
+    ----------
+    explained_fraction
+        Share of the group difference a within-batch (or batch) difference must
+        reach to explain it.
+    alpha
+        One-sided level of the per-gene test: a difference is clear when it is
+        at least ``z = Phi^-1(1 - alpha)`` standard errors.
+    min_abs_lfc
+        The smallest clear difference (log2), however many cells.
+    pseudocount_fraction
+        ``eps`` as a fraction of the profile's median gene mean.
+    """
+
+    explained_fraction: float = 0.5
+    alpha: float = 0.01
+    min_abs_lfc: float = math.log2(1.2)
+    pseudocount_fraction: float = DEFAULT_PSEUDOCOUNT_FRACTION
+
+    def check(self) -> None:
+        """Raise a one-line error for a value out of range."""
+        if not 0 < self.explained_fraction < 1:
+            raise DesweepInputError("--explained-fraction", "explained_fraction", f"must be between 0 and 1, got {self.explained_fraction}")
+        if not 0 < self.alpha < 0.5:
+            raise DesweepInputError("--alpha", "alpha", f"must be between 0 and 0.5, got {self.alpha}")
+        if self.min_abs_lfc < 0 or self.pseudocount_fraction <= 0:
+            raise DesweepInputError("thresholds", "min_abs_lfc/pseudocount_fraction", "must be non-negative (pseudocount positive)")
+
+    @property
+    def z(self) -> float:
+        """Standard errors a clear difference must reach."""
+        return NormalDist().inv_cdf(1 - self.alpha)
+
+
+@dataclass(frozen=True)
+class Side:
+    """The high group, the low group and the batches each is compared in."""
+
+    high: str
+    low: str
+    high_batches: list[str]
+    low_batches: list[str]
+
+
+def _mean_of(values: list[np.ndarray], variances: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of estimates and its variance (independent terms), per gene, ignoring NaN terms."""
+    if not values:
+        nan = np.full(n, np.nan)
+        return nan, nan
+    stack, var_stack = np.vstack(values), np.vstack(variances)
+    finite = np.isfinite(stack)
+    count = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(finite, stack, 0).sum(axis=0) / count
+        var = np.where(finite, var_stack, 0).sum(axis=0) / count**2
+    return np.where(count > 0, mean, np.nan), np.where(count > 0, var, np.nan)
+
+
+def side_scores(profile: ExpressionProfile, side: Side, genes: pd.Index) -> dict[str, np.ndarray]:
+    """Scores and standard errors of ``genes`` for one direction (high group = ``side.high``)."""
+    n, genes = len(genes), profile.rows(genes)
+    high, var_high = profile.pooled_log2(side.high, side.high_batches, genes)
+    low, var_low = profile.pooled_log2(side.low, side.low_batches, genes)
+    within, var_within, vs_next = [], [], []
+    for batch in side.high_batches:
+        others = [c for c in profile.clusters if c != side.high and profile.cells(c, batch) > 0]
+        if not others or profile.cells(side.high, batch) <= 0:
+            continue
+        h, var_h = profile.log2(side.high, batch, genes)
+        logs = [profile.log2(c, batch, genes) for c in others]
+        other_log = np.vstack([v for v, _ in logs])
+        within.append(h - other_log.mean(axis=0))
+        var_within.append(var_h + np.vstack([v for _, v in logs]).sum(axis=0) / len(others) ** 2)
+        vs_next.append(h - other_log.max(axis=0))
+    within_lfc, var_w = _mean_of(within, var_within, n)
+    within_next, _ = _mean_of(vs_next, [np.zeros(n)] * len(vs_next), n)
+
+    hi = sorted(set(side.high_batches) - set(side.low_batches)) or sorted(side.high_batches)
+    lo = sorted(set(side.low_batches) - set(side.high_batches)) or sorted(side.low_batches)
+    shifts, var_shifts = [], []
+    if set(hi) != set(lo):
+        for cluster in profile.clusters:
+            if cluster == side.high:
+                continue
+            on_hi = [b for b in hi if profile.cells(cluster, b) > 0]
+            on_lo = [b for b in lo if profile.cells(cluster, b) > 0]
+            if on_hi and on_lo:
+                hi_log, var_hi = _mean_of(*zip(*[profile.log2(cluster, b, genes) for b in on_hi], strict=True), n)
+                lo_log, var_lo = _mean_of(*zip(*[profile.log2(cluster, b, genes) for b in on_lo], strict=True), n)
+                shifts.append(hi_log - lo_log)
+                var_shifts.append(var_hi + var_lo)
+    shift, var_s = _mean_of(shifts, var_shifts, n)
+    return {"group_lfc": high - low, "within_lfc": within_lfc, "within_lfc_vs_next": within_next,
+            "batch_shift_lfc": shift, "n_shift_clusters": np.full(n, len(shifts), dtype=float),
+            "se_group_lfc": np.sqrt(var_high + var_low), "se_within_lfc": np.sqrt(var_w), "se_batch_shift_lfc": np.sqrt(var_s)}
+
+
+def classify_genes(
+    profile: ExpressionProfile,
+    genes: list[str] | pd.Index,
+    direction: np.ndarray | float,
+    *,
+    group1: str,
+    group2: str,
+    batches1: list[str] | None = None,
+    batches2: list[str] | None = None,
+    thresholds: Thresholds = Thresholds(),
+    check_magnitude: bool = True,
+) -> pd.DataFrame:
+    """Classify ``genes`` as ``cluster_specific``, ``batch_wide`` or ``other`` in ``group1`` vs ``group2``.
+
+    Parameters
+    ----------
+    profile
+        Expression per cluster x batch.
+    genes
+        The genes (e.g. a setting's top genes), in order.
+    direction
+        Per gene (or one value for all), the DE table's log2 fold change:
+        ``> 0`` when it has the gene higher in ``group1``, ``< 0`` when higher
+        in ``group2``; ``0``/NaN: the sign of the raw ``group_lfc``. When the raw
+        data clearly go the other way the raw direction is used and
+        ``direction_agrees`` is false.
+    check_magnitude
+        Use ``|direction|`` as the table's fold change (the second
+        ``batch_wide`` rule); ``False`` when ``direction`` holds signs only.
+    batches1, batches2
+        Batches each group is present in (default: from ``profile.n_cells``).
+
+    Returns
+    -------
+    One row per gene (index = gene): ``high_group``, ``direction_agrees``,
+    ``pattern``, ``reason`` and :data:`SCORE_COLUMNS`.
+    """
+    thresholds.check()
+    genes = pd.Index([str(g) for g in genes])
+    group1, group2 = str(group1), str(group2)
+    batches1 = list(batches1) if batches1 else profile.batches_of(group1)
+    batches2 = list(batches2) if batches2 else profile.batches_of(group2)
+    known = genes.isin(profile.means.index)
+    s1 = side_scores(profile, Side(group1, group2, batches1, batches2), genes)
+    s2 = side_scores(profile, Side(group2, group1, batches2, batches1), genes)
+    z, floor = thresholds.z, thresholds.min_abs_lfc
+    d1 = np.nan_to_num(s1["group_lfc"])
+    clear1 = np.maximum(z * np.nan_to_num(s1["se_group_lfc"]), floor)
+    direction = np.broadcast_to(np.asarray(direction, dtype=float), (len(genes),))
+    de_sign = np.where(np.isfinite(direction) & (direction != 0), np.sign(direction), 0.0)
+    contrary = (de_sign != 0) & (de_sign * d1 <= -clear1)  # the raw data clearly go the other way
+    raw_sign = np.where(d1 == 0, 1.0, np.sign(d1))
+    sign = np.where((de_sign != 0) & ~contrary, de_sign, raw_sign)
+    scores = {k: np.where(sign > 0, s1[k], s2[k]) for k in s1}
+    calls = [_call(bool(known[i]), *(float(scores[k][i]) for k in (
+        "group_lfc", "within_lfc", "batch_shift_lfc", "se_group_lfc", "se_within_lfc", "se_batch_shift_lfc")), thresholds)
+        for i in range(len(genes))]
+    reasons = [reason + ("; the DE table has it the other way round, the raw data clearly not" if contrary[i] and known[i] else "")
+               for i, (_, reason) in enumerate(calls)]
+    out = pd.DataFrame({"high_group": np.where(sign > 0, group1, group2), "direction_agrees": ~contrary,
+                        "pattern": [p for p, _ in calls], "reason": reasons}, index=genes)
+    for k in SCORE_COLUMNS:
+        out[k] = scores[k]
+    return check_hidden_shift(out, np.abs(direction), thresholds) if check_magnitude else out
+
+
+HIDDEN = "raw group difference not clear"
+
+
+def check_hidden_shift(calls: pd.DataFrame, magnitude: np.ndarray, thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
+    """The second ``batch_wide`` rule's last condition: the shift clearly explains ``f`` of the table's ``|lfc|``.
+
+    ``calls`` from :func:`classify_genes` (with ``se_batch_shift_lfc`` when known);
+    ``magnitude``: ``|lfc|`` of the DE table per row (NaN or 0: unknown, the call stands).
+    """
+    f = thresholds.explained_fraction
+    magnitude = np.asarray(magnitude, dtype=float)
+    shift = calls["batch_shift_lfc"].to_numpy(dtype=float)
+    se = calls["se_batch_shift_lfc"].to_numpy(dtype=float) if "se_batch_shift_lfc" in calls else np.zeros(len(calls))
+    weak = ((calls["pattern"] == "batch_wide") & calls["reason"].str.startswith(HIDDEN)).to_numpy() \
+        & np.isfinite(magnitude) & (magnitude > 0) & ~(shift - thresholds.z * se >= f * magnitude)
+    if weak.any():
+        calls = calls.copy()
+        calls.loc[weak, "pattern"] = "other"
+        calls.loc[weak, "reason"] = [f"{HIDDEN}; the batch shift ({s:.2f} +- {e:.2f}) does not clearly explain {f:g} of the "
+                                     f"DE table's |lfc| ({m:.2f})" for s, e, m in zip(shift[weak], se[weak], magnitude[weak], strict=True)]
+    return calls
+
+
+def _call(known: bool, d: float, w: float, s: float, se_d: float, se_w: float, se_s: float,
+          thresholds: Thresholds) -> tuple[str, str]:
+    """The pattern of one gene and why (module docstring)."""
+    if not known:
+        return "other", "gene not in the expression profile"
+    if not np.isfinite(d):
+        return "other", "a group has no cells in this profile"
+    z, f, floor = thresholds.z, thresholds.explained_fraction, thresholds.min_abs_lfc
+
+    def clear(value: float, se: float) -> bool:
+        return bool(np.isfinite(value) and value >= max(z * (se if np.isfinite(se) else np.inf), floor))
+
+    if not clear(d, se_d):
+        # pooling over batches can hide a batch-wide gene's difference: a clear batch shift still explains its rank
+        if clear(s, se_s) and not (np.isfinite(w) and w >= f * s):
+            return "batch_wide", (f"{HIDDEN} ({d:.2f} +- {se_d:.2f}) but a clear shift between "
+                                  f"the groups' batches in other clusters ({s:.2f} +- {se_s:.2f})")
+        return "other", f"{HIDDEN} ({d:.2f} +- {se_d:.2f} log2)"
+    within_high = np.isfinite(w) and w >= f * d
+    shift_high = np.isfinite(s) and s >= f * d
+    within_ok = within_high and clear(w, se_w)
+    shift_ok = shift_high and clear(s, se_s) and s - z * se_s >= f * d
+    if within_ok and not shift_high:
+        note = "" if np.isfinite(s) else "; batch shift not measurable (no cluster in both sides' batches)"
+        return "cluster_specific", f"high against the other clusters of its batch (within {w:.2f} +- {se_w:.2f} >= {f:g} x {d:.2f}){note}"
+    if shift_ok and not within_high:
+        return "batch_wide", f"the same shift between batches in other clusters (shift {s:.2f} +- {se_s:.2f} clearly >= {f:g} x {d:.2f})"
+    if within_ok and shift_ok:
+        return "other", f"both cluster-specific (within {w:.2f}) and batch shift ({s:.2f}) explain the difference"
+    if within_ok or shift_ok:
+        return "other", (f"within-batch specificity ({w:.2f} +- {se_w:.2f}) and batch shift ({s:.2f} +- {se_s:.2f}) "
+                         f"both reach {f:g} x {d:.2f}, only one of them clearly")
+    if not np.isfinite(w):
+        return "other", "no other cluster in the high group's batch: within-batch specificity not measurable"
+    if within_high or shift_high:
+        return "other", (f"within-batch specificity ({w:.2f} +- {se_w:.2f}) or batch shift ({s:.2f} +- {se_s:.2f}) "
+                         f"reaches {f:g} x {d:.2f}, but not clearly")
+    return "other", f"neither within-batch specificity ({w:.2f}) nor batch shift ({s:.2f}) explains {f:g} x {d:.2f}"

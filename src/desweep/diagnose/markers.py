@@ -1,0 +1,205 @@
+"""The answer: consensus markers per comparison, and the batch-wide genes scvi-tools' default would report.
+
+Consensus markers
+-----------------
+For a comparison, take its recommended settings (the tie band of
+:mod:`desweep.diagnose.rank`) and every replicate of them (every trained model
+x every posterior seed). A replicate *supports* a gene when the gene is in that
+replicate's top ``N`` and classified ``cluster_specific``. A gene is a marker
+when at least half of these replicates support it (``support >= 0.5``), so a
+marker is cluster-specific in the recommended settings consistently over seeds
+and models, and is always in the top ``N`` of the settings that support it.
+Markers are ranked by support, then by their median rank in the supporting
+tables, then by name; ``lfc_mean`` and ``proba_de`` are medians over the
+supporting replicates (``lfc_mean`` keeps the DE table's sign: positive when
+higher in ``group1``).
+
+Rejected genes
+--------------
+The genes scvi-tools' default call (``batch_correction=False``, vanilla, the
+other defaults) puts in its top ``N`` and desweep classifies ``batch_wide``, in
+at least half of the default's replicates: what the default would have told you,
+with the evidence (the raw group, within-batch and batch-shift lfcs and the reason).
+
+``markers.h5ad``
+----------------
+Every cell, the marker and rejected genes, raw counts in ``X``, the group and
+batch columns, the ``scvi_norm__`` layers of those genes when given, and
+``uns['desweep_markers']`` in scanpy's ``rank_genes_groups`` structure (one field
+per group that has markers: its markers in rank order, ``scores`` = support),
+so ``sc.pl.rank_genes_groups_dotplot(adata, key="desweep_markers")`` draws them;
+``uns['desweep_markers__<comparison_id>']`` holds each comparison's two groups.
+scanpy's structure needs equally long lists: a group with fewer markers than the
+longest list is padded with the file's other genes (``scores`` 0,
+``logfoldchanges`` NaN); ``uns['desweep_markers']['n_markers']`` gives each
+group's count, to pass as ``n_genes``. Without any marker the keys are left out.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from desweep import keys
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+MIN_SUPPORT = 0.5
+MARKER_COLUMNS = ["comparison_id", "group1", "group2", "gene", "high_group", "rank", "lfc_mean", "proba_de",
+                  "n_settings_supporting", "n_seeds_supporting", "n_models_supporting", "within_lfc", "batch_shift_lfc",
+                  "pattern", "support", "n_replicates_supporting", "n_replicates", "median_rank", "group_lfc"]
+REJECTED_COLUMNS = ["comparison_id", "group1", "group2", "gene", "default_rank", "high_group", "lfc_mean", "proba_de",
+                    "group_lfc", "within_lfc", "batch_shift_lfc", "n_replicates_batch_wide", "n_replicates", "reason"]
+UNS_MARKERS = keys.UNS_MARKERS
+
+
+def _calls(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, setting_ids: set[str],
+           pattern: str) -> tuple[int, pd.DataFrame]:
+    """The replicates of ``setting_ids`` that have a table, and their top genes called ``pattern``."""
+    reps = by_replicate[by_replicate["setting_id"].isin(setting_ids) & (by_replicate["status"] == "ok")]
+    calls = gene_patterns[gene_patterns["combination_id"].isin(set(reps["combination_id"]))]
+    return len(reps), calls[calls["pattern"] == pattern]
+
+
+def _groups_of(comparisons: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    return {str(r["comparison_id"]): (str(r["group1"]), str(r["group2"])) for _, r in comparisons.iterrows()}
+
+
+def consensus_markers(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, scores: pd.DataFrame,
+                      comparisons: pd.DataFrame, *, min_support: float = MIN_SUPPORT) -> pd.DataFrame:
+    """``markers.csv``: the consensus markers of every comparison (module docstring), by comparison then rank."""
+    groups = _groups_of(comparisons)
+    frames = []
+    for cid, part in scores[scores["recommended"].astype(bool)].groupby("comparison_id", sort=False):
+        n_reps, supporting = _calls(gene_patterns, by_replicate, set(part["setting_id"]), "cluster_specific")
+        if supporting.empty:
+            continue
+        summary = supporting.groupby(["gene", "high_group"], sort=False).agg(
+            n_replicates_supporting=("combination_id", "nunique"), n_settings_supporting=("setting_id", "nunique"),
+            n_seeds_supporting=("seed", "nunique"), n_models_supporting=("model", "nunique"),
+            median_rank=("rank", "median"), lfc_mean=("lfc", "median"), proba_de=("proba_de", "median"),
+            group_lfc=("group_lfc", "first"), within_lfc=("within_lfc", "first"), batch_shift_lfc=("batch_shift_lfc", "first"),
+        ).reset_index()
+        summary["n_replicates"] = n_reps
+        summary["support"] = summary["n_replicates_supporting"] / n_reps
+        kept = summary[summary["support"] >= min_support - 1e-12]
+        kept = kept.sort_values(["support", "median_rank", "gene"], ascending=[False, True, True], kind="stable")
+        kept = kept.drop_duplicates("gene")  # a gene called in both directions keeps its better-supported one
+        g1, g2 = groups.get(str(cid), ("", ""))
+        kept = kept.assign(comparison_id=str(cid), group1=g1, group2=g2, rank=np.arange(1, len(kept) + 1), pattern="cluster_specific")
+        frames.append(kept)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MARKER_COLUMNS)
+    logger.info("%d consensus markers in %d comparisons", len(out), out["comparison_id"].nunique() if len(out) else 0)
+    return out.reindex(columns=MARKER_COLUMNS).reset_index(drop=True)
+
+
+def rejected_genes(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, scores: pd.DataFrame,
+                   comparisons: pd.DataFrame) -> pd.DataFrame:
+    """``rejected.csv``: the batch-wide genes in the top ``N`` of scvi-tools' default call (module docstring)."""
+    groups = _groups_of(comparisons)
+    frames = []
+    for cid, part in scores[scores["is_default"].astype(bool) & (scores["status"] == "ok")].groupby("comparison_id", sort=False):
+        n_reps, wide = _calls(gene_patterns, by_replicate, {part["setting_id"].iloc[0]}, "batch_wide")
+        if wide.empty:
+            continue
+        summary = wide.groupby(["gene", "high_group"], sort=False).agg(
+            n_replicates_batch_wide=("combination_id", "nunique"), default_rank=("rank", "median"),
+            lfc_mean=("lfc", "median"), proba_de=("proba_de", "median"), group_lfc=("group_lfc", "first"),
+            within_lfc=("within_lfc", "first"), batch_shift_lfc=("batch_shift_lfc", "first"), reason=("reason", "first"),
+        ).reset_index()
+        summary["n_replicates"] = n_reps
+        kept = summary[summary["n_replicates_batch_wide"] >= n_reps / 2]
+        kept = kept.sort_values(["default_rank", "gene"], kind="stable").drop_duplicates("gene")
+        g1, g2 = groups.get(str(cid), ("", ""))
+        frames.append(kept.assign(comparison_id=str(cid), group1=g1, group2=g2))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=REJECTED_COLUMNS)
+    return out.reindex(columns=REJECTED_COLUMNS).reset_index(drop=True)
+
+
+def markers_adata(adata: AnnData, markers: pd.DataFrame, rejected: pd.DataFrame, *, group_key: str, batch_key: str,
+                  normalized: AnnData | None = None) -> AnnData:
+    """``markers.h5ad``: every cell x the marker and rejected genes (module docstring).
+
+    Parameters
+    ----------
+    adata
+        ``clustered.h5ad`` (raw counts in ``X``).
+    normalized
+        ``normalized.h5ad`` (optional): its ``scvi_norm__`` layers are copied for
+        the genes it has (NaN for the others).
+
+    Returns
+    -------
+    The AnnData; ``uns['desweep_markers']`` and ``uns['desweep_markers__<comparison_id>']``.
+    """
+    import anndata as ad
+    import scipy.sparse as sp
+
+    names = list(dict.fromkeys([*markers["gene"].astype(str), *rejected["gene"].astype(str)]))
+    genes = [g for g in names if g in adata.var_names]
+    sub = adata[:, genes]
+    x = sub.X.copy() if sp.issparse(sub.X) else sp.csr_matrix(np.asarray(sub.X))
+    obs = pd.DataFrame({group_key: pd.Categorical(adata.obs[group_key].astype(str)),
+                        batch_key: pd.Categorical(adata.obs[batch_key].astype(str))}, index=adata.obs_names)
+    var = pd.DataFrame({"is_marker": [g in set(markers["gene"].astype(str)) for g in genes],
+                        "is_rejected": [g in set(rejected["gene"].astype(str)) for g in genes]}, index=pd.Index(genes))
+    out = ad.AnnData(X=x, obs=obs, var=var)
+    if normalized is not None:
+        for layer in normalized.layers:
+            if layer.startswith(keys.NORM_LAYER_PREFIX):
+                out.layers[layer] = _layer(normalized, layer, adata.obs_names, genes)
+    for key, part in [(UNS_MARKERS, markers), *((f"{UNS_MARKERS}__{cid}", p) for cid, p in markers.groupby("comparison_id", sort=False))]:
+        structure = rank_genes_groups_structure(part, genes, group_key=group_key)
+        if structure is not None:
+            out.uns[key] = structure
+    return out
+
+
+def _layer(normalized: AnnData, layer: str, cells: pd.Index, genes: list[str]) -> np.ndarray:
+    values = np.full((len(cells), len(genes)), np.nan, dtype=np.float32)
+    have = [i for i, g in enumerate(genes) if g in normalized.var_names]
+    rows = normalized.obs_names.get_indexer(cells)
+    if have and (rows >= 0).all():
+        cols = normalized.var_names.get_indexer([genes[i] for i in have])
+        data = normalized.layers[layer][:, cols]
+        data = data.toarray() if hasattr(data, "toarray") else np.asarray(data)
+        values[:, have] = data[rows]
+    return values
+
+
+def rank_genes_groups_structure(markers: pd.DataFrame, genes: list[str], *, group_key: str) -> dict | None:
+    """Markers as scanpy's ``rank_genes_groups`` result: recarrays ``names``, ``scores``, ``logfoldchanges``, ... per group.
+
+    ``None`` when no group has a marker.
+    """
+    by_group: dict[str, pd.DataFrame] = {}
+    for group, part in markers.groupby("high_group", sort=True):
+        part = part.sort_values(["support", "rank"], ascending=[False, True], kind="stable").drop_duplicates("gene")
+        by_group[str(group)] = part[part["gene"].astype(str).isin(genes)]
+    length = max((len(p) for p in by_group.values()), default=0)
+    fields: dict[str, list[np.ndarray]] = {"names": [], "scores": [], "logfoldchanges": [], "pvals": [], "pvals_adj": []}
+    for part in by_group.values():
+        own = part["gene"].astype(str).tolist()
+        pad = [g for g in genes if g not in set(own)][: length - len(own)]
+        lfc = pd.to_numeric(part["lfc_mean"], errors="coerce").to_numpy(dtype=float)
+        sign = np.where(part["high_group"].astype(str).to_numpy() == part["group1"].astype(str).to_numpy(), 1.0, -1.0)
+        fields["names"].append(np.array(own + pad, dtype=object))
+        fields["scores"].append(np.concatenate([part["support"].to_numpy(dtype=np.float32), np.zeros(len(pad), np.float32)]))
+        fields["logfoldchanges"].append(np.concatenate([(lfc * sign).astype(np.float32), np.full(len(pad), np.nan, np.float32)]))
+        fields["pvals"].append(np.full(length, np.nan))
+        fields["pvals_adj"].append(np.full(length, np.nan))
+    groups = list(by_group)
+    if not groups:
+        return None
+    result: dict = {"params": {"groupby": group_key, "reference": "rest", "method": "desweep", "use_raw": False,
+                               "layer": "", "corr_method": "none"},
+                    "n_markers": np.rec.fromarrays([np.array([len(p)]) for p in by_group.values()], names=groups)}
+    for field, columns in fields.items():
+        result[field] = np.rec.fromarrays(columns, names=groups)
+    return result

@@ -1,0 +1,220 @@
+"""The answer (issue #13): settings scored over seeds and models, the recommendation, consensus markers,
+rejected genes and markers.h5ad, on planted truth with replicates (models x seeds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from desweep import keys
+from test_diagnose import planted_inputs, truth_table
+
+TOP_N = 50
+MODELS, SEEDS = (0, 1), (0, 1)
+#: kind of truth table -> (batch_correction, mode): "naive" is scvi-tools' default call
+KINDS = {"corrected": (True, "change"), "naive": (False, "vanilla"), "noise": (True, "vanilla")}
+
+
+def replicated_plan(comparisons: pd.DataFrame, adata, *, kinds=KINDS, models=MODELS, seeds=SEEDS, table=truth_table):
+    """A plan of settings x models x seeds; each combination's table from the truth with its own noise."""
+    rows, tables = [], {}
+    for i, (_, comp) in enumerate(comparisons.iterrows()):
+        for j, (kind, (bc, mode)) in enumerate(kinds.items()):
+            setting = f"{comp['comparison_id']}__{kind}"
+            for model in models:
+                for seed in seeds:
+                    cid = f"{setting}__model{model}__seed{seed}"
+                    rows.append({"combination_id": cid, "setting_id": setting, "comparison_id": comp["comparison_id"],
+                                 "group1": comp["group1"], "group2": comp["group2"], "batch_correction": bc, "mode": mode,
+                                 "delta": 0.25 if mode == "change" else np.nan, "weights": "uniform",
+                                 "filter_outlier_cells": False, "fdr_target": 0.05, "batchid1": "", "batchid2": "",
+                                 "model": model, "seed": seed})
+                    tables[cid] = table(adata, comp, kind, seed=1000 * i + 100 * j + 10 * model + seed)
+    return pd.DataFrame(rows), tables
+
+
+@pytest.fixture(scope="module")
+def planted(sim_small):
+    return planted_inputs(sim_small, replicated_plan)
+
+
+@pytest.fixture(scope="module")
+def answer(planted):
+    from desweep.diagnose import diagnose
+
+    adata, comparisons, plan, tables = planted
+    return diagnose(adata, plan, tables, comparisons, top_n=TOP_N)
+
+
+def planted_markers(var: pd.DataFrame, comp: pd.Series) -> set[str]:
+    return set(var.index[(var["truth_pattern"] == "marker") & var["truth_cluster"].isin([comp["group1"], comp["group2"]])])
+
+
+# --------------------------------------------------------------------------- settings, not seeds
+def test_setting_scores_average_models_and_seeds(planted, answer):
+    _, comparisons, plan, _ = planted
+    by_rep, scores = answer["setting_scores_by_replicate"], answer["setting_scores"]
+    assert list(by_rep["combination_id"]) == list(plan["combination_id"])
+    assert {"setting_id", "model", "seed", "share_cluster_specific", "status"} <= set(by_rep.columns)
+    assert len(scores) == plan["setting_id"].nunique() == 3 * len(comparisons)
+    assert (scores["n_replicates"] == len(MODELS) * len(SEEDS)).all()
+    for _, row in scores.iterrows():
+        reps = by_rep[by_rep["setting_id"] == row["setting_id"]]
+        assert row["share_cluster_specific_mean"] == pytest.approx(reps["share_cluster_specific"].mean())
+        assert row["share_cluster_specific_sd"] == pytest.approx(reps["share_cluster_specific"].std(ddof=1))
+        assert row["share_batch_wide_mean"] == pytest.approx(reps["share_batch_wide"].mean())
+        assert row["is_default"] == row["setting_id"].endswith("__naive")
+    assert scores["setting"].str.contains("batch_correction=").all() and not scores["setting"].str.contains("seed").any()
+
+
+def test_recommendation_names_a_setting_with_its_model_spread(planted, answer):
+    _, comparisons, _, _ = planted
+    rec = answer["recommendations"].set_index("comparison_id")
+    by_rep = answer["setting_scores_by_replicate"]
+    assert list(rec.index) == list(comparisons["comparison_id"])
+    for cid, row in rec.iterrows():
+        assert row["recommended_setting_id"] == f"{cid}__corrected" and row["status"] == "ok"
+        assert row["default_setting_id"] == f"{cid}__naive" and row["default_share_batch_wide"] >= 0.3
+        assert row["n_models"] == 2 and not row["all_settings_agree"] and row["n_recommended_settings"] == 1
+        per_model = by_rep[by_rep["setting_id"] == row["recommended_setting_id"]].groupby("model")["share_cluster_specific"].mean()
+        assert row["model_spread_sd"] == pytest.approx(per_model.std(ddof=1), abs=1e-12)
+        assert "batch-wide genes in its top" in row["reason"] and "consensus marker" in row["reason"]
+    no_cell_lists = [c for c in rec.columns if rec[c].astype(str).str.contains(";").any()]
+    assert not no_cell_lists
+
+
+def test_model_spread_is_nan_with_one_model(planted):
+    from desweep.diagnose import diagnose
+
+    adata, comparisons, plan, tables = planted
+    one = plan[plan["model"] == 0]
+    rec = diagnose(adata, one, {c: tables[c] for c in one["combination_id"]}, comparisons, top_n=TOP_N)["recommendations"]
+    assert rec["model_spread_sd"].isna().all() and (rec["n_models"] == 1).all()
+
+
+def test_every_setting_agreeing_is_said(planted):
+    """Identical tables for every setting: all in the tie band, and the reason says so."""
+    from desweep.diagnose import diagnose
+
+    adata, comparisons, _, _ = planted
+    same = {k: v for k, v in KINDS.items() if k != "noise"}
+    plan, tables = replicated_plan(comparisons.iloc[:1], adata, kinds=same,
+                                   table=lambda a, c, kind, seed: truth_table(a, c, "corrected", seed=seed % 100))
+    out = diagnose(adata, plan, tables, comparisons, top_n=TOP_N)
+    rec = out["recommendations"].iloc[0]
+    assert bool(rec["all_settings_agree"]) and rec["n_recommended_settings"] == 2
+    assert "Every setting agrees" in rec["reason"]
+    band = out["recommended_settings"]
+    assert len(band) == 2 and band["is_best"].sum() == 1
+    assert band.loc[band["is_best"], "setting_id"].item() == rec["recommended_setting_id"]
+
+
+# --------------------------------------------------------------------------- consensus markers
+def test_markers_follow_the_documented_rule(answer):
+    """Re-derive the rule from gene_patterns: cluster-specific in the top N of at least half the recommended replicates."""
+    patterns, scores, by_rep = answer["gene_patterns"], answer["setting_scores"], answer["setting_scores_by_replicate"]
+    markers = answer["markers"]
+    for cid, band in scores[scores["recommended"]].groupby("comparison_id"):
+        reps = by_rep[by_rep["setting_id"].isin(band["setting_id"])]
+        calls = patterns[patterns["combination_id"].isin(reps["combination_id"]) & (patterns["pattern"] == "cluster_specific")]
+        support = calls.groupby("gene")["combination_id"].nunique() / len(reps)
+        expected = set(support.index[support >= 0.5])
+        got = markers[markers["comparison_id"] == cid]
+        assert set(got["gene"]) == expected and len(expected) >= 20
+        assert list(got["rank"]) == list(range(1, len(got) + 1))
+        assert (got["support"].diff().dropna() <= 1e-12).all()  # ranked by support first
+        # every marker is in the top N of the settings that support it
+        assert set(got["gene"]) <= set(patterns.loc[patterns["combination_id"].isin(reps["combination_id"]), "gene"])
+        assert (got["n_seeds_supporting"] <= len(SEEDS)).all() and (got["n_models_supporting"] <= len(MODELS)).all()
+        assert (got["pattern"] == "cluster_specific").all()
+
+
+def test_a_gene_needs_half_of_the_replicates(planted):
+    """A marker pushed out of the top N in 3 of 4 replicates is dropped; out of 2 of 4, it stays."""
+    from desweep.diagnose import diagnose
+
+    adata, comparisons, plan, tables = planted
+    cid = comparisons["comparison_id"].iloc[0]
+    base = diagnose(adata, plan, tables, comparisons, top_n=TOP_N)["markers"]
+    first = base[base["comparison_id"] == cid]
+    gene_a, gene_b = first["gene"].iloc[0], first["gene"].iloc[1]
+    reps = [f"{cid}__corrected__model{m}__seed{s}" for m in MODELS for s in SEEDS]
+    edited = dict(tables)
+    for rep, genes in zip(reps, ([gene_a, gene_b], [gene_a, gene_b], [gene_a], []), strict=True):
+        table = edited[rep].copy()
+        moved = table["gene"].isin(genes)
+        table = pd.concat([table[~moved], table[moved]], ignore_index=True)  # to the bottom
+        edited[rep] = table.assign(rank=np.arange(1, len(table) + 1))
+    markers = diagnose(adata, plan, edited, comparisons, top_n=TOP_N)["markers"]
+    kept = set(markers.loc[markers["comparison_id"] == cid, "gene"])
+    assert gene_a not in kept  # in the top N of 1 of 4 replicates
+    assert gene_b in kept  # 2 of 4
+    row = markers[(markers["comparison_id"] == cid) & (markers["gene"] == gene_b)].iloc[0]
+    assert row["support"] == 0.5 and row["n_replicates_supporting"] == 2 and row["n_models_supporting"] == 1
+
+
+def test_markers_are_planted_and_never_batch_wide(planted, answer):
+    adata, comparisons, _, _ = planted
+    var = adata.var
+    for _, comp in comparisons.iterrows():
+        got = answer["markers"][answer["markers"]["comparison_id"] == comp["comparison_id"]]
+        assert got["gene"].isin(planted_markers(var, comp)).mean() >= 0.95
+        assert not got["gene"].map(var["truth_pattern"]).eq("batch_wide").any()
+        high_of = var.loc[got["gene"], "truth_cluster"].to_numpy()
+        assert (got["high_group"].to_numpy() == high_of).mean() >= 0.95
+
+
+def test_rejected_are_the_defaults_batch_wide_genes(planted, answer):
+    adata, comparisons, _, _ = planted
+    rejected, patterns = answer["rejected"], answer["gene_patterns"]
+    assert list(rejected.columns[:6]) == ["comparison_id", "group1", "group2", "gene", "default_rank", "high_group"]
+    for cid, part in rejected.groupby("comparison_id"):
+        default = patterns[(patterns["setting_id"] == f"{cid}__naive") & (patterns["pattern"] == "batch_wide")]
+        counts = default.groupby("gene")["combination_id"].nunique()
+        assert set(part["gene"]) == set(counts.index[counts >= 2])  # half of the 4 replicates
+        assert part["gene"].map(adata.var["truth_pattern"]).eq("batch_wide").mean() >= 0.9
+        assert (part["batch_shift_lfc"] > 0).all() and part["reason"].str.len().gt(0).all()
+        assert (part["n_replicates"] == 4).all()
+    counts = rejected["comparison_id"].value_counts()
+    rec = answer["recommendations"].set_index("comparison_id")
+    assert (rec["n_rejected"] == counts.reindex(rec.index).fillna(0)).all()
+
+
+# --------------------------------------------------------------------------- markers.h5ad
+def test_markers_h5ad_draws_a_scanpy_dotplot(planted, answer, tmp_path):
+    import anndata as ad
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    from desweep.diagnose import markers_adata
+
+    adata, comparisons, _, _ = planted
+    normalized = ad.AnnData(X=np.zeros((adata.n_obs, 3), dtype=np.float32), obs=adata.obs[[]],
+                            var=pd.DataFrame(index=adata.var_names[:3]))
+    normalized.layers[f"{keys.NORM_LAYER_PREFIX}own_batch"] = np.ones((adata.n_obs, 3), dtype=np.float32)
+    markers, rejected = answer["markers"], answer["rejected"]
+    out = markers_adata(adata, markers, rejected, group_key="cell_type", batch_key="batch", normalized=normalized)
+    path = tmp_path / keys.MARKERS_H5AD
+    out.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    assert back.n_obs == adata.n_obs and set(back.var_names) == set(markers["gene"]) | set(rejected["gene"])
+    assert np.array_equal(back.X.toarray(), adata[:, back.var_names].X.toarray())  # raw counts
+    assert {"cell_type", "batch"} <= set(back.obs.columns)
+    layer = back.layers[f"{keys.NORM_LAYER_PREFIX}own_batch"]
+    have = back.var_names.isin(adata.var_names[:3])
+    assert np.all(layer[:, have] == 1) and np.isnan(layer[:, ~have]).all()
+    uns = back.uns[keys.UNS_MARKERS]
+    for group in uns["names"].dtype.names:
+        own = markers[markers["high_group"] == group].sort_values(["support", "rank"], ascending=[False, True]).drop_duplicates("gene")
+        n = int(uns["n_markers"][group][0])
+        assert n == len(own) and list(uns["names"][group][:n]) == list(own["gene"])
+    for cid in comparisons["comparison_id"]:
+        assert f"{keys.UNS_MARKERS}__{cid}" in back.uns
+    fig = sc.pl.rank_genes_groups_dotplot(back, key=keys.UNS_MARKERS, n_genes=5, show=False, return_fig=True)
+    assert fig is not None
+    table = sc.get.rank_genes_groups_df(back, group="only_batch0", key=keys.UNS_MARKERS)
+    assert list(table["names"][:3]) == list(markers[markers["high_group"] == "only_batch0"].sort_values(
+        ["support", "rank"], ascending=[False, True]).drop_duplicates("gene")["gene"][:3])
