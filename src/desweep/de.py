@@ -80,6 +80,7 @@ import pandas as pd
 
 from desweep.errors import DesweepInputError
 from desweep.plan import PLAN_COLUMNS
+from desweep.progress import ProgressLog
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -749,7 +750,7 @@ def run_group(
         })
     if context is not None and not use_scvi:
         _release(ctx, key)
-    logger.info("%s: %d combinations in %.1f s", sampling_key, len(rows), time.perf_counter() - start)
+    logger.debug("%s: %d combinations in %.1f s", sampling_key, len(rows), time.perf_counter() - start)
     return tables, pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
 
 
@@ -794,9 +795,10 @@ def run_sweep(
     ranks: dict[str, pd.DataFrame] = {}
     partials = []
     keys = sampling_keys(plan)
+    progress = sweep_progress(plan, keys)
     for i, key in enumerate(keys, 1):
-        logger.info("[%d/%d] %s", i, len(keys), key)
         tables, summary = run_group(adata, model, plan, key, group_key=group_key, context=ctx)
+        progress.update(i, f"{key} ({len(tables)} combinations)")
         for cid, table in tables.items():
             ranks[cid] = table[["gene", "rank", "is_de_fdr"]]
             if on_table is not None:
@@ -809,6 +811,13 @@ def run_sweep(
     summary = merge_summaries(partials, plan)
     return SweepResult(summary=summary, stability=stability(ranks, plan, top_n=top_n), tables=keep,
                        seconds=time.perf_counter() - start, decode_seconds=ctx.decode_seconds)
+
+
+def sweep_progress(plan: pd.DataFrame, keys: list[str]) -> ProgressLog:
+    """Progress lines for a sweep over ``keys``: one per tenth of them (:class:`desweep.progress.ProgressLog`)."""
+    n_combinations = int(plan["sampling_key"].isin(keys).sum())
+    logger.info("DE sweep: %d combinations in %d sampling keys", n_combinations, len(keys))
+    return ProgressLog(logger, "DE sweep", len(keys), unit="sampling key")
 
 
 # --------------------------------------------------------------------------- merging

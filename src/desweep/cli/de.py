@@ -114,12 +114,13 @@ def _run(plan, *, plan_path: Path, adata_path: Path, model_dir: Path, keys_to_ru
     context = sweep.make_context(adata, model, plan, group_key=data_keys.group_key, keys=keys_to_run, n_samples=n_samples,
                                  batch_size=batch_size, sampling=sampling)
     start = time.perf_counter()
+    progress = sweep.sweep_progress(plan, keys_to_run)
     for i, key in enumerate(keys_to_run, 1):
         tables, summary = sweep.run_group(adata, model, plan, key, group_key=data_keys.group_key, context=context)
         for cid, table in tables.items():
             write_csv(table, outdir / keys.DE_TABLES_DIR / f"{cid}.csv")
         write_csv(summary, outdir / keys.DE_PARTIAL_SUMMARY_DIR / f"{key}.csv")
-        click.echo(f"[{i}/{len(keys_to_run)}] {key}: {len(tables)} tables")
+        progress.update(i, f"{key} ({len(tables)} tables)")
     click.echo(f"{len(keys_to_run)} sampling keys in {time.perf_counter() - start:.1f} s "
                f"(decoding {context.decode_seconds:.1f} s, {sampling} sampling)")
 
