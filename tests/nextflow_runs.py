@@ -34,6 +34,7 @@ CONTRACT_FILES = [
     (keys.STEP_DE, keys.PLAN_CSV), (keys.STEP_DE, keys.PLAN_SKIPPED_CSV), (keys.STEP_DE, keys.DE_TABLES_DIR),
     (keys.STEP_DE, keys.DE_SUMMARY_CSV), (keys.STEP_DE, keys.DE_STABILITY_CSV),
     (keys.STEP_NORMALIZE, keys.NORMALIZED_H5AD), (keys.STEP_NORMALIZE, keys.CLUSTER_BATCH_MEANS_CSV),
+    (keys.STEP_NORMALIZE, keys.LAYER_GENES_CSV),
     (keys.STEP_DIAGNOSE, keys.GENE_PATTERNS_CSV), (keys.STEP_DIAGNOSE, keys.SETTING_SCORES_CSV),
     (keys.STEP_DIAGNOSE, keys.CONCORDANCE_CSV), (keys.STEP_DIAGNOSE, keys.RECOMMENDATIONS_CSV),
     (keys.STEP_BASELINES, "wilcoxon.csv"), (keys.STEP_BASELINES, "pseudobulk.csv"),

@@ -54,7 +54,13 @@ workflow DESWEEP {
     )
     ch_versions = ch_versions.mix(DE_SWEEP.out.versions)
 
-    NORMALIZE(CLUSTER.out.h5ad.join(INTEGRATE.out.model))
+    // after the sweep: the layers hold the top genes of its tables
+    NORMALIZE(
+        CLUSTER.out.h5ad
+            .join(INTEGRATE.out.model)
+            .join(DE_SWEEP.out.plan)
+            .join(DE_SWEEP.out.tables)
+    )
     ch_versions = ch_versions.mix(NORMALIZE.out.versions)
 
     BASELINES(

@@ -57,6 +57,13 @@ def _path(outdir: Path, *parts: str) -> str:
     return str(outdir.joinpath(*parts))
 
 
+def _diagnose_top_n(config: dict[str, Any]) -> list[str]:
+    """``--top-n`` of diagnose, when the config sets it (a step's own options come later and win)."""
+    options = config["steps"].get("diagnose", {})
+    value = options.get("top_n", options.get("top-n"))
+    return [] if value is None else ["--top-n", str(value)]
+
+
 STEPS: tuple[Step, ...] = (
     Step("validate", keys.STEP_VALIDATE, (keys.VALIDATED_H5AD,), (),
          lambda c, o: ["-i", str(c["input"]), "--batch-key", c["batch_key"]]
@@ -74,8 +81,12 @@ STEPS: tuple[Step, ...] = (
     Step("de", keys.STEP_DE, (keys.DE_TABLES_DIR, keys.DE_SUMMARY_CSV, keys.DE_STABILITY_CSV), ("plan", "integrate", "cluster"),
          lambda c, o: ["--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV), "--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD),
                        "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR), "--all"]),
-    Step("normalize", keys.STEP_NORMALIZE, (keys.NORMALIZED_H5AD, keys.CLUSTER_BATCH_MEANS_CSV), ("integrate", "cluster"),
-         lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR)]),
+    # normalize keeps layers for the DE tables' top genes: those diagnose classifies (its --top-n)
+    Step("normalize", keys.STEP_NORMALIZE, (keys.NORMALIZED_H5AD, keys.CLUSTER_BATCH_MEANS_CSV, keys.LAYER_GENES_CSV),
+         ("integrate", "cluster", "de"),
+         lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR),
+                       "--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV), "--tables", _path(o, keys.STEP_DE, keys.DE_TABLES_DIR)]
+         + _diagnose_top_n(c)),
     Step("diagnose", keys.STEP_DIAGNOSE, (keys.GENE_PATTERNS_CSV, keys.SETTING_SCORES_CSV, keys.CONCORDANCE_CSV), ("de", "normalize"),
          lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV),
                        "--tables", _path(o, keys.STEP_DE, keys.DE_TABLES_DIR),
