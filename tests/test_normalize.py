@@ -468,6 +468,6 @@ def test_cli_normalize_errors_are_one_line(pipeline_dirs, tmp_path):
     assert result.exit_code == 1 and "Error: --choices: nope: unknown choice" in result.output
     result = CliRunner().invoke(cli, [*base, "--genes", "missing/genes.txt"])
     assert result.exit_code == 1 and "Error: missing/genes.txt: --genes: file does not exist" in result.output
-    result = CliRunner().invoke(cli, [*base, "--max-memory-gb", "0.001", "--threads", "1"])
+    result = CliRunner().invoke(cli, [*base, "--all-genes", "--max-memory-gb", "0.001", "--threads", "1"])
     assert result.exit_code == 1 and "Error: --max-memory-gb: max_memory_gb:" in result.output
     assert not (tmp_path / "out").exists()  # nothing written on errors
