@@ -98,3 +98,19 @@ def test_same_inputs_and_seed_give_byte_identical_tables(tiny_input: Path, tmp_p
     assert len(tables) >= 5
     different = [str(t) for t in tables if not filecmp.cmp(tmp_path / "a" / t, tmp_path / "b" / t, shallow=False)]
     assert different == []
+
+
+def test_normalize_runs_after_the_sweep_with_diagnose_top_n(tmp_path: Path):
+    """normalize reads the DE tables (their top genes, diagnose's --top-n); its own option still wins."""
+    from desweep.runner import available_steps, load_config, step_arguments
+
+    steps = {step.name: step for step in available_steps()}
+    assert list(steps).index("de") < list(steps).index("normalize") and "de" in steps["normalize"].depends
+    config = load_config(None, {"input": str(tmp_path / "x.h5ad"), "outdir": str(tmp_path), "steps": {"diagnose": {"top_n": 20}}})
+    args = step_arguments(steps["normalize"], config, tmp_path)
+    assert args[args.index("--plan") + 1] == str(tmp_path / keys.STEP_DE / keys.PLAN_CSV)
+    assert args[args.index("--tables") + 1] == str(tmp_path / keys.STEP_DE / keys.DE_TABLES_DIR)
+    assert args[args.index("--top-n") + 1] == "20"
+    config["steps"]["normalize"] = {"top_n": 7}
+    args = step_arguments(steps["normalize"], config, tmp_path)
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--top-n"][-1] == "7"
