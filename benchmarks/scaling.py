@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """How each step's wall time and peak memory grow with the number of cells.
 
-Simulates 2,000 / 10,000 / 50,000 (and optionally 100,000) cells x 2,000 genes,
-runs every step of `desweep run` in its own process with the same arguments the
-runner uses (integrate with a fixed number of epochs, the 16-combination grid
-benchmarks/grid16.yaml on the confounded comparison), and prints wall time, peak memory and the growth
-exponent between consecutive sizes (1.0 = linear in cells).
+Simulates 10,000 / 50,000 / 100,000 cells (or --sizes) x 2,000 genes, runs every
+step of `desweep run` in its own process with the same arguments the runner
+uses (integrate with a fixed number of epochs, the default grid on the
+confounded comparison), and prints wall time, peak memory and the growth
+exponent between consecutive sizes (1.0 = linear in cells). Two extra rows run
+on the same inputs: `cluster` with the exact kNN search (`--neighbors exact`)
+and `normalize --all-genes` (layers for every gene, what normalize wrote
+before it kept the DE tables' top genes), with the size of normalized.h5ad.
 
-    .venv/bin/python benchmarks/scaling.py --sizes 2000,10000,50000,100000 --epochs 5 --threads 2
+    .venv/bin/python benchmarks/scaling.py --sizes 10000,50000,100000 --epochs 2 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,53 +26,82 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _timing import Measurement, run_step  # noqa: E402
 
+from desweep import keys  # noqa: E402
 from desweep.runner import available_steps, load_config, step_arguments  # noqa: E402
+
+#: extra rows: (name, the step's options), each written under OUTDIR/variants/<name>
+EXTRA = {"cluster": ("cluster_exact", {"neighbors": "exact"}), "normalize": ("normalize_all", {"all_genes": True})}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="2000,10000,50000", help="Comma-separated cell counts.")
+    parser.add_argument("--sizes", default="10000,50000,100000", help="Comma-separated cell counts.")
     parser.add_argument("--genes", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=5, help="Fixed training epochs (no early stopping).")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2, help="Fixed training epochs (no early stopping).")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--grid", type=Path, default=None, help="DE grid YAML (default: desweep's default grid).")
+    parser.add_argument("--no-extra", action="store_true", help="Skip the exact-kNN cluster and --all-genes normalize rows.")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="desweep-scaling-"))
     results: dict[int, dict[str, Measurement]] = {}
+    files: dict[int, dict[str, float]] = {}
     for n_cells in sizes:
-        results[n_cells] = measure(n_cells, args, workdir / f"n{n_cells}")
-        print_table(results, sizes[: len(results)])
-    print(f"\nworkdir: {workdir}")
+        results[n_cells], files[n_cells] = measure(n_cells, args, workdir / f"n{n_cells}")
+        print_table(results, files, sizes[: len(results)])
+    print(f"\nworkdir: {workdir}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
-def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> dict[str, Measurement]:
+def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> tuple[dict[str, Measurement], dict[str, float]]:
     data = outdir / "input.h5ad"
     measured = {"simulate": run_step(["simulate", "-o", str(data), "--n-cells", str(n_cells), "--n-genes", str(args.genes)])}
-    config = load_config(None, {
-        "input": str(data), "outdir": str(outdir), "labels_key": "cell_type", "threads": args.threads,
-        "steps": {
-            "integrate": {"max_epochs": args.epochs, "early_stopping": False, "n_top_genes": 0},
-            "composition": {"comparisons": "only_batch0:only_batch1"},
-            "plan": {"grid": str(Path(__file__).parent / "grid16.yaml")},
-        },
-    })
+    steps = {
+        "integrate": {"max_epochs": args.epochs, "early_stopping": False, "n_top_genes": 0},
+        "composition": {"comparisons": "only_batch0:only_batch1"},
+    }
+    if args.grid:
+        steps["plan"] = {"grid": str(args.grid)}
+    config = load_config(None, {"input": str(data), "outdir": str(outdir), "labels_key": "cell_type", "threads": args.threads,
+                                "steps": steps})
     for step in available_steps():
-        measured[step.name] = run_step([step.name, *step_arguments(step, config, outdir)])
-        print(f"  {n_cells:>7} cells  {step.name:<12} {measured[step.name].seconds:8.1f} s {measured[step.name].peak_mib:8.0f} MiB", flush=True)
-    return measured
+        measured[step.name] = report(n_cells, step.name, run_step([step.name, *step_arguments(step, config, outdir)]))
+        if step.name in EXTRA and not args.no_extra:
+            name, options = EXTRA[step.name]
+            variant = load_config(None, {**config, "steps": {**config["steps"], step.name: options}})
+            arguments = step_arguments(step, variant, outdir)
+            arguments[arguments.index("--outdir") + 1] = str(outdir / "variants" / name)
+            measured[name] = report(n_cells, name, run_step([step.name, *arguments]))
+    sizes = {"normalized.h5ad MiB": _mib(outdir / keys.STEP_NORMALIZE / keys.NORMALIZED_H5AD)}
+    if not args.no_extra:
+        sizes["normalized.h5ad --all-genes MiB"] = _mib(outdir / "variants" / EXTRA["normalize"][0] / keys.NORMALIZED_H5AD)
+    sizes["layer genes"] = float(sum(1 for _ in open(outdir / keys.STEP_NORMALIZE / keys.LAYER_GENES_CSV)) - 1)
+    print(f"  {n_cells:>7} cells  " + ", ".join(f"{k} {v:.0f}" for k, v in sizes.items()), flush=True)
+    return measured, sizes
 
 
-def print_table(results: dict[int, dict[str, Measurement]], sizes: list[int]) -> None:
+def report(n_cells: int, name: str, measurement: Measurement) -> Measurement:
+    print(f"  {n_cells:>7} cells  {name:<14} {measurement.seconds:8.1f} s {measurement.peak_mib:8.0f} MiB "
+          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    return measurement
+
+
+def _mib(path: Path) -> float:
+    return path.stat().st_size / 2**20 if path.exists() else float("nan")
+
+
+def print_table(results: dict[int, dict[str, Measurement]], files: dict[int, dict[str, float]], sizes: list[int]) -> None:
     steps = list(results[sizes[0]])
-    header = f"{'step':<12}" + "".join(f"{n:>10} s {n:>8} MiB" for n in sizes)
+    header = f"{'step':<14}" + "".join(f"{n:>10} s {n:>8} MiB" for n in sizes)
     header += "".join(f"  exp {a}->{b}" for a, b in zip(sizes, sizes[1:]))
     print("\n" + header)
     for step in steps:
-        row = f"{step:<12}" + "".join(f"{results[n][step].seconds:12.1f} {results[n][step].peak_mib:12.0f}" for n in sizes)
+        row = f"{step:<14}" + "".join(f"{results[n][step].seconds:12.1f} {results[n][step].peak_mib:12.0f}" for n in sizes)
         for a, b in zip(sizes, sizes[1:]):
             row += f"  {growth(results[a][step].seconds, results[b][step].seconds, a, b):>12.2f}"
         print(row)
+    for name in files[sizes[0]]:
+        print(f"{name:<14}" + "".join(f"{files[n][name]:25.0f}" for n in sizes))
 
 
 def growth(t1: float, t2: float, n1: int, n2: int) -> float:
