@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Measurement:
-    """Wall time (s) and peak resident memory (MiB) of one child process."""
+    """Wall time (s), peak resident memory (MiB) and the end of the log (stderr) of one child process."""
 
     seconds: float
     peak_mib: float
+    log: str = ""
 
 
 def run_step(args: list[str], *, env: dict[str, str] | None = None) -> Measurement:
@@ -31,7 +32,8 @@ def run_step(args: list[str], *, env: dict[str, str] | None = None) -> Measureme
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
+        stderr.seek(0)
+        log = stderr.read().decode(errors="replace")[-20000:]
         if proc.returncode != 0:
-            stderr.seek(0)
-            raise RuntimeError(f"desweep {args[0]} failed:\n{stderr.read().decode()[-3000:]}")
-    return Measurement(seconds, usage.ru_maxrss / 1024)
+            raise RuntimeError(f"desweep {args[0]} failed:\n{log[-3000:]}")
+    return Measurement(seconds, usage.ru_maxrss / 1024, log)
