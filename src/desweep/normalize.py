@@ -425,8 +425,9 @@ def export_normalized(
         ``mean_all_batches``, ``all_batches_samples``); default: every batch of
         the model.
     genes
-        Genes to export (any order; written in model order); default every
-        modelled gene. Genes the model lacks are skipped with a warning.
+        Genes whose layers to export (any order; written in model order);
+        default every modelled gene. Genes the model lacks are skipped with a
+        warning. The means cover every modelled gene in any case.
     library_size
         ``"latent"`` (each cell's own library size: expected counts), or a
         number every cell is scaled to (``1`` gives frequencies, ``1e4``
@@ -454,7 +455,8 @@ def export_normalized(
     counts; ``obs``/``obsm`` copied; one layer per :class:`LayerSpec`;
     ``uns['desweep_normalize']`` with the parameters and the ``layers`` table),
     and the long table of :func:`cluster_batch_means` over every layer except
-    the posterior samples.
+    the posterior samples, for every modelled gene whatever ``genes`` is
+    (summed while decoding, so the layers of other genes are never kept).
     """
     import anndata as ad
     import scvi
