@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--grid", type=Path, default=None, help="DE grid YAML (default: desweep's default grid).")
     parser.add_argument("--no-extra", action="store_true", help="Skip the exact-kNN cluster and --all-genes normalize rows.")
+    parser.add_argument("--project", type=int, default=1_000_000,
+                        help="Project time and memory to this many cells from the last two sizes' exponents (0: no projection).")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -50,6 +52,8 @@ def main() -> None:
     for n_cells in sizes:
         results[n_cells], files[n_cells] = measure(n_cells, args, workdir / f"n{n_cells}")
         print_table(results, files, sizes[: len(results)])
+    if args.project and len(sizes) >= 2:
+        print_projection(results, sizes[-2], sizes[-1], args.project)
     print(f"\nworkdir: {workdir}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
@@ -102,6 +106,25 @@ def print_table(results: dict[int, dict[str, Measurement]], files: dict[int, dic
         print(row)
     for name in files[sizes[0]]:
         print(f"{name:<14}" + "".join(f"{files[n][name]:25.0f}" for n in sizes))
+
+
+def print_projection(results: dict[int, dict[str, Measurement]], n1: int, n2: int, target: int) -> None:
+    """A projection, not a measurement, from the two largest sizes ``n1 < n2``.
+
+    Time grows from ``n2`` with the step's ``n1 -> n2`` exponent (below 0 counts
+    as 0: a cost that did not grow stays). Peak memory is a fixed part (imports,
+    buffers) plus a part linear in cells, both from the two sizes: what the data
+    held in memory does.
+    """
+    print(f"\nPROJECTION to {target} cells from {n1} and {n2} cells (not measured)")
+    print(f"{'step':<14}{'time':>12}{'peak memory':>16}")
+    for step, b in results[n2].items():
+        a = results[n1][step]
+        k_time = max(0.0, growth(a.seconds, b.seconds, n1, n2))
+        seconds = b.seconds * (target / n2) ** k_time
+        per_cell = max(0.0, (b.peak_mib - a.peak_mib) / (n2 - n1))
+        mib = b.peak_mib + per_cell * (target - n2)
+        print(f"{step:<14}{seconds / 60:10.1f} min{mib / 1024:12.1f} GiB   (time exponent {k_time:.2f}, {per_cell * 1024:.1f} KiB per cell)")
 
 
 def growth(t1: float, t2: float, n1: int, n2: int) -> float:
