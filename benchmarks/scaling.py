@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(variable, str(args.threads))  # every library in the children on --threads cores
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="desweep-scaling-"))
     results: dict[int, dict[str, Measurement]] = {}
     files: dict[int, dict[str, float]] = {}
@@ -59,7 +61,8 @@ def main() -> None:
 
 def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> tuple[dict[str, Measurement], dict[str, float]]:
     data = outdir / "input.h5ad"
-    measured = {"simulate": run_step(["simulate", "-o", str(data), "--n-cells", str(n_cells), "--n-genes", str(args.genes)])}
+    measured = {"simulate": report(n_cells, "simulate", run_step(["simulate", "-o", str(data), "--n-cells", str(n_cells),
+                                                                   "--n-genes", str(args.genes)]))}
     steps = {
         "integrate": {"max_epochs": args.epochs, "early_stopping": False, "n_top_genes": 0},
         "composition": {"comparisons": "only_batch0:only_batch1"},
@@ -85,8 +88,8 @@ def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> tuple[dict[
 
 
 def report(n_cells: int, name: str, measurement: Measurement) -> Measurement:
-    print(f"  {n_cells:>7} cells  {name:<14} {measurement.seconds:8.1f} s {measurement.peak_mib:8.0f} MiB "
-          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    print(f"  {n_cells:>7} cells  {name:<14} {measurement.seconds:8.1f} s wall {measurement.cpu_seconds:8.1f} s CPU "
+          f"{measurement.peak_mib:8.0f} MiB (load {os.getloadavg()[0]:.1f})", flush=True)
     return measurement
 
 
@@ -95,14 +98,17 @@ def _mib(path: Path) -> float:
 
 
 def print_table(results: dict[int, dict[str, Measurement]], files: dict[int, dict[str, float]], sizes: list[int]) -> None:
+    """Wall s, CPU s and peak MiB per size, then the growth exponents of the CPU time (and of the wall time)."""
     steps = list(results[sizes[0]])
-    header = f"{'step':<14}" + "".join(f"{n:>10} s {n:>8} MiB" for n in sizes)
-    header += "".join(f"  exp {a}->{b}" for a, b in zip(sizes, sizes[1:]))
+    header = f"{'step':<14}" + "".join(f"{n:>9} wall {n:>9} CPU {n:>7} MiB" for n in sizes)
+    header += "".join(f"  exp CPU (wall) {a}->{b}" for a, b in zip(sizes, sizes[1:]))
     print("\n" + header)
     for step in steps:
-        row = f"{step:<14}" + "".join(f"{results[n][step].seconds:12.1f} {results[n][step].peak_mib:12.0f}" for n in sizes)
+        row = f"{step:<14}" + "".join(f"{results[n][step].seconds:14.1f} {results[n][step].cpu_seconds:13.1f} "
+                                      f"{results[n][step].peak_mib:11.0f}" for n in sizes)
         for a, b in zip(sizes, sizes[1:]):
-            row += f"  {growth(results[a][step].seconds, results[b][step].seconds, a, b):>12.2f}"
+            ra, rb = results[a][step], results[b][step]
+            row += f"  {growth(ra.cpu_seconds, rb.cpu_seconds, a, b):>10.2f} ({growth(ra.seconds, rb.seconds, a, b):.2f})"
         print(row)
     for name in files[sizes[0]]:
         print(f"{name:<14}" + "".join(f"{files[n][name]:25.0f}" for n in sizes))
@@ -111,17 +117,18 @@ def print_table(results: dict[int, dict[str, Measurement]], files: dict[int, dic
 def print_projection(results: dict[int, dict[str, Measurement]], n1: int, n2: int, target: int) -> None:
     """A projection, not a measurement, from the two largest sizes ``n1 < n2``.
 
-    Time grows from ``n2`` with the step's ``n1 -> n2`` exponent (below 0 counts
-    as 0: a cost that did not grow stays). Peak memory is a fixed part (imports,
-    buffers) plus a part linear in cells, both from the two sizes: what the data
-    held in memory does.
+    CPU time grows from ``n2`` with the step's ``n1 -> n2`` exponent (below 0
+    counts as 0: a cost that did not grow stays); on one core, as measured, it
+    is the wall time of an unloaded machine. Peak memory is a fixed part
+    (imports, buffers) plus a part linear in cells, both from the two sizes: what
+    the data held in memory does.
     """
     print(f"\nPROJECTION to {target} cells from {n1} and {n2} cells (not measured)")
-    print(f"{'step':<14}{'time':>12}{'peak memory':>16}")
+    print(f"{'step':<14}{'CPU time':>12}{'peak memory':>16}")
     for step, b in results[n2].items():
         a = results[n1][step]
-        k_time = max(0.0, growth(a.seconds, b.seconds, n1, n2))
-        seconds = b.seconds * (target / n2) ** k_time
+        k_time = max(0.0, growth(a.cpu_seconds, b.cpu_seconds, n1, n2))
+        seconds = b.cpu_seconds * (target / n2) ** k_time
         per_cell = max(0.0, (b.peak_mib - a.peak_mib) / (n2 - n1))
         mib = b.peak_mib + per_cell * (target - n2)
         print(f"{step:<14}{seconds / 60:10.1f} min{mib / 1024:12.1f} GiB   (time exponent {k_time:.2f}, {per_cell * 1024:.1f} KiB per cell)")
