@@ -44,8 +44,13 @@ def main() -> None:
     parser.add_argument("--project", type=int, default=1_000_000,
                         help="Project time and memory to this many cells from the last two sizes' exponents (0: no projection).")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--from-step", default=None,
+                        help="Continue an interrupted run of one size in --workdir from this step (the earlier steps' "
+                             "outputs must be there; their rows are in the interrupted run's log).")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.from_step and (len(sizes) != 1 or args.workdir is None):
+        parser.error("--from-step continues one size in an existing --workdir")
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(variable, str(args.threads))  # every library in the children on --threads cores
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="desweep-scaling-"))
@@ -61,8 +66,10 @@ def main() -> None:
 
 def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> tuple[dict[str, Measurement], dict[str, float]]:
     data = outdir / "input.h5ad"
-    measured = {"simulate": report(n_cells, "simulate", run_step(["simulate", "-o", str(data), "--n-cells", str(n_cells),
-                                                                   "--n-genes", str(args.genes)]))}
+    measured = {}
+    if not args.from_step:
+        measured["simulate"] = report(n_cells, "simulate", run_step(["simulate", "-o", str(data), "--n-cells",
+                                                                     str(n_cells), "--n-genes", str(args.genes)]))
     steps = {
         "integrate": {"max_epochs": args.epochs, "early_stopping": False, "n_top_genes": 0},
         "composition": {"comparisons": "only_batch0:only_batch1"},
@@ -71,7 +78,8 @@ def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> tuple[dict[
         steps["plan"] = {"grid": str(args.grid)}
     config = load_config(None, {"input": str(data), "outdir": str(outdir), "labels_key": "cell_type", "threads": args.threads,
                                 "steps": steps})
-    for step in available_steps():
+    names = [step.name for step in available_steps()]
+    for step in available_steps()[names.index(args.from_step) if args.from_step else 0:]:
         measured[step.name] = report(n_cells, step.name, run_step([step.name, *step_arguments(step, config, outdir)]))
         if step.name in EXTRA and not args.no_extra:
             name, options = EXTRA[step.name]
