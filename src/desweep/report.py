@@ -458,7 +458,8 @@ def _normalized_section(results: Path) -> list[Item]:
         rows = _layers(h5ad)
         if rows:
             items.append(_table(section, "layers", "Normalized layers", pd.DataFrame(rows), row_id="layer",
-                                description=f"Layers of {keys.NORMALIZED_H5AD} (prefix {keys.NORM_LAYER_PREFIX}<choice>)."))
+                                description=f"Layers of {keys.NORMALIZED_H5AD} (prefix {keys.NORM_LAYER_PREFIX}<choice>). "
+                                + layer_genes_note(_read_csv(folder / keys.LAYER_GENES_CSV))))
     else:
         items.append(_missing(section, "normalized export", h5ad, "Run `desweep normalize`."))
     means = _read_csv(folder / keys.CLUSTER_BATCH_MEANS_CSV)
@@ -471,6 +472,19 @@ def _normalized_section(results: Path) -> list[Item]:
     elif h5ad.is_file():
         items.append(_missing(section, "cluster x batch means", folder / keys.CLUSTER_BATCH_MEANS_CSV))
     return items
+
+
+def layer_genes_note(layer_genes: pd.DataFrame | None) -> str:
+    """Which genes the normalized layers hold, in words, from ``layer_genes.csv`` (``gene, n_top_tables, requested``)."""
+    if layer_genes is None or not {"gene", "n_top_tables", "requested"} <= set(layer_genes.columns):
+        return f"{keys.LAYER_GENES_CSV} not available: which genes the layers hold is not known."
+    top = layer_genes["n_top_tables"] > 0
+    requested = layer_genes["requested"].astype(str).str.lower().eq("true")
+    counts = f"{int(top.sum())} among the top genes of at least one DE table, {int(requested.sum())} requested with --genes"
+    if not (top | requested).all():
+        return f"The layers hold every modelled gene ({len(layer_genes)}, --all-genes): {counts}; see {keys.LAYER_GENES_CSV}."
+    return (f"The layers hold {len(layer_genes)} genes, the union of {counts} (see {keys.LAYER_GENES_CSV}); "
+            f"{keys.CLUSTER_BATCH_MEANS_CSV} covers every gene.")
 
 
 def _layers(path: Path) -> list[dict[str, Any]]:
