@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from desweep import keys
 from desweep.cli import cli
+from desweep.errors import DesweepInputError
 from desweep.io import atomic_path, write_csv
 
 pytestmark = pytest.mark.slow
@@ -293,3 +294,25 @@ def test_same_inputs_and_seed_give_byte_identical_tables(tiny_input: Path, tmp_p
     assert len(tables) >= 5
     different = [str(t) for t in tables if not filecmp.cmp(tmp_path / "a" / t, tmp_path / "b" / t, shallow=False)]
     assert different == []
+
+
+def test_normalize_runs_after_the_sweep_with_diagnose_top_n(tmp_path: Path):
+    """normalize reads the DE plan and tables (their top genes, diagnose's --top-n); its own option still wins;
+    its stamp covers them (#17 with #16's resume)."""
+    from desweep.runner import _stamp, load_config, resolve_steps
+
+    def resolved(*items: str):
+        return resolve_steps(load_config(None, {"input": str(tmp_path / "x.h5ad"), "outdir": str(tmp_path)}, items))
+
+    steps = resolved("diagnose.top_n=20")
+    names = list(steps)
+    assert names.index("de") < names.index("normalize") and {"plan", "de"} <= set(steps["normalize"].step.depends)
+    args = steps["normalize"].args
+    assert args[args.index("--plan") + 1] == str(tmp_path / keys.STEP_DE / keys.PLAN_CSV)
+    assert args[args.index("--tables") + 1] == str(tmp_path / keys.STEP_DE / keys.DE_TABLES_DIR)
+    assert steps["normalize"].params["top_n"] == 20
+    assert resolved("diagnose.top_n=20", "normalize.top_n=7")["normalize"].params["top_n"] == 7
+    stamps = {n: _stamp(resolved(f"diagnose.top_n={n}")["normalize"], tmp_path, {}, "") for n in (20, 30)}
+    assert stamps[20] != stamps[30]
+    with pytest.raises(DesweepInputError, match="diagnose.top_n"):
+        resolved("diagnose.top_n=0")

@@ -81,6 +81,7 @@ import pandas as pd
 from desweep.errors import DesweepInputError
 from desweep.names import join_names, split_names
 from desweep.plan import PLAN_COLUMNS
+from desweep.progress import ProgressLog
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -749,7 +750,7 @@ def run_group(
         })
     if context is not None and not use_scvi:
         _release(ctx, key)
-    logger.info("%s: %d combinations in %.1f s", sampling_key, len(rows), time.perf_counter() - start)
+    logger.debug("%s: %d combinations in %.1f s", sampling_key, len(rows), time.perf_counter() - start)
     return tables, pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
 
 
@@ -805,15 +806,17 @@ def run_sweep(
     ranks: dict[str, pd.DataFrame] = {}
     partials = []
     decode_seconds = 0.0
+    progress = sweep_progress(plan, sampling_keys(plan))
+    done = 0
     for index in models_of(plan):
         rows = plan[plan["model"] == index]
         check_inputs(adata, models[index], rows, group_key=group_key)
         ctx = make_context(adata, models[index], rows, group_key=group_key, n_samples=n_samples, batch_size=batch_size,
                            sampling=sampling)
-        keys = sampling_keys(rows)
-        for i, key in enumerate(keys, 1):
-            logger.info("[%d/%d] %s", i, len(keys), key)
+        for key in sampling_keys(rows):
             tables, summary = run_group(adata, models[index], rows, key, group_key=group_key, context=ctx)
+            done += 1
+            progress.update(done, f"{key} ({len(tables)} combinations)")
             for cid, table in tables.items():
                 ranks[cid] = table[["gene", "rank", "is_de_fdr"]]
                 if on_table is not None:
@@ -827,6 +830,13 @@ def run_sweep(
     summary = merge_summaries(partials, plan)
     return SweepResult(summary=summary, stability=stability(ranks, plan, top_n=top_n), tables=keep,
                        seconds=time.perf_counter() - start, decode_seconds=decode_seconds)
+
+
+def sweep_progress(plan: pd.DataFrame, keys: list[str]) -> ProgressLog:
+    """Progress lines for a sweep over ``keys``: one per tenth of them (:class:`desweep.progress.ProgressLog`)."""
+    n_combinations = int(plan["sampling_key"].isin(keys).sum())
+    logger.info("DE sweep: %d combinations in %d sampling keys", n_combinations, len(keys))
+    return ProgressLog(logger, "DE sweep", len(keys), unit="sampling key")
 
 
 # --------------------------------------------------------------------------- merging

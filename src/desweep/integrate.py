@@ -13,6 +13,7 @@ to keep every gene, or add known markers with ``extra_genes``.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from math import ceil
 from pathlib import Path
@@ -167,12 +168,39 @@ def train_scvi(
         early_stopping=early_stopping,
         check_val_every_n_epoch=1,
         plan_kwargs={"n_epochs_kl_warmup": warmup, "lr": learning_rate},
-        enable_progress_bar=False,
+        enable_progress_bar=sys.stderr.isatty(),
+        callbacks=[training_progress(epochs, early_stopping=early_stopping)],
     )
     elapsed = time.perf_counter() - start
     history = training_history(model)
     logger.info("trained %d epochs in %.1f s (%.2f s/epoch)", len(history), elapsed, elapsed / max(len(history), 1))
     return model, history, {"train_seconds": elapsed, "epochs": len(history), "batch_size": size}
+
+
+def training_progress(max_epochs: int, *, early_stopping: bool = False):
+    """A Lightning callback that logs epoch, ELBO (train, validation), elapsed and remaining time.
+
+    One line after the first epoch and then every tenth of ``max_epochs``
+    (:class:`desweep.progress.ProgressLog`), so a log file shows training
+    progress without a line per epoch; Lightning's own bar is shown only on a
+    terminal.
+    """
+    from lightning.pytorch.callbacks import Callback
+
+    from desweep.progress import ProgressLog
+
+    class TrainingProgress(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.progress = ProgressLog(logger, "training", max_epochs, unit="epoch",
+                                        bound="at most" if early_stopping else "about")
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            metrics = trainer.callback_metrics
+            elbo = [f"{name} {float(metrics[key]):.1f}" for name, key in (("train", "elbo_train"), ("validation", "elbo_validation"))
+                    if key in metrics]
+            self.progress.update(trainer.current_epoch + 1, f"ELBO {', '.join(elbo)}" if elbo else "")
+
+    return TrainingProgress()
 
 
 def training_history(model: SCVI) -> pd.DataFrame:

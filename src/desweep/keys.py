@@ -47,6 +47,7 @@ DE_SUMMARY_CSV = "summary.csv"
 DE_STABILITY_CSV = "stability.csv"
 NORMALIZED_H5AD = "normalized.h5ad"
 CLUSTER_BATCH_MEANS_CSV = "cluster_batch_means.csv"
+LAYER_GENES_CSV = "layer_genes.csv"  # the genes normalized.h5ad's layers hold, and why
 GENE_PATTERNS_CSV = "gene_patterns.csv"
 SETTING_SCORES_CSV = "setting_scores.csv"
 CONCORDANCE_CSV = "concordance.csv"

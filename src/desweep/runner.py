@@ -87,7 +87,8 @@ class Step:
     steps, the user's input and keys); ``input_option`` names the option that
     reads the run's input (its content, samplesheet members included, is hashed).
     ``command`` (default: ``name``) is the ``desweep`` command it runs, whose
-    options under ``steps:`` apply; ``seed_offset`` is added to its seed (model replicates).
+    options under ``steps:`` apply; ``seed_offset`` is added to its seed (model replicates);
+    ``inherits`` lists ``(option, step)``: the option takes that step's value unless set for this step.
     """
 
     name: str
@@ -98,6 +99,7 @@ class Step:
     input_option: str = ""
     command: str = ""
     seed_offset: int = 0
+    inherits: tuple[tuple[str, str], ...] = ()
 
     @property
     def command_name(self) -> str:
@@ -142,8 +144,12 @@ STEPS: tuple[Step, ...] = (
     Step("de", keys.STEP_DE, (keys.DE_TABLES_DIR, keys.DE_SUMMARY_CSV, keys.DE_STABILITY_CSV), ("plan", "integrate", "cluster"),
          lambda c, o: ["--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV), "--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD),
                        *_model_options(c, o), "--all"]),
-    Step("normalize", keys.STEP_NORMALIZE, (keys.NORMALIZED_H5AD, keys.CLUSTER_BATCH_MEANS_CSV), ("integrate", "cluster"),
-         lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR)]),
+    # after the sweep: normalize keeps layers for every DE table's top genes (every model's), those diagnose classifies
+    Step("normalize", keys.STEP_NORMALIZE, (keys.NORMALIZED_H5AD, keys.CLUSTER_BATCH_MEANS_CSV, keys.LAYER_GENES_CSV),
+         ("integrate", "cluster", "plan", "de"),
+         lambda c, o: ["--adata", _path(o, keys.STEP_CLUSTER, keys.CLUSTERED_H5AD), "--model", _path(o, keys.STEP_INTEGRATE, keys.MODEL_DIR),
+                       "--plan", _path(o, keys.STEP_DE, keys.PLAN_CSV), "--tables", _path(o, keys.STEP_DE, keys.DE_TABLES_DIR)],
+         inherits=(("top_n", "diagnose"),)),
     Step("diagnose", keys.STEP_DIAGNOSE, (keys.GENE_PATTERNS_CSV, keys.SETTING_SCORES_CSV, keys.CONCORDANCE_CSV,
                                           keys.MARKERS_CSV, keys.REJECTED_CSV, keys.MARKERS_H5AD),
          ("de", "normalize", "composition", "cluster", "integrate"),
@@ -313,6 +319,10 @@ def _resolve(step: Step, config: RunConfig) -> ResolvedStep:
     outdir_args = ["--outdir", _path(config.outdir, step.folder)]
     runner_set = {p.name for p in command.params if isinstance(p, click.Option) and set(p.opts) & set(fixed)} | {"outdir"}
     options = {k: (config.values[k], k) for k in SHARED_OPTIONS if k in by_name and config.values.get(k) is not None}
+    for option, other in step.inherits:  # e.g. normalize's --top-n follows diagnose's --top-n
+        value = config.steps.get(other, {}).get(option)
+        if value is not None:
+            options[option] = (value, f"{other}.{option}")
     options.update({k: (v, f"{step.command_name}.{k}") for k, v in config.steps.get(step.command_name, {}).items()})
     if step.seed_offset and "seed" in by_name:  # a model replicate: the run's seed (or the default) + k
         seed = options.get("seed", (by_name["seed"].default, "seed"))

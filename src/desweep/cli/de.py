@@ -113,6 +113,7 @@ def _run(plan, *, plan_path: Path, adata_path: Path, model_dirs: tuple[Path, ...
     adata = read_h5ad(adata_path)
     data_keys = get_keys(adata, adata_path, need_groups=True)
     start, decode_seconds, done = time.perf_counter(), 0.0, 0
+    progress = sweep.sweep_progress(plan, keys_to_run)
     for index, model_dir in zip(models, model_dirs, strict=True):
         model = load_model(str(model_dir), adata, accelerator=device, source=str(adata_path))
         rows = subset[subset["model"] == index]
@@ -127,7 +128,7 @@ def _run(plan, *, plan_path: Path, adata_path: Path, model_dirs: tuple[Path, ...
                 write_csv(table, outdir / keys.DE_TABLES_DIR / f"{cid}.csv")
             write_csv(summary, outdir / keys.DE_PARTIAL_SUMMARY_DIR / f"{key}.csv")
             done += 1
-            click.echo(f"[{done}/{len(keys_to_run)}] {key}: {len(tables)} tables")
+            progress.update(done, f"{key} ({len(tables)} tables)")
         decode_seconds += context.decode_seconds
     click.echo(f"{len(keys_to_run)} sampling keys in {time.perf_counter() - start:.1f} s "
                f"(decoding {decode_seconds:.1f} s, {sampling} sampling)")

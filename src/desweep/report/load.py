@@ -37,6 +37,7 @@ CSV_FILES: dict[str, tuple[str, str]] = {
     "skipped": (keys.STEP_DE, keys.PLAN_SKIPPED_CSV),
     "summary": (keys.STEP_DE, keys.DE_SUMMARY_CSV),
     "means": (keys.STEP_NORMALIZE, keys.CLUSTER_BATCH_MEANS_CSV),
+    "layer_genes": (keys.STEP_NORMALIZE, keys.LAYER_GENES_CSV),
     "recommendations": (keys.STEP_DIAGNOSE, keys.RECOMMENDATIONS_CSV),
     "recommended_settings": (keys.STEP_DIAGNOSE, keys.RECOMMENDED_SETTINGS_CSV),
     "markers": (keys.STEP_DIAGNOSE, keys.MARKERS_CSV),
