@@ -88,7 +88,7 @@ STEP_NAMES = ("validate", "integrate", "cluster", "composition", "plan", "de", "
 DESCENDANTS = {
     "validate": set(STEP_NAMES),
     "cluster": set(STEP_NAMES) - {"validate", "integrate"},
-    "plan": {"plan", "de", "diagnose", "report"},
+    "plan": {"plan", "de", "normalize", "diagnose", "baselines", "report"},  # normalize reads the DE tables (#17)
     "normalize": {"normalize", "diagnose", "baselines", "report"},
 }
 QUICK = ["--set", "diagnose.plots=false", "--set", "baselines.methods=wilcoxon", "--set", "de.n_samples=200"]
