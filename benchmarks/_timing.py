@@ -12,17 +12,23 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Measurement:
-    """Wall time (s) and peak resident memory (MiB) of one child process."""
+    """Wall time (s), peak resident memory (MiB), CPU time (s) and the end of the log (stderr) of one child process.
+
+    On a shared machine the wall time grows with the other work; the CPU time
+    (user + system) much less.
+    """
 
     seconds: float
     peak_mib: float
+    log: str = ""
+    cpu_seconds: float = float("nan")
 
 
 def run_step(args: list[str], *, env: dict[str, str] | None = None) -> Measurement:
     """``python -m desweep.cli <args>`` in a child process; raise with its stderr if it fails.
 
     The child is reaped with ``os.wait4``, whose resource usage is that child's
-    alone, so each step's peak resident memory is measured separately.
+    alone, so each step's peak resident memory and CPU time are measured separately.
     """
     with tempfile.TemporaryFile() as stderr:
         start = time.perf_counter()
@@ -31,7 +37,8 @@ def run_step(args: list[str], *, env: dict[str, str] | None = None) -> Measureme
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
+        stderr.seek(0)
+        log = stderr.read().decode(errors="replace")[-20000:]
         if proc.returncode != 0:
-            stderr.seek(0)
-            raise RuntimeError(f"desweep {args[0]} failed:\n{stderr.read().decode()[-3000:]}")
-    return Measurement(seconds, usage.ru_maxrss / 1024)
+            raise RuntimeError(f"desweep {args[0]} failed:\n{log[-3000:]}")
+    return Measurement(seconds, usage.ru_maxrss / 1024, log, usage.ru_utime + usage.ru_stime)

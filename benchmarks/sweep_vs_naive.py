@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """desweep's DE sweep vs a naive loop of ``model.differential_expression`` calls, in one run.
 
-Simulates batched counts (``desweep.simulate``), trains scVI briefly, plans
-2 comparisons x 16 combinations (batch_correction False, True over every batch,
-True in each single batch; vanilla and change mode with 3 deltas; one seed) and
-times, each in its own forked process so peak memory is measured per approach:
+Simulates batched counts (``desweep.simulate``), trains scVI briefly, plans two
+comparisons (``only_batch0`` vs ``only_batch1``, confounded; ``only_batch0`` vs
+``shared0``, one-specific) on a grid and times, each in its own forked process so
+peak memory is measured per approach:
 
 - ``naive``: one ``model.differential_expression`` per combination, seeded with
   ``scvi.settings.seed = seed`` (what a user would loop over);
@@ -14,9 +14,19 @@ times, each in its own forked process so peak memory is measured per approach:
   decoding pass per group, batch and seed; tables must agree with ``naive``
   within Monte Carlo error.
 
+Grids (``--grid``):
+
+- ``default``: desweep's default grid (``desweep/data/default_grid.yaml``: batch
+  correction off, over every batch, in each batch and in each group's own batch;
+  vanilla and change mode at 3 deltas; seeds 0, 1, 2), every combination of both
+  comparisons;
+- ``small``: 16 combinations per comparison (batch_correction False, True over
+  every batch, True in each single batch; vanilla and change mode with 3
+  deltas; one seed).
+
 Usage::
 
-    .venv/bin/python benchmarks/sweep_vs_naive.py [--n-cells 5000] [--n-genes 2000] [--epochs 20] [--threads 1]
+    .venv/bin/python benchmarks/sweep_vs_naive.py [--grid default] [--n-cells 5000] [--n-genes 2000] [--epochs 20] [--threads 1]
 """
 
 from __future__ import annotations
@@ -128,6 +138,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-samples", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", choices=["default", "small"], default="default")
+    parser.add_argument("--profile", action="store_true", help="Also profile the shared sweep (cProfile, top 25 by cumulative time).")
     args = parser.parse_args()
 
     import scvi
@@ -136,7 +148,7 @@ def main() -> None:
     from desweep import composition as comp
     from desweep.de import check_plan
     from desweep.integrate import train_scvi
-    from desweep.plan import make_plan
+    from desweep.plan import default_grid, make_plan
     from desweep.simulate import SimulationParams, simulate
 
     compute.configure(threads=args.threads, seed=args.seed)
@@ -149,8 +161,11 @@ def main() -> None:
     counts = comp.cluster_batch_counts(adata.obs, group_key=GROUP_KEY, batch_key=BATCH_KEY)
     status = comp.cluster_status(counts)
     comparisons = comp.comparison_table(status, [("only_batch0", "only_batch1"), ("only_batch0", "shared0")])
-    grid = {"batch_correction": [False, True], "batchids": ["all", "each"], "mode": ["vanilla", "change"],
-            "delta": [0.25, 0.5, 1.0], "seeds": [args.seed], "weights": ["uniform"], "filter_outlier_cells": [False]}
+    if args.grid == "default":
+        grid = default_grid()
+    else:
+        grid = {"batch_correction": [False, True], "batchids": ["all", "each"], "mode": ["vanilla", "change"],
+                "delta": [0.25, 0.5, 1.0], "seeds": [args.seed], "weights": ["uniform"], "filter_outlier_cells": [False]}
     plan, _ = make_plan(comparisons, grid, batches=list(counts.columns))
     plan = check_plan(plan)
     per_comparison = plan.groupby("comparison_id").size().to_dict()
@@ -179,6 +194,13 @@ def main() -> None:
               f"(max |diff| {agree['max_abs_diff']:.3g}, worst excess {agree['worst_excess_z']:.1f} SE, "
               f"n_de differs by <= {agree['max_n_de_diff']})")
     print(f"process peak RSS (whole run): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(_sweep, "shared")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 
 
 if __name__ == "__main__":

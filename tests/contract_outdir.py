@@ -33,7 +33,7 @@ SETTINGS = (
 )
 PAIRS = (("only_batch0", "only_batch1"), ("only_batch0", "shared1"), ("shared2", "only_batch1"))
 WEAK_GROUP = "shared1"  # only_batch0 vs shared1: status weak
-NO_TABLES = "shared2_vs_only-batch1"  # planned, never computed: status no_settings
+NO_TABLES = "shared2_vs_only_batch1"  # planned, never computed: status no_settings
 RECOMMENDED_TEXT = "batch_correction=True, decoding=own, mode=change, delta=0.25"
 
 CONTRACT: dict[str, list[str]] = {

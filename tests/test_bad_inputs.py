@@ -194,6 +194,44 @@ def run_case(name: str, config_text: str, expected: str) -> Case:
     return Case(name, build)
 
 
+def run_flags_case(name: str, flags: list[str], expected: str) -> Case:
+    """``desweep run`` with command-line flags: the error comes before anything is written (no output folder at all)."""
+    def build(tmp: Path) -> tuple[list[str], str, Path]:
+        write(small_adata(), tmp / "in.h5ad")
+        return ["run", "-i", str(tmp / "in.h5ad"), "--labels-key", "cell_type", "-o", str(tmp / "out"), *flags], expected, tmp / "out"
+
+    return Case(name, build)
+
+
+def run_design_case(name: str, flags: list[str], expected: str) -> Case:
+    """``desweep run`` whose design fails right after validate: nothing is trained (integrate/ never written)."""
+    def build(tmp: Path) -> tuple[list[str], str, Path]:
+        write(small_adata(), tmp / "in.h5ad")
+        return (["run", "-i", str(tmp / "in.h5ad"), "--labels-key", "cell_type", "-o", str(tmp / "out"), *flags], expected,
+                tmp / "out" / "integrate")
+
+    return Case(name, build)
+
+
+def extra_genes_case(tmp: Path) -> tuple[list[str], str, Path]:
+    result = CliRunner().invoke(cli, ["validate", "-i", str(write(small_adata(), tmp / "in.h5ad")), "-o", str(tmp / "v")])
+    assert result.exit_code == 0, result.output
+    out = tmp / "out" / "integrate"
+    return (["integrate", "-i", str(tmp / "v" / "validated.h5ad"), "--extra-genes", "g1,CD3E", "--max-epochs", "1", "-o", str(out)],
+            "--extra-genes: CD3E: not a gene of the data (1 of 2 absent", out)
+
+
+def many_pairs_case(tmp: Path) -> tuple[list[str], str, Path]:
+    pairs = tmp / "pairs.csv"
+    pairs.write_text("group1,group2\n" + "".join(f"T,B\nB,T\n" for _ in range(1)))
+    out = tmp / "composition"
+    result = CliRunner().invoke(cli, ["composition", "-i", str(clustered_small(tmp)), "--comparisons", str(pairs), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    planned = tmp / "out" / "de"
+    return (["plan", "--comparisons", str(out / "comparisons.csv"), "--max-combinations", "5", "-o", str(planned)],
+            "--max-combinations: the plan has", planned)
+
+
 CASES: list[Case] = [
     Case("missing file", lambda tmp: (["validate", "-i", str(tmp / "nope.h5ad"), "-o", str(tmp / "v")], "nope.h5ad: input: does not exist", tmp / "v")),
     Case("empty file", lambda tmp: (["validate", "-i", str(file_with(tmp / "e.h5ad", b"")), "-o", str(tmp / "v")], "e.h5ad: input: is empty", tmp / "v")),
@@ -214,7 +252,7 @@ CASES: list[Case] = [
     samplesheet_case("samplesheet missing column", "sample,path", ["s1,s1.h5ad"], "samples.csv: batch: column missing"),
     samplesheet_case("samplesheet bad path", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,missing.h5ad"], "samples.csv: path: "),
     samplesheet_case("samplesheet duplicate sample", "sample,batch,path", ["s1,b1,s1.h5ad", "s1,b2,s2.h5ad"], "samples.csv: sample: sample name 's1' is used more than once"),
-    samplesheet_case("samplesheet sample with spaces", "sample,batch,path", ["s 1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "row 2 column 'sample': sample name must be given and may not contain spaces"),
+    samplesheet_case("samplesheet sample with spaces", "sample,batch,path", ["s 1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "row 2 column 'sample': sample name must be given, with letters, digits, dots, dashes or underscores only"),
     samplesheet_case("samplesheet no shared genes", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "samples.csv: path: the samples share no gene names",
                      files={"s1.h5ad": small_adata(seed=1), "s2.h5ad": _renamed_genes(2)}),
     samplesheet_case("samplesheet with no rows", "sample,batch,path", [], "samples.csv: samplesheet: has no rows"),
@@ -231,6 +269,54 @@ CASES: list[Case] = [
     run_case("config unknown key", "input: in.h5ad\nbatchkey: batch\n", "config.yaml: batchkey: unknown key"),
     run_case("config unknown step option", "input: in.h5ad\nsteps:\n  integrate:\n    epochs: 3\n", "steps.integrate.epochs: unknown option of `desweep integrate`"),
     run_case("config not YAML", "input: [in.h5ad\n", "config.yaml: config: is not valid YAML"),
+    # issue #16: names are data
+    samplesheet_case("samplesheet empty batch", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,,s2.h5ad"],
+                     "samples.csv: row 3 column 'batch': '' is empty or reads as a missing value"),
+    samplesheet_case("samplesheet NA batch", "sample,batch,path", ["s1,NA,s1.h5ad", "s2,N/A,s2.h5ad"],
+                     "samples.csv: row 2 column 'batch': 'NA' is empty or reads as a missing value"),
+    samplesheet_case("samplesheet None sample", "sample,batch,path", ["None,b1,s1.h5ad", "s2,b2,s2.h5ad"],
+                     "samples.csv: row 2 column 'sample': 'None' is empty or reads as a missing value"),
+    validate_case("label NA", _with(_obs("cell_type", lambda a: np.where(np.arange(a.n_obs) % 3 == 0, "NA", a.obs["cell_type"]))),
+                  "obs['cell_type']: 40 cells have the value 'NA', which is empty or reads as a missing value", "--labels-key", "cell_type"),
+    validate_case("batch None", _with(_obs("batch", lambda a: np.where(np.arange(a.n_obs) < 60, "None", "b2"))),
+                  "obs['batch']: 60 cells have the value 'None'"),
+    validate_case("empty label", _with(_obs("cell_type", lambda a: np.where(np.arange(a.n_obs) == 0, "", a.obs["cell_type"]))),
+                  "obs['cell_type']: 1 cells have the value ''", "--labels-key", "cell_type"),
+    validate_case("one label only", _with(_obs("cell_type", "T")), "obs['cell_type']: has one label only (T): desweep compares two groups",
+                  "--labels-key", "cell_type"),
+    validate_case("labels key desweep writes", _with(_obs("desweep_leiden", "T")), "--labels-key: 'desweep_leiden' is a column desweep",
+                  "--labels-key", "desweep_leiden"),
+    validate_case("labels key is the batch key", _h5ad, "--labels-key: 'batch' is also the batch key", "--labels-key", "batch"),
+    composition_case("comparison given twice", "T:B;B:T;T:B", "comparisons: 'T:B' is given twice"),
+    composition_case("comparison with an unterminated quote", '"T:B', "unterminated quote"),
+    Case("comparisons file without group2", lambda tmp: (
+        ["composition", "-i", str(clustered_small(tmp)), "--comparisons", str(file_with(tmp / "pairs.csv", b"group1,g2\nT,B\n")),
+         "-o", str(tmp / "c")], "pairs.csv: group2: column missing", tmp / "c")),
+    Case("extra gene absent", extra_genes_case),
+    Case("plan over --max-combinations", many_pairs_case),
+    # issue #16: every option of a run checked before the first step, named by its --set item
+    run_flags_case("set value out of range", ["--set", "diagnose.top_n=0"], "--set diagnose.top_n=0: --top-n: 0 is not in the range x>=1"),
+    run_flags_case("set empty integer", ["--set", "integrate.max_epochs="], "--set integrate.max_epochs=: --max-epochs: '' is not a valid integer"),
+    run_flags_case("set unparsable list", ["--set", "integrate.max_epochs=[1,2"], "--set integrate.max_epochs=[1,2: --max-epochs: '[1,2'"),
+    run_flags_case("set bad boolean", ["--set", "integrate.early_stopping=maybe"], "--set integrate.early_stopping=maybe: --early-stopping:"),
+    run_flags_case("set bad choice", ["--set", "normalize.choices=own,each"], "--set normalize.choices=own,each: --choices: unknown choice"),
+    run_flags_case("set bad comparisons", ["--set", "composition.comparisons=T-B"], "--set composition.comparisons=T-B: --comparisons: 'T-B' is not of the form"),
+    run_flags_case("set negative resolution", ["--set", "cluster.resolution=-1"], "--set cluster.resolution=-1: --resolution: -1.0 is not in the range x>0"),
+    run_flags_case("set option the runner sets", ["--set", "validate.input=other.h5ad"], "--set validate.input=other.h5ad: --input: `desweep run` sets --input"),
+    run_flags_case("set unknown step", ["--set", "integrat.max_epochs=3"], "--set integrat.max_epochs=3: integrat: unknown step"),
+    run_flags_case("set unknown option", ["--set", "integrate.epochs=3"], "--set integrate.epochs=3: epochs: unknown option of `desweep integrate`"),
+    run_flags_case("negative seed", ["--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
+    run_case("config value of the wrong type", "input: in.h5ad\nsteps:\n  integrate:\n    max_epochs: many\n",
+             "config.yaml: steps.integrate.max_epochs: 'many' is not a valid integer"),
+    run_design_case("run with no comparison possible", [], "validated.h5ad: obs['cell_type']: no group is "
+                    "specific to one batch (2 groups): name the pairs to compare with --comparisons (desweep run: --set "
+                    "composition.comparisons=...), e.g. 'B:T'"),
+    run_design_case("run with an absent group", ["--set", "composition.comparisons=T:NK"], "comparisons: group 'NK' does not exist"),
+    run_design_case("run with too large a plan", ["--set", "composition.comparisons=T:B;B:T", "--set", "plan.max_combinations=3"],
+                    "--max-combinations: the plan has"),
+    Case("run input is a folder", lambda tmp: (["run", "-i", str(tmp), "-o", str(tmp / "out")], ": input: is a folder, expected a file", tmp / "out")),
+    Case("run outdir cannot be created", lambda tmp: (["run", "-i", str(write(small_adata(), tmp / "in.h5ad")), "-o", "/proc/desweep-test"],
+                                                    "/proc/desweep-test: --outdir: cannot be created", tmp / "none")),
 ]
 
 
@@ -293,3 +379,29 @@ def test_samplesheet_prefixes_barcodes_and_intersects_genes(tmp_path: Path):
     assert out.n_obs == s1.n_obs + s2.n_obs and out.n_vars == 40
     assert out.obs_names[0] == "A_c0" and set(out.obs["batch"]) == {"b1", "b2"}
     assert out.uns["desweep"]["batch_key"] == "batch"
+
+
+def test_samplesheet_names_stay_as_written_and_tsv_is_read_as_tsv(tmp_path: Path):
+    """Batches "1" and "1.0" stay two batches, "01" stays "01" (#16 A); a .tsv sheet is tab-separated."""
+    for name, seed in (("s1.h5ad", 1), ("s2.h5ad", 2), ("s3.h5ad", 3)):
+        write(small_adata(seed=seed), tmp_path / name)
+    (tmp_path / "samples.tsv").write_text("sample\tbatch\tpath\nA_1\t1\ts1.h5ad\nB\t1.0\ts2.h5ad\nC\t01\ts3.h5ad\n")
+    result = CliRunner().invoke(cli, ["validate", "-i", str(tmp_path / "samples.tsv"), "-o", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    out = ad.read_h5ad(tmp_path / "v" / "validated.h5ad")
+    assert sorted(out.obs["batch"].unique()) == ["01", "1", "1.0"]
+    assert set(out.obs["sample"]) == {"A_1", "B", "C"}
+
+
+@pytest.mark.slow
+def test_users_leiden_column_is_kept_as_labels(tmp_path: Path):
+    """--labels-key leiden compared desweep's own Leiden clusters, silently (#16 C): desweep writes desweep_leiden."""
+    a = small_adata()
+    a.obs["leiden"] = pd.Categorical(np.where(np.arange(a.n_obs) % 3 == 0, "0", "1"))
+    a.obsm["X_scVI"] = np.random.default_rng(0).normal(size=(a.n_obs, 4)).astype(np.float32)
+    a.uns["desweep"] = {"batch_key": "batch", "labels_key": "leiden", "group_key": ""}
+    result = CliRunner().invoke(cli, ["cluster", "-i", str(write(a, tmp_path / "integrated.h5ad")), "-o", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    out = ad.read_h5ad(tmp_path / "c" / "clustered.h5ad")
+    assert out.uns["desweep"]["group_key"] == "leiden"
+    assert list(out.obs["leiden"]) == list(a.obs["leiden"]) and "desweep_leiden" in out.obs

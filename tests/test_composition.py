@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
 from desweep import composition as comp
+from desweep.errors import DesweepInputError
 
 
 def counts_table(rows: dict[str, list[int]], batches=("b0", "b1", "b2")) -> pd.DataFrame:
@@ -30,8 +33,8 @@ def test_default_comparisons_cover_every_batch_specific_pair_confounded_first(si
     assert len(pairs) == 1 + 2 * 3  # the specific pair, and each specific cluster vs each shared one
     table = comp.comparison_table(status, pairs)
     designs = dict(zip(table["comparison_id"], table["design"]))
-    assert designs["only-batch0_vs_only-batch1"] == "confounded"
-    assert designs["only-batch0_vs_shared1"] == "one_specific"
+    assert designs["only_batch0_vs_only_batch1"] == "confounded"
+    assert designs["only_batch0_vs_shared1"] == "one_specific"
     assert list(table.columns[:6]) == ["comparison_id", "group1", "group2", "design", "recommended_batch_correction", "reason"]
     assert comp.default_comparisons(status, max_comparisons=2) == pairs[:2]
 
@@ -85,4 +88,17 @@ def test_confounded_without_any_shared_cluster_is_not_identifiable():
 
 def test_comparison_strings():
     assert comp.parse_comparisons("A:B; C:D ;") == [("A", "B"), ("C", "D")]
-    assert comp.comparison_id("only_batch0", "T cells/NK") == "only-batch0_vs_T-cells-NK"
+    assert comp.parse_comparisons('"CD4+:act":B;"a;b":"say ""hi"""') == [("CD4+:act", "B"), ("a;b", 'say "hi"')]
+    assert comp.comparison_id("only_batch0", "T cells/NK").startswith("only_batch0_vs_T-cells-NK+")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("A:B;A:B", "'A:B' is given twice"),
+    ("A:", "'A:\"\"' is not of the form group1:group2"),
+    ("A:B:C", "'A:B:C' is not of the form group1:group2"),
+    ('"A:B', "unterminated quote"),
+    (";", "no comparison given"),
+])
+def test_comparison_strings_refused(text: str, expected: str):
+    with pytest.raises(DesweepInputError, match=re.escape(expected)):
+        comp.parse_comparisons(text)

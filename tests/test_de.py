@@ -15,8 +15,8 @@ from desweep.cli import cli
 pytestmark = pytest.mark.slow
 
 GROUP_KEY = "cell_type"  # the shared fixture validates with --labels-key cell_type
-CONFOUNDED = "only-batch0_vs_only-batch1"  # only_batch0 lives in batch0 only, only_batch1 in batch1 only
-SPANNING = "only-batch0_vs_shared2"  # shared2 has cells in every batch
+CONFOUNDED = "only_batch0_vs_only_batch1"  # only_batch0 lives in batch0 only, only_batch1 in batch1 only
+SPANNING = "only_batch0_vs_shared2"  # shared2 has cells in every batch
 N_SAMPLES = 5000
 BATCH_SIZE = 128
 

@@ -166,7 +166,7 @@ def test_classification_agrees_with_planted_truth(planted, diagnosed):
 def test_genes_up_in_group2_are_classified_by_sign(planted, diagnosed):
     adata, comparisons, _, _ = planted
     patterns = diagnosed["gene_patterns"]
-    part = patterns[patterns["combination_id"] == "only-batch0_vs_only-batch1__corrected"]
+    part = patterns[patterns["combination_id"] == "only_batch0_vs_only_batch1__corrected"]
     markers2 = part[part["gene"].map(adata.var["truth_cluster"]) == "only_batch1"]
     assert len(markers2) >= 10
     assert (markers2["lfc"] < 0).all()
@@ -203,7 +203,7 @@ def test_recommended_setting_is_mostly_planted_markers(planted, diagnosed):
         planted_marker = top["gene"].map(adata.var["truth_cluster"]).isin([rec.loc[comparison_id, "group1"], rec.loc[comparison_id, "group2"]])
         assert planted_marker.mean() >= 0.7
         assert "cluster-specific" in rec.loc[comparison_id, "reason"]
-    assert "confounded" in rec.loc["only-batch0_vs_only-batch1", "reason"]
+    assert "confounded" in rec.loc["only_batch0_vs_only_batch1", "reason"]
 
 
 def test_setting_scores_rank_settings(diagnosed):
@@ -312,7 +312,7 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
 
     markers = read_csv(out / keys.MARKERS_CSV)
     assert set(markers["comparison_id"]) == sub_ids and len(markers) > 20
-    assert "only-batch0_vs_only-batch1__corrected" in result.output  # the recommended setting is named
+    assert "only_batch0_vs_only_batch1__corrected" in result.output  # the recommended setting is named
     plots = out / keys.PLOTS_DIR
     from desweep.plots import first_seed_combinations
 
@@ -327,7 +327,7 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
         assert (plots / keys.PLOT_SCORES_DIR / f"{cmp_id}.png").exists()
     for name in (keys.PLOT_TRAINING, keys.PLOT_UMAP, keys.PLOT_COMPOSITION):
         assert (plots / name).exists(), name
-    assert "only-batch0_vs_only-batch1" in result.output
+    assert "only_batch0_vs_only_batch1" in result.output
     # byte-identical tables on a rerun
     result = CliRunner().invoke(cli, args[:-2] + ["--no-plots", "-o", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
@@ -352,7 +352,7 @@ def test_cli_errors_are_one_line(planted, tmp_path):
 
 
 # --------------------------------------------------------------------------- real pipeline outputs
-CONFOUNDED = "only-batch0_vs_only-batch1"
+CONFOUNDED = "only_batch0_vs_only_batch1"
 
 
 @pytest.mark.slow

@@ -67,10 +67,30 @@ def test_model_that_does_not_match_the_data_fails_in_one_line(pipeline_dirs, tmp
     from desweep.integrate import load_model
 
     adata = ad.read_h5ad(pipeline_dirs["cluster"] / keys.CLUSTERED_H5AD)
-    with pytest.raises(DesweepInputError, match="does not match the data"):
-        load_model(str(pipeline_dirs["integrate"] / keys.MODEL_DIR), adata[:, :-5].copy())
+    model_dir = str(pipeline_dirs["integrate"] / keys.MODEL_DIR)
+    with pytest.raises(DesweepInputError, match="was trained on other data than the data: its genes differ"):
+        load_model(model_dir, adata[:, :-5].copy())
     with pytest.raises(DesweepInputError, match="no saved scVI model"):
         load_model(str(tmp_path), adata)
+
+
+def test_model_trained_on_other_data_with_the_same_genes_is_refused(pipeline_dirs):
+    """Same genes, cells and batches, other counts: scvi-tools would load it without a word (#16 C)."""
+    from desweep.errors import DesweepInputError
+    from desweep.integrate import load_model
+
+    adata = ad.read_h5ad(pipeline_dirs["cluster"] / keys.CLUSTERED_H5AD)
+    model_dir = str(pipeline_dirs["integrate"] / keys.MODEL_DIR)
+    load_model(model_dir, adata)  # its own data loads
+    other = adata.copy()
+    other.X = other.X.copy()
+    other.X.data[0] += 1
+    with pytest.raises(DesweepInputError, match="its counts differ"):
+        load_model(model_dir, other)
+    relabelled = adata.copy()
+    relabelled.obs["batch"] = relabelled.obs["batch"].to_numpy()[::-1]
+    with pytest.raises(DesweepInputError, match="its cells or their batches differ"):
+        load_model(model_dir, relabelled)
 
 
 def test_gpu_requested_without_gpu_falls_back_or_fails(pipeline_dirs, tmp_path):

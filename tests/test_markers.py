@@ -218,3 +218,16 @@ def test_markers_h5ad_draws_a_scanpy_dotplot(planted, answer, tmp_path):
     table = sc.get.rank_genes_groups_df(back, group="only_batch0", key=keys.UNS_MARKERS)
     assert list(table["names"][:3]) == list(markers[markers["high_group"] == "only_batch0"].sort_values(
         ["support", "rank"], ascending=[False, True]).drop_duplicates("gene")["gene"][:3])
+
+
+def test_normalize_layers_hold_every_consensus_marker(planted, answer):
+    """normalize's default layers (every model's DE tables' top N, diagnose's N) hold every consensus marker and
+    rejected gene, so markers.h5ad gets their layers (#17)."""
+    from desweep.normalize import select_layer_genes
+
+    _, _, plan, tables = planted
+    assert plan["model"].nunique() > 1  # the markers draw on every model's tables, so must the layers
+    markers = set(answer["markers"]["gene"]) | set(answer["rejected"]["gene"])
+    assert len(markers) >= 20 and len(answer["rejected"]) > 0
+    layer_genes = set(select_layer_genes(tables, top_n=TOP_N).genes)
+    assert markers <= layer_genes, sorted(markers - layer_genes)[:10]

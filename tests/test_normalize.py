@@ -238,7 +238,7 @@ def test_cluster_batch_means(loaded, export_all):
     out, means = export_all
     assert list(means.columns) == ["gene", "cluster", "batch", "choice", "mean", "n_cells"]
     combos = adata.obs.groupby(["cell_type", "batch"], observed=True).size()
-    assert len(means) == len(combos) * 40 * 5  # own, 3 batches, mean: samples are left out
+    assert len(means) == len(combos) * adata.n_vars * 5  # every modelled gene; own, 3 batches, mean: samples are left out
     assert set(means["choice"]) == {"own_batch", "batch__batch0", "batch__batch1", "batch__batch2", "mean_all_batches"}
     assert not means.duplicated(["gene", "cluster", "batch", "choice"]).any()
     # batch-specific clusters appear with their own batch only
@@ -267,6 +267,64 @@ def test_cluster_batch_means_by_hand_with_a_single_cell_combination():
                    ("A", "b1", "g2"): (50.0, 1), ("B", "b1", "g1"): (7.0, 1), ("B", "b1", "g2"): (70.0, 1)}
     assert set(means["choice"]) == {"own_batch"}
 
+
+def test_means_cover_every_gene_whatever_the_layers_hold(loaded, export_all):
+    """cluster_batch_means.csv is the same, to the byte, for a 40-gene export and an every-gene export,
+    and equals the means of the stored every-gene layers."""
+    from desweep.io import write_csv
+    from desweep.normalize import cluster_batch_means, export_normalized
+
+    adata, model = loaded
+    few, few_means = export_all
+    every, every_means = export_normalized(adata, model, choices=["all"], n_samples=2, seed=3)
+    assert few.n_vars == 40 and every.n_vars == adata.n_vars
+    pd.testing.assert_frame_equal(few_means, every_means, check_exact=True)
+    stored = cluster_batch_means(every, group_key="cell_type", batch_key="batch",
+                                 layers=[s for s in _layer_specs(every) if s.sample < 0])
+    pd.testing.assert_frame_equal(every_means, stored, check_exact=True)
+    paths = [write_csv(m, Path(tmp) / "means.csv") for m, tmp in ((few_means, _tmp()), (every_means, _tmp()))]
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def _layer_specs(normalized):
+    from desweep.normalize import LayerSpec
+
+    return [LayerSpec(**row) for row in normalized.uns[keys.UNS_NORMALIZE]["layers"].to_dict("records")]
+
+
+def _tmp() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="desweep-means-")
+
+
+def test_select_layer_genes_is_the_union_of_top_genes_and_requested():
+    from desweep.normalize import describe_layer_genes, select_layer_genes
+
+    tables = {
+        "a": pd.DataFrame({"gene": ["g3", "g1", "g2", "g9"], "rank": [1, 2, 3, 4]}),
+        "b": pd.DataFrame({"gene": ["g4", "g1", "g5"], "rank": [2, 1, 3]}),
+    }
+    selection = select_layer_genes(tables, top_n=2, requested=["g7", "g3", " "])
+    assert selection.top_counts == {"g3": 1, "g1": 2, "g4": 1} and selection.requested == ("g7", "g3")
+    assert selection.genes == ["g3", "g1", "g4", "g7"]
+    assert select_layer_genes(tables, top_n=2, all_genes=True).genes is None
+    with pytest.raises(DesweepInputError, match="nothing to export: give --plan"):
+        select_layer_genes(None)
+    with pytest.raises(DesweepInputError, match="--top-n: top_n: must be at least 1"):
+        select_layer_genes(tables, top_n=0)
+
+    import anndata as ad
+
+    normalized = ad.AnnData(np.zeros((2, 4), dtype=np.float32), var=pd.DataFrame(index=["g1", "g3", "g4", "g7"]))
+    table = describe_layer_genes(normalized, selection)
+    assert table.to_dict("list") == {"gene": ["g1", "g3", "g4", "g7"], "n_top_tables": [2, 1, 1, 0],
+                                     "requested": [False, True, False, True]}
+    assert list(normalized.var["desweep_n_top_tables"]) == [2, 1, 1, 0]
+    assert normalized.uns[keys.UNS_NORMALIZE]["gene_selection"] == {
+        "rule": "de_top_union", "top_n": 2, "n_tables": 2, "n_requested": 2, "n_genes": 4}
+
+
 def test_doc_export_example_matches(loaded):
     """The worked example in the doc: its layer table is what the export writes."""
     from desweep.normalize import export_normalized
@@ -278,7 +336,8 @@ def test_doc_export_example_matches(loaded):
     assert [r[0] for r in rows] == list(out.layers)
     assert {(int(r[1]), int(r[2])) for r in rows} == {out.shape} == {(300, 40)}
     combos = out.obs.groupby(["cell_type", "batch"], observed=True).ngroups
-    assert len(means) == combos * 40 * 5
+    assert len(means) == combos * adata.n_vars * 5
+    assert f"{combos} x {adata.n_vars} x 5 = {len(means):,} rows" in DOC.read_text()
 
 
 # --- memory plan and input errors ---------------------------------------------------------
@@ -356,10 +415,60 @@ def test_cli_normalize_writes_outputs(pipeline_dirs, loaded, tmp_path):
     assert len(written.layers) == 7 and written.uns[keys.UNS_NORMALIZE]["library_size"] == "latent"
     means = pd.read_csv(outdir / keys.CLUSTER_BATCH_MEANS_CSV)
     assert list(means.columns) == ["gene", "cluster", "batch", "choice", "mean", "n_cells"]
+    assert means["gene"].nunique() == adata.n_vars  # the means cover every gene
+    layer_genes = pd.read_csv(outdir / keys.LAYER_GENES_CSV)
+    assert layer_genes.to_dict("list") == {"gene": [adata.var_names[0], adata.var_names[2]], "n_top_tables": [0, 0],
+                                           "requested": [True, True]}
     # equal inputs and seed give byte-identical tables
     again = tmp_path / "again"
     assert CliRunner().invoke(cli, [*args[:-1], str(again)]).exit_code == 0
     assert (again / keys.CLUSTER_BATCH_MEANS_CSV).read_bytes() == (outdir / keys.CLUSTER_BATCH_MEANS_CSV).read_bytes()
+
+
+def _de_outputs(folder: Path, var_names) -> Path:
+    """A plan of two combinations and their DE tables (genes in reverse and forward model order)."""
+    from desweep.io import write_csv
+
+    genes = [str(g) for g in var_names]
+    write_csv(pd.DataFrame({"combination_id": ["c1", "c2"]}), folder / keys.PLAN_CSV)
+    for cid, order in (("c1", genes[::-1]), ("c2", genes)):
+        write_csv(pd.DataFrame({"gene": order, "rank": np.arange(1, len(order) + 1)}), folder / keys.DE_TABLES_DIR / f"{cid}.csv")
+    return folder / keys.PLAN_CSV
+
+
+def test_cli_normalize_keeps_the_de_top_genes_and_every_gene_in_the_means(pipeline_dirs, loaded, tmp_path):
+    import anndata as ad
+    from click.testing import CliRunner
+
+    from desweep.cli import cli
+
+    adata, _ = loaded
+    plan = _de_outputs(tmp_path / "de", adata.var_names)
+    base = ["normalize", "--adata", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
+            "--model", str(pipeline_dirs[keys.STEP_INTEGRATE] / keys.MODEL_DIR), "--threads", "1"]
+    top = tmp_path / "top"
+    result = CliRunner().invoke(cli, [*base, "--plan", str(plan), "--top-n", "3", "--genes", str(adata.var_names[10]),
+                                      "-o", str(top)])
+    assert result.exit_code == 0, result.output
+    written = ad.read_h5ad(top / keys.NORMALIZED_H5AD)
+    expected = [0, 1, 2, 10, adata.n_vars - 3, adata.n_vars - 2, adata.n_vars - 1]
+    assert list(written.var_names) == [adata.var_names[i] for i in expected]  # model order
+    assert written.uns[keys.UNS_NORMALIZE]["gene_selection"]["rule"] == "de_top_union"
+    layer_genes = pd.read_csv(top / keys.LAYER_GENES_CSV)
+    assert list(layer_genes["n_top_tables"]) == [1, 1, 1, 0, 1, 1, 1] and layer_genes["requested"].sum() == 1
+
+    every = tmp_path / "every"
+    result = CliRunner().invoke(cli, [*base, "--plan", str(plan), "--all-genes", "-o", str(every)])
+    assert result.exit_code == 0, result.output
+    assert ad.read_h5ad(every / keys.NORMALIZED_H5AD, backed="r").n_vars == adata.n_vars
+    assert (every / keys.CLUSTER_BATCH_MEANS_CSV).read_bytes() == (top / keys.CLUSTER_BATCH_MEANS_CSV).read_bytes()
+    assert (top / keys.NORMALIZED_H5AD).stat().st_size * 5 < (every / keys.NORMALIZED_H5AD).stat().st_size
+
+    result = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "Error: desweep normalize: genes: nothing to export: give --plan" in result.output
+    result = CliRunner().invoke(cli, [*base, "--plan", str(plan), "--tables", str(tmp_path / "nope"), "-o", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "--tables: folder does not exist" in result.output
+    assert not (tmp_path / "none").exists()
 
 
 def test_cli_normalize_errors_are_one_line(pipeline_dirs, tmp_path):
@@ -376,6 +485,6 @@ def test_cli_normalize_errors_are_one_line(pipeline_dirs, tmp_path):
     assert result.exit_code == 1 and "Error: --choices: nope: unknown choice" in result.output
     result = CliRunner().invoke(cli, [*base, "--genes", "missing/genes.txt"])
     assert result.exit_code == 1 and "Error: missing/genes.txt: --genes: file does not exist" in result.output
-    result = CliRunner().invoke(cli, [*base, "--max-memory-gb", "0.001", "--threads", "1"])
+    result = CliRunner().invoke(cli, [*base, "--all-genes", "--max-memory-gb", "0.001", "--threads", "1"])
     assert result.exit_code == 1 and "Error: --max-memory-gb: max_memory_gb:" in result.output
     assert not (tmp_path / "out").exists()  # nothing written on errors

@@ -16,10 +16,10 @@ from desweep.plan import GRID_KEYS, PLAN_COLUMNS, SKIPPED_COLUMNS, check_grid, d
 
 COMPARISONS = pd.DataFrame([
     # confounded: each group specific to its own batch
-    {"comparison_id": "only-batch0_vs_only-batch1", "group1": "only_batch0", "group2": "only_batch1", "design": "confounded",
+    {"comparison_id": "only_batch0_vs_only_batch1", "group1": "only_batch0", "group2": "only_batch1", "design": "confounded",
      "group1_batches": "batch0", "group2_batches": "batch1"},
     # one_specific: own batches overlap without being equal
-    {"comparison_id": "only-batch0_vs_shared0", "group1": "only_batch0", "group2": "shared0", "design": "one_specific",
+    {"comparison_id": "only_batch0_vs_shared0", "group1": "only_batch0", "group2": "shared0", "design": "one_specific",
      "group1_batches": "batch0", "group2_batches": "batch0;batch1;batch2"},
     # single_batch: own == each single batch
     {"comparison_id": "a_vs_b", "group1": "a", "group2": "b", "design": "single_batch",
@@ -52,8 +52,8 @@ def test_plan_is_deterministic_and_complete():
     assert skipped["reason"].str.len().gt(0).all()
     n_modes = 1 + len(GRID["delta"]) + len(GRID["delta"])  # vanilla, change x delta, vanilla x delta (skipped)
     per_seed_filter = {  # decodings per comparison, bc=False x 3 batchids + bc=True choices
-        "only-batch0_vs_only-batch1": 3 + 1 + 2 + 1,  # all, in-batch0, in-batch1, own
-        "only-batch0_vs_shared0": 3 + 1 + 3 + 1,  # all, in-batch0..2, own (overlap)
+        "only_batch0_vs_only_batch1": 3 + 1 + 2 + 1,  # all, in-batch0, in-batch1, own
+        "only_batch0_vs_shared0": 3 + 1 + 3 + 1,  # all, in-batch0..2, own (overlap)
         "a_vs_b": 3 + 1 + 1 + 1,  # all, in-batch2, own (duplicate of in-batch2)
     }
     expected = sum(per_seed_filter.values()) * n_modes * len(GRID["seeds"]) * len(GRID["filter_outlier_cells"])
@@ -62,7 +62,7 @@ def test_plan_is_deterministic_and_complete():
     # planned decodings per comparison and seed/filter, each with 1 vanilla + 2 change rows
     planned = plan[(plan["seed"] == 0) & ~plan["filter_outlier_cells"]]
     per_comparison = planned.groupby("comparison_id")["sampling_key"].nunique().to_dict()
-    assert per_comparison == {"only-batch0_vs_only-batch1": 5, "only-batch0_vs_shared0": 5, "a_vs_b": 3}
+    assert per_comparison == {"only_batch0_vs_only_batch1": 5, "only_batch0_vs_shared0": 5, "a_vs_b": 3}
     assert (planned.groupby("sampling_key").size() == 3).all()
     assert plan.loc[plan["mode"] == "vanilla", "delta"].isna().all()
     assert plan.loc[plan["mode"] == "change", "delta"].notna().all()
@@ -75,11 +75,11 @@ def test_plan_is_deterministic_and_complete():
 
 def test_ids_are_readable_and_decodings_match_comparisons():
     plan, _ = make_plan(COMPARISONS, GRID)
-    row = plan.set_index("combination_id").loc["only-batch0_vs_only-batch1__bc-own__change-d0.5__uniform-filtered__fdr0.05__seed1"]
+    row = plan.set_index("combination_id").loc["only_batch0_vs_only_batch1__bc-own__change-d0.5__uniform-filtered__fdr0.05__seed1"]
     assert (row["batchid1"], row["batchid2"], row["decoding"], row["batch_correction"]) == ("batch0", "batch1", "own", True)
-    assert row["sampling_key"] == "only-batch0_vs_only-batch1__bc-own__uniform-filtered__seed1"
-    assert row["setting_id"] == "only-batch0_vs_only-batch1__bc-own__change-d0.5__uniform-filtered__fdr0.05"
-    single = plan.set_index("combination_id").loc["only-batch0_vs_only-batch1__bc-in-batch1__vanilla__uniform__fdr0.05__seed0"]
+    assert row["sampling_key"] == "only_batch0_vs_only_batch1__bc-own__uniform-filtered__seed1"
+    assert row["setting_id"] == "only_batch0_vs_only_batch1__bc-own__change-d0.5__uniform-filtered__fdr0.05"
+    single = plan.set_index("combination_id").loc["only_batch0_vs_only_batch1__bc-in-batch1__vanilla__uniform__fdr0.05__seed0"]
     assert (single["batchid1"], single["batchid2"]) == ("batch1", "batch1")
     nobc = plan[plan["combination_id"].str.contains("__nobc__")]
     assert (nobc["batchid1"] == "").all() and (nobc["decoding"] == "observed").all() and (~nobc["batch_correction"]).all()
@@ -95,8 +95,8 @@ def test_skipped_combinations_have_reasons():
         return reasons.loc[cid]
 
     assert "change only" in reason("a_vs_b__nobc__vanilla-d0.25__uniform__fdr0.05__seed0")
-    assert "Inconsistent batch policy" in reason("only-batch0_vs_only-batch1__nobc-each__change-d0.5__uniform__fdr0.05__seed0")
-    assert "overlap without being equal" in reason("only-batch0_vs_shared0__bc-own__change-d0.25__uniform__fdr0.05__seed0")
+    assert "Inconsistent batch policy" in reason("only_batch0_vs_only_batch1__nobc-each__change-d0.5__uniform__fdr0.05__seed0")
+    assert "overlap without being equal" in reason("only_batch0_vs_shared0__bc-own__change-d0.25__uniform__fdr0.05__seed0")
     assert "same batches as 'bc-in-batch2'" in reason("a_vs_b__bc-own__change-d0.25__uniform__fdr0.05__seed1")
 
 
@@ -150,7 +150,7 @@ def test_cli_plan_writes_plan_and_skipped(tmp_path):
     plan = pd.read_csv(out / keys.PLAN_CSV, dtype=str, keep_default_na=False)
     skipped = pd.read_csv(out / keys.PLAN_SKIPPED_CSV)
     assert "combinations in" in result.output and f"{len(skipped)} skipped" in result.output
-    assert plan["combination_id"].iloc[0] == "only-batch0_vs_only-batch1__nobc__vanilla__uniform__fdr0.05__seed0"
+    assert plan["combination_id"].iloc[0] == "only_batch0_vs_only_batch1__nobc__vanilla__uniform__fdr0.05__seed0"
     # byte-identical on a rerun
     first = (out / keys.PLAN_CSV).read_bytes()
     assert CliRunner().invoke(cli, ["plan", "--comparisons", str(comparisons), "--grid", str(grid), "-o", str(out)]).exit_code == 0
@@ -225,26 +225,25 @@ def test_old_plans_without_a_model_column_still_check():
 
 
 def test_runner_trains_one_integrate_per_model_with_its_seed(tmp_path):
-    from desweep.runner import available_steps, load_config, step_arguments
+    from desweep.runner import load_config, resolve_steps
 
-    config = load_config(None, {"input": str(tmp_path / "x.h5ad"), "outdir": str(tmp_path / "out"), "seed": 4, "models": 3,
-                                "steps": {"integrate": {"max_epochs": 7}}})
-    steps = {step.name: step for step in available_steps(config)}
-    names = list(steps)
+    config = load_config(None, {"input": str(tmp_path / "x.h5ad"), "outdir": str(tmp_path / "out"), "seed": 4, "models": 3},
+                         ("integrate.max_epochs=7",))
+    resolved = resolve_steps(config)
+    names = list(resolved)
     assert names.index("integrate") < names.index("integrate_replicate1") < names.index("integrate_replicate2") < names.index("cluster")
     out = tmp_path / "out"
     for k, name in ((0, "integrate"), (1, "integrate_replicate1"), (2, "integrate_replicate2")):
-        args = step_arguments(steps[name], config, out)
-        seed = args[len(args) - 1 - args[::-1].index("--seed") + 1]
-        assert seed == str(4 + k) and "7" in args  # the integrate options apply to every replicate
+        args = resolved[name].args
+        assert resolved[name].params["seed"] == 4 + k and resolved[name].params["max_epochs"] == 7  # integrate options apply to every replicate
         folder = out / keys.STEP_INTEGRATE / (keys.replicate_dir(k) if k else "")
         assert args[args.index("--outdir") + 1] == str(folder).rstrip("/")
-    de = step_arguments(steps["de"], config, out)
+    de = resolved["de"].args
     assert [de[i + 1] for i, a in enumerate(de) if a == "--model"] == [
         str(out / keys.STEP_INTEGRATE / keys.MODEL_DIR),
         *(str(out / keys.STEP_INTEGRATE / keys.replicate_dir(k) / keys.MODEL_DIR) for k in (1, 2))]
-    assert {"integrate_replicate1", "integrate_replicate2"} <= set(steps["de"].depends)
-    plan = step_arguments(steps["plan"], config, out)
-    assert plan[plan.index("--models") + 1] == "3"
-    with pytest.raises(DesweepInputError, match="models"):
-        load_config(None, {"input": "x.h5ad", "models": 0})
+    assert {"integrate_replicate1", "integrate_replicate2"} <= set(resolved["de"].step.depends)
+    assert resolved["plan"].params["models"] == 3
+    for models in (0, "x"):
+        with pytest.raises(DesweepInputError, match="models"):
+            load_config(None, {"input": "x.h5ad", "models": models})

@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import anndata as ad
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from desweep import keys
 from desweep.cli import cli
+from desweep.errors import DesweepInputError
 from desweep.io import atomic_path, write_csv
 
 pytestmark = pytest.mark.slow
@@ -66,29 +69,222 @@ def run_pipeline(input_path: Path, outdir: Path, *extra: str) -> str:
     result = CliRunner().invoke(cli, ["run", "-i", str(input_path), "--labels-key", "cell_type", "-o", str(outdir), *FAST_STEPS, *extra],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
+    return status_line(result.output)
+
+
+def status_line(output: str) -> str:
+    """The run's closing ``validate: ran; integrate: skipped; ...`` line (a library warning may follow it on stderr)."""
+    lines = [line for line in output.splitlines() if line.startswith("validate: ")]
+    assert lines, output[-2000:]
+    return lines[-1]
 
 
 def step_states(line: str) -> dict[str, str]:
     return dict(item.split(": ") for item in line.split("; "))
 
 
-def test_run_resumes_reruns_changed_steps_and_forces(tiny_input: Path, tmp_path: Path):
+STEP_NAMES = ("validate", "integrate", "cluster", "composition", "plan", "de", "normalize", "diagnose", "baselines", "report")
+#: each step and every step after it that reads its outputs, directly or not
+DESCENDANTS = {
+    "validate": set(STEP_NAMES),
+    "cluster": set(STEP_NAMES) - {"validate", "integrate"},
+    "plan": {"plan", "de", "normalize", "diagnose", "baselines", "report"},  # normalize reads the DE tables (#17)
+    "normalize": {"normalize", "diagnose", "baselines", "report"},
+}
+QUICK = ["--set", "diagnose.plots=false", "--set", "baselines.methods=wilcoxon", "--set", "de.n_samples=200"]
+
+
+def ran(line: str) -> set[str]:
+    return {name for name, state in step_states(line).items() if state == "ran"}
+
+
+def test_resume_reruns_the_changed_step_and_only_its_descendants(tiny_input: Path, tmp_path: Path, monkeypatch):
+    """One outdir, one change at a time (issue #16 B, #19 item 5): threads and path spelling, the grid file's
+    content, a config value, a deleted output, new content at the input's path; then --force."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    data = tmp_path / "data.h5ad"
+    shutil.copy(tiny_input, data)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID.read_text())  # seeds [0, 1]
+    config = tmp_path / "run.yaml"
+
+    def write_config(resolution: str) -> None:
+        config.write_text(f"input: {data}\noutdir: out\nlabels_key: cell_type\nthreads: 1\nsteps:\n"
+                          f"  integrate: {{max_epochs: 3, n_top_genes: 0}}\n  cluster: {{resolution: {resolution}}}\n"
+                          f"  composition: {{comparisons: 'only_batch0:only_batch1'}}\n  plan: {{grid: {grid}}}\n")
+
+    def run(*extra: str) -> str:
+        result = CliRunner().invoke(cli, ["run", "-c", str(config), *QUICK, *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return status_line(result.output)
+
     outdir = tmp_path / "out"
-    first = step_states(run_pipeline(tiny_input, outdir))
-    assert set(first.values()) == {"ran"}
-    assert step_states(run_pipeline(tiny_input, outdir)) == {name: "skipped" for name in first}
-    changed = step_states(run_pipeline(tiny_input, outdir, "--set", "cluster.resolution=0.5"))
-    assert changed["validate"] == changed["integrate"] == "skipped"
-    assert changed["cluster"] == changed["composition"] == "ran"
-    assert all(changed[name] == "ran" for name in list(first)[list(first).index("cluster"):])
-    forced = step_states(run_pipeline(tiny_input, outdir, "--set", "cluster.resolution=0.5", "--force"))
-    assert set(forced.values()) == {"ran"}
+    write_config("1.0")
+    assert ran(run()) == set(STEP_NAMES)
+    monkeypatch.chdir(tmp_path)  # the same input spelled relative, other threads: nothing it reads changed
+    assert ran(run("-i", "data.h5ad", "--threads", "2")) == set()
+
+    grid.write_text(GRID.read_text().replace("seeds: [0, 1]", "seeds: [0, 2]"))
+    assert ran(run()) == DESCENDANTS["plan"]
+    plan = pd.read_csv(outdir / keys.STEP_DE / keys.PLAN_CSV)
+    assert set(plan["seed"]) == {0, 2}
+    tables = {p.stem for p in (outdir / keys.STEP_DE / keys.DE_TABLES_DIR).glob("*.csv")}
+    assert tables == set(plan["combination_id"]), "tables of the earlier grid stay beside the new ones"
+    partials = {p.stem for p in (outdir / keys.STEP_DE / keys.DE_PARTIAL_SUMMARY_DIR).glob("*.csv")}
+    assert partials == set(plan["sampling_key"])
+
+    write_config("0.8")
+    assert ran(run()) == DESCENDANTS["cluster"]
+
+    (outdir / keys.STEP_NORMALIZE / keys.CLUSTER_BATCH_MEANS_CSV).unlink()
+    assert ran(run()) == DESCENDANTS["normalize"]
+
+    adata = ad.read_h5ad(data)  # new content at the same path
+    adata.X = adata.X.copy()
+    adata.X.data[: 50] += 1
+    adata.write_h5ad(data)
+    assert ran(run()) == DESCENDANTS["validate"]
+    assert ran(run()) == set()
+
+    params_before = (outdir / keys.PIPELINE_INFO / keys.PARAMS_YAML).read_bytes()
+    stamps_before = {p: p.stat().st_mtime_ns for p in outdir.rglob(".desweep_*.json")}
+    bad = CliRunner().invoke(cli, ["run", "-c", str(config), "--set", "diagnose.top_n=0"])
+    assert bad.exit_code == 1 and "--set diagnose.top_n=0: --top-n" in bad.output
+    assert (outdir / keys.PIPELINE_INFO / keys.PARAMS_YAML).read_bytes() == params_before
+    assert {p: p.stat().st_mtime_ns for p in outdir.rglob(".desweep_*.json")} == stamps_before
+
+    assert ran(run("--force")) == set(STEP_NAMES)
     stamp = json.loads((outdir / keys.STEP_VALIDATE / keys.step_stamp("validate")).read_text())
-    assert stamp["step"] == "validate" and len(stamp["stamp"]) == 64
-    params = (outdir / keys.PIPELINE_INFO / keys.PARAMS_YAML).read_text()
-    assert "input_sha256:" in params and "resolution: 0.5" in params
+    assert stamp["step"] == "validate" and len(stamp["stamp"]) == 64 and stamp["outputs"]
+    params = yaml.safe_load(params_before)
+    assert params["input_sha256"] and params["steps"]["cluster"]["resolution"] == 0.8
+    assert params["resolved"]["diagnose"]["top_n"] == 50 and "threads" not in params["resolved"]["integrate"]
     assert "scvi-tools:" in (outdir / keys.PIPELINE_INFO / keys.SOFTWARE_VERSIONS_YML).read_text()
+    np.testing.assert_array_equal(ad.read_h5ad(outdir / keys.STEP_VALIDATE / keys.VALIDATED_H5AD).X.sum(), adata.X.sum())
+
+
+def first_steps(monkeypatch, names: tuple[str, ...]) -> None:
+    """Run only the first steps (enough for changes every step depends on)."""
+    from desweep import runner
+
+    every = runner.available_steps
+    monkeypatch.setattr(runner, "available_steps", lambda config=None: [s for s in every(config) if s.name in names])
+
+
+def test_changed_samplesheet_member_reruns_everything(tmp_path: Path, monkeypatch):
+    """Only the sheet's bytes were hashed: a member shrunk in place left every step skipped (issue #16 B)."""
+    import shutil
+
+    first_steps(monkeypatch, ("validate", "integrate"))
+    sheet_dir = tmp_path / "sheet"
+    shutil.copytree(Path(__file__).parent / "data" / "samplesheet", sheet_dir)
+    args = ["run", "-i", str(sheet_dir / "samplesheet.csv"), "-o", str(tmp_path / "out"), "--threads", "1",
+            "--set", "integrate.max_epochs=2"]
+
+    def run() -> set[str]:
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return ran(status_line(result.output))
+
+    assert run() == {"validate", "integrate"}
+    assert run() == set()
+    member = ad.read_h5ad(sheet_dir / "batch1.h5ad")
+    n_before = ad.read_h5ad(tmp_path / "out" / keys.STEP_VALIDATE / keys.VALIDATED_H5AD).n_obs
+    member[: member.n_obs - 30].copy().write_h5ad(sheet_dir / "batch1.h5ad")
+    assert run() == {"validate", "integrate"}
+    assert ad.read_h5ad(tmp_path / "out" / keys.STEP_VALIDATE / keys.VALIDATED_H5AD).n_obs == n_before - 30
+
+
+def desweep_process(*args: str, **kwargs) -> subprocess.Popen:
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "desweep.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not condition():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    assert condition(), "timed out"
+
+
+def test_one_writer_per_folder_input_guard_and_ctrl_c(tiny_input: Path, tmp_path: Path, monkeypatch):
+    """Real processes (issue #16 C, D): a second run into a busy folder is refused, naming the first; an input inside
+    the folder a run writes is refused; Ctrl-C during training ends with one 'Aborted!' line and a folder that resumes."""
+    out = tmp_path / "out"
+    first = desweep_process("run", "-i", str(tiny_input), "--labels-key", "cell_type", "-o", str(out), "--threads", "1",
+                            "--set", "integrate.max_epochs=100000", "--set", "integrate.no_early_stopping=true",
+                            "--set", "composition.comparisons=only_batch0:only_batch1")
+    try:
+        wait_for(lambda: (out / keys.STEP_VALIDATE / keys.step_stamp("validate")).is_file(), first)
+        time.sleep(2)
+        second = desweep_process("run", "-i", str(tiny_input), "-o", str(out), "--threads", "1",
+                                 "--set", "integrate.max_epochs=1")  # short, should the lock fail to stop it
+        _, err = second.communicate(timeout=300)
+        assert second.returncode == 1
+        assert f"--outdir: another desweep run is writing this folder (pid {first.pid} on " in err, err
+        validated = out / keys.STEP_VALIDATE / keys.VALIDATED_H5AD
+        before = validated.read_bytes()
+        guard = desweep_process("run", "-i", str(validated), "-o", str(out), "--threads", "1")
+        _, err = guard.communicate(timeout=300)
+        assert guard.returncode == 1 and [line for line in err.splitlines() if line.startswith("Error:")] == [
+            f"Error: {validated}: input: lies inside {out.resolve() / keys.STEP_VALIDATE}, a folder this run writes "
+            "(it would be overwritten): copy it elsewhere or choose another --outdir"], err
+        assert validated.read_bytes() == before
+        assert first.poll() is None, "the first run ended before it could be interrupted"
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 128 + signal.SIGINT
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1] == "Aborted!" and not [line for line in lines if line.startswith("Error:") or "Traceback" in line], err[-2000:]
+    assert not list(out.rglob("*.tmp-*")), "partial outputs left"
+    assert not (out / keys.STEP_INTEGRATE / keys.step_stamp("integrate")).exists()
+
+    first_steps(monkeypatch, ("validate", "integrate"))
+    result = CliRunner().invoke(cli, ["run", "-i", str(tiny_input), "--labels-key", "cell_type", "-o", str(out), "--threads", "1",
+                                      "--set", "integrate.max_epochs=2", "--set", "integrate.no_early_stopping=true"],
+                                     catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert step_states(status_line(result.output)) == {"validate": "skipped", "integrate": "ran"}
+
+
+def test_kill_9_leaves_temporary_files_the_next_step_removes(tmp_path: Path):
+    """``kill -9`` cannot clean up: the next step writing that folder removes what a dead process left, never a live writer's."""
+    from desweep.io import _HOST
+
+    out = tmp_path / "validate"
+    out.mkdir()
+    proc = desweep_process("simulate", "-o", str(out / "sim.h5ad"), "--n-cells", "50000")
+    try:
+        wait_for(lambda: bool(list(out.glob(".sim.h5ad.tmp-*"))), proc, timeout=300)
+    finally:
+        proc.kill()
+        proc.communicate()
+    left = list(out.glob(".sim.h5ad.tmp-*"))
+    assert left, "kill -9 left nothing to clean"
+    live = out / f".other.csv.tmp-{_HOST}-{os.getpid()}-abcd1234.csv"  # a writer still running (this process)
+    live.write_text("in progress")
+    result = CliRunner().invoke(cli, ["validate", "-i", str(tiny_h5ad(tmp_path)), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not any(p.exists() for p in left) and live.exists()
+
+
+def tiny_h5ad(tmp_path: Path) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    path = tmp_path / "in.h5ad"
+    counts = np.random.default_rng(0).poisson(2.0, size=(60, 20)).astype(np.float32)
+    ad.AnnData(counts, obs=pd.DataFrame({"batch": ["b1", "b2"] * 30}, index=[f"c{i}" for i in range(60)])).write_h5ad(path)
+    return path
 
 
 def test_same_inputs_and_seed_give_byte_identical_tables(tiny_input: Path, tmp_path: Path):
@@ -98,3 +294,25 @@ def test_same_inputs_and_seed_give_byte_identical_tables(tiny_input: Path, tmp_p
     assert len(tables) >= 5
     different = [str(t) for t in tables if not filecmp.cmp(tmp_path / "a" / t, tmp_path / "b" / t, shallow=False)]
     assert different == []
+
+
+def test_normalize_runs_after_the_sweep_with_diagnose_top_n(tmp_path: Path):
+    """normalize reads the DE plan and tables (their top genes, diagnose's --top-n); its own option still wins;
+    its stamp covers them (#17 with #16's resume)."""
+    from desweep.runner import _stamp, load_config, resolve_steps
+
+    def resolved(*items: str):
+        return resolve_steps(load_config(None, {"input": str(tmp_path / "x.h5ad"), "outdir": str(tmp_path)}, items))
+
+    steps = resolved("diagnose.top_n=20")
+    names = list(steps)
+    assert names.index("de") < names.index("normalize") and {"plan", "de"} <= set(steps["normalize"].step.depends)
+    args = steps["normalize"].args
+    assert args[args.index("--plan") + 1] == str(tmp_path / keys.STEP_DE / keys.PLAN_CSV)
+    assert args[args.index("--tables") + 1] == str(tmp_path / keys.STEP_DE / keys.DE_TABLES_DIR)
+    assert steps["normalize"].params["top_n"] == 20
+    assert resolved("diagnose.top_n=20", "normalize.top_n=7")["normalize"].params["top_n"] == 7
+    stamps = {n: _stamp(resolved(f"diagnose.top_n={n}")["normalize"], tmp_path, {}, "") for n in (20, 30)}
+    assert stamps[20] != stamps[30]
+    with pytest.raises(DesweepInputError, match="diagnose.top_n"):
+        resolved("diagnose.top_n=0")

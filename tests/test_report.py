@@ -370,8 +370,36 @@ def test_verdict_comes_first_in_a_browser(report_path, tmp_path):
     ids = [s["id"] for s in probe["sections"]]
     assert ids[0] == "desweep_verdict", ids
     first = probe["cards"][0]
-    assert first["comparison"] == "only-batch0_vs_only-batch1"
+    assert first["comparison"] == "only_batch0_vs_only_batch1"
     assert first["setting"] == RECOMMENDED_TEXT
     # the answer is on the first screen: every card, and the start of the rejected genes
     assert all(card["top"] < probe["height"] for card in probe["cards"])
     assert probe["rejected_top"] is not None and probe["rejected_top"] < probe["height"]
+
+
+def _normalized_outdir(tmp_path: Path, layer_genes: pd.DataFrame) -> Path:
+    import anndata as ad
+
+    folder = tmp_path / keys.STEP_NORMALIZE
+    folder.mkdir(parents=True)
+    genes = list(layer_genes["gene"])
+    adata = ad.AnnData(np.zeros((4, len(genes)), dtype=np.float32), var=pd.DataFrame(index=genes))
+    adata.layers[f"{keys.NORM_LAYER_PREFIX}own_batch"] = adata.X.copy()
+    adata.write_h5ad(folder / keys.NORMALIZED_H5AD)
+    layer_genes.to_csv(folder / keys.LAYER_GENES_CSV, index=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("n_top_tables", "requested", "expected"), [
+    ([3, 1, 0], [False, False, True], "The layers hold 3 genes, the union of 2 among the top genes of at least one DE "
+                                      "table, 1 requested with --genes"),
+    ([3, 0, 0], [False, False, False], "The layers hold every modelled gene (3, --all-genes): 1 among the top genes"),
+])
+def test_report_says_which_genes_the_normalized_layers_hold(tmp_path, n_top_tables, requested, expected):
+    """Issue #17: the layers hold the DE top genes and --genes by default; the report says which, from layer_genes.csv."""
+    from desweep.report.load import load_results
+    from desweep.report.runqc import normalized_section
+
+    table = pd.DataFrame({"gene": ["g1", "g2", "g3"], "n_top_tables": n_top_tables, "requested": requested})
+    layers = next(item for item in normalized_section(load_results(_normalized_outdir(tmp_path, table))) if item.part == "layers")
+    assert expected in layers.description, layers.description

@@ -66,7 +66,13 @@ workflow DESWEEP {
     )
     ch_versions = ch_versions.mix(DE_SWEEP.out.versions)
 
-    NORMALIZE(CLUSTER.out.h5ad.join(ch_model0))
+    // after the sweep: the layers hold the top genes of its tables (every model's); decoded with model 0
+    NORMALIZE(
+        CLUSTER.out.h5ad
+            .join(ch_model0)
+            .join(DE_SWEEP.out.plan)
+            .join(DE_SWEEP.out.tables)
+    )
     ch_versions = ch_versions.mix(NORMALIZE.out.versions)
 
     BASELINES(

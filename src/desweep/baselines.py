@@ -214,6 +214,21 @@ def _not_estimable(cid: str, status: str, note: str, unit: str, n_units: int, fo
     return pd.DataFrame([row], columns=PSEUDOBULK_COLUMNS)
 
 
+def check_methods(methods: list[str] | tuple[str, ...]) -> list[str]:
+    """``methods`` if each is one of :data:`METHODS` (and there is one at least)."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise DesweepInputError("--methods", "methods", f"unknown method '{unknown[0] if unknown else ''}' (choose from {', '.join(METHODS)})")
+    return list(methods)
+
+
+def check_pseudo_replicates(n: int) -> int:
+    """``n`` if it is 0 (off) or at least 2 (one pseudo-replicate per group x batch would be the batch itself)."""
+    if n < 0 or n == 1:
+        raise DesweepInputError("--pseudo-replicates", "pseudo_replicates", f"must be 0 (off) or at least 2, got {n}")
+    return n
+
+
 def run_baselines(
     adata: AnnData,
     comparisons: pd.DataFrame,
@@ -251,13 +266,10 @@ def run_baselines(
     """
     from desweep.datakeys import get_keys
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise DesweepInputError("--methods", "methods", f"unknown method '{unknown[0]}' (choose from {', '.join(METHODS)})")
+    methods = check_methods(methods)
     if top_n < 1:
         raise DesweepInputError("--top-n", "top_n", f"must be at least 1, got {top_n}")
-    if pseudo_replicates < 0 or pseudo_replicates == 1:
-        raise DesweepInputError("--pseudo-replicates", "pseudo_replicates", f"must be 0 (off) or at least 2, got {pseudo_replicates}")
+    check_pseudo_replicates(pseudo_replicates)
     data_keys = get_keys(adata, source, need_groups=True)
     for column in ("comparison_id", "group1", "group2", "design"):
         if column not in comparisons.columns:

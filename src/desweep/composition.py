@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
 
 from desweep.errors import DesweepInputError
+from desweep.names import NAME_SEPARATOR, encode_name, join_names, parse_pairs, quote_name, split_names
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def cluster_status(counts: pd.DataFrame, rule: PresenceRule = PresenceRule()) ->
 
     Returns
     -------
-    Table indexed by cluster with ``n_cells``, ``batches`` (``;``-joined),
+    Table indexed by cluster with ``n_cells``, ``batches`` (:func:`desweep.names.join_names`),
     ``n_batches``, ``status`` and ``specific_to`` (the batch, or ``""``).
     """
     total = counts.to_numpy().sum()
@@ -79,7 +79,7 @@ def cluster_status(counts: pd.DataFrame, rule: PresenceRule = PresenceRule()) ->
         present = [b for b in counts.columns if row[b] >= rule.min_cells and share[b] >= rule.min_enrichment * expected_share]
         status = "specific" if len(present) == 1 else "shared" if len(present) == counts.shape[1] else "partial"
         rows.append({
-            "cluster": cluster, "n_cells": int(row.sum()), "batches": ";".join(present), "n_batches": len(present),
+            "cluster": cluster, "n_cells": int(row.sum()), "batches": join_names(present), "n_batches": len(present),
             "status": status if present else "absent", "specific_to": present[0] if len(present) == 1 else "",
         })
     return pd.DataFrame(rows).set_index("cluster")
@@ -113,33 +113,70 @@ def recommendation(design: Design, *, any_shared_cluster: bool) -> tuple[str, st
 
 
 def parse_comparisons(text: str, *, option: str = "--comparisons") -> list[tuple[str, str]]:
-    """Parse ``"A:B;C:D"`` into pairs, with a one-line error for a malformed string."""
+    """Parse ``'A:B;C:D'`` into pairs (a name holding ``:``, ``;`` or ``"`` is written ``"in quotes"``).
+
+    Raises
+    ------
+    DesweepInputError
+        A malformed string, an empty name, a group compared with itself, or a pair given twice.
+    """
+    try:
+        items = parse_pairs(text)
+    except ValueError as err:
+        raise DesweepInputError(option, "comparisons", f"{err}; write a name holding ':', ';' or '\"' in double quotes") from None
     pairs = []
-    for item in (part.strip() for part in text.split(";")):
-        if not item:
-            continue
-        parts = item.split(":")
-        if len(parts) != 2 or not all(p.strip() for p in parts):
-            raise DesweepInputError(option, "comparisons", f"'{item}' is not of the form group1:group2 (pairs separated by ';')")
-        g1, g2 = (p.strip() for p in parts)
-        if g1 == g2:
-            raise DesweepInputError(option, "comparisons", f"'{item}' compares a group with itself")
-        pairs.append((g1, g2))
+    for names in items:
+        if len(names) != 2 or not all(names):
+            written = NAME_SEPARATOR.join(quote_name(n) for n in names)
+            raise DesweepInputError(option, "comparisons", f"'{written}' is not of the form group1:group2 (pairs separated by ';', "
+                                    "names holding ':' or ';' in double quotes)")
+        pairs.append((names[0], names[1]))
+    return check_pairs(pairs, source=option)
+
+
+def check_pairs(pairs: list[tuple[str, str]], *, source: str = "--comparisons") -> list[tuple[str, str]]:
+    """Refuse an empty list, an empty name, a group compared with itself and a pair given twice."""
     if not pairs:
-        raise DesweepInputError(option, "comparisons", "no comparison given")
-    return pairs
+        raise DesweepInputError(source, "comparisons", "no comparison given")
+    seen: set[tuple[str, str]] = set()
+    for g1, g2 in pairs:
+        written = f"{quote_name(g1)}{NAME_SEPARATOR}{quote_name(g2)}"
+        if not g1 or not g2:
+            raise DesweepInputError(source, "comparisons", f"'{written}' has an empty group name")
+        if g1 == g2:
+            raise DesweepInputError(source, "comparisons", f"'{written}' compares a group with itself")
+        if (g1, g2) in seen:
+            raise DesweepInputError(source, "comparisons", f"'{written}' is given twice")
+        seen.add((g1, g2))
+    return list(pairs)
 
 
-def default_comparisons(status: pd.DataFrame, *, max_comparisons: int) -> list[tuple[str, str]]:
-    """Every pair with at least one batch-specific cluster, most confounded first, capped."""
+def default_comparisons(status: pd.DataFrame, *, max_comparisons: int, source: str = "groups",
+                        group_key: str = "group") -> list[tuple[str, str]]:
+    """Every pair with at least one batch-specific cluster, most confounded first, capped.
+
+    Raises
+    ------
+    DesweepInputError
+        Fewer than two groups, or no batch-specific group: the message says what can work.
+    """
+    present = sorted(status.index[status["status"] != "absent"], key=str)
+    if len(present) < 2:
+        raise DesweepInputError(source, f"obs['{group_key}']", f"{len(present)} group(s) present ({', '.join(map(str, present)) or 'none'}): "
+                                "desweep compares two groups; give more labels, or cluster at a higher resolution "
+                                "(--set cluster.resolution=...)")
     specific = set(status.index[status["status"] == "specific"])
     pairs = []
-    for g1, g2 in itertools.combinations(sorted(status.index[status["status"] != "absent"], key=str), 2):
+    for g1, g2 in itertools.combinations(present, 2):
         if g1 in specific or g2 in specific:
             if g2 in specific and g1 not in specific:
                 g1, g2 = g2, g1  # the batch-specific group first
             design = classify(_batches(status, g1), _batches(status, g2))
             pairs.append((DESIGN_PRIORITY[design], str(g1), str(g2)))
+    if not pairs:
+        example = f"{quote_name(present[0])}{NAME_SEPARATOR}{quote_name(present[1])}"
+        raise DesweepInputError(source, f"obs['{group_key}']", f"no group is specific to one batch ({len(present)} groups): "
+                                f"name the pairs to compare with --comparisons (desweep run: --set composition.comparisons=...), e.g. '{example}'")
     pairs.sort()
     if len(pairs) > max_comparisons:
         logger.warning("%d candidate comparisons, keeping the first %d (--max-comparisons)", len(pairs), max_comparisons)
@@ -171,22 +208,40 @@ def comparison_table(
         rows.append({
             "comparison_id": comparison_id(g1, g2), "group1": g1, "group2": g2, "design": design,
             "recommended_batch_correction": setting, "reason": reason,
-            "group1_batches": ";".join(sorted(b1)), "group2_batches": ";".join(sorted(b2)),
-            "shared_batches": ";".join(sorted(b1 & b2)),
+            "group1_batches": join_names(sorted(b1)), "group2_batches": join_names(sorted(b2)),
+            "shared_batches": join_names(sorted(b1 & b2)),
             "n_cells_group1": int(status.loc[g1, "n_cells"]), "n_cells_group2": int(status.loc[g2, "n_cells"]),
         })
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
+def compose(
+    obs: pd.DataFrame, *, group_key: str, batch_key: str, comparisons: list[tuple[str, str]] | None = None,
+    max_comparisons: int = 10, rule: PresenceRule = PresenceRule(), min_cells_per_group: int = 10, source: str = "groups",
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Counts, cluster status and the comparisons table of ``desweep composition``.
+
+    Parameters
+    ----------
+    obs
+        Cell metadata with ``group_key`` and ``batch_key``.
+    comparisons
+        The pairs to compare; ``None``: :func:`default_comparisons`.
+
+    Returns
+    -------
+    ``(cluster_batch_counts, clusters, comparisons)``: the three tables of the step.
+    """
+    counts = cluster_batch_counts(obs, group_key=group_key, batch_key=batch_key)
+    status = cluster_status(counts, rule)
+    pairs = comparisons or default_comparisons(status, max_comparisons=max_comparisons, source=source, group_key=group_key)
+    return counts, status, comparison_table(status, pairs, source=source, min_cells_per_group=min_cells_per_group)
+
+
 def comparison_id(group1: str, group2: str) -> str:
-    """A stable, file-name-safe id: ``<group1>_vs_<group2>``."""
-    return f"{_safe(group1)}_vs_{_safe(group2)}"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", str(name)).strip("-") or "group"
+    """A stable, file-name-safe id, one-to-one: ``<group1>_vs_<group2>`` (:func:`desweep.names.encode_name`)."""
+    return f"{encode_name(group1)}_vs_{encode_name(group2)}"
 
 
 def _batches(status: pd.DataFrame, group: str) -> set[str]:
-    text = status.loc[group, "batches"]
-    return set(text.split(";")) if text else set()
+    return set(split_names(status.loc[group, "batches"]))

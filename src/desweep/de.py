@@ -79,7 +79,9 @@ import numpy as np
 import pandas as pd
 
 from desweep.errors import DesweepInputError
+from desweep.names import join_names, split_names
 from desweep.plan import PLAN_COLUMNS
+from desweep.progress import ProgressLog
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -196,16 +198,12 @@ def check_inputs(adata: AnnData, model: SCVI, plan: pd.DataFrame, *, group_key: 
     known = set(_batch_names(model, adata))
     for column in ("batchid1", "batchid2"):
         for text in plan[column]:
-            for batch in _split(text):
+            for batch in split_names(text):
                 if batch not in known:
                     raise DesweepInputError(source, column, f"batch '{batch}' is not a batch of the model (have: {', '.join(sorted(known))})")
 
 
 # --------------------------------------------------------------------------- helpers
-def _split(text: str) -> list[str]:
-    return [b for b in str(text).split(";") if b]
-
-
 def _derive_seed(*parts: Any) -> int:
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
@@ -251,7 +249,7 @@ class _Key:
         return cls(
             name=str(first["sampling_key"]), comparison_id=str(first["comparison_id"]), group1=str(first["group1"]),
             group2=str(first["group2"]), batch_correction=bool(first["batch_correction"]),
-            batchid1=tuple(_split(first["batchid1"])) or None, batchid2=tuple(_split(first["batchid2"])) or None,
+            batchid1=tuple(split_names(first["batchid1"])) or None, batchid2=tuple(split_names(first["batchid2"])) or None,
             weights=str(first["weights"]), filter_outlier_cells=bool(first["filter_outlier_cells"]), seed=int(first["seed"]),
         )
 
@@ -678,7 +676,7 @@ def _ood(ctx: SweepContext, key: _Key) -> str:
     for role, group, batchid in (("group1", key.group1, key.batchid1), ("group2", key.group2, key.batchid2)):
         present = set(_own_batches(ctx, np.flatnonzero(ctx.mask(group))))
         parts += [f"{role}@{b}" for b in (batchid or ctx.batch_names) if b not in present]
-    return ";".join(parts)
+    return join_names(parts)
 
 
 def run_group(
@@ -747,12 +745,12 @@ def run_group(
             "n_cells1": int(cells1.size), "n_cells2": int(cells2.size), "n_genes": len(table),
             "n_de": int(table["is_de_fdr"].sum()), "n_tied_top": int((table["proba_de"] == top).sum()),
             "max_proba_de": float(top), "pseudocounts": float(table["pseudocounts"].iloc[0]),
-            "top_genes": ";".join(table["gene"].head(SUMMARY_TOP_GENES)), "out_of_distribution": bool(ood),
+            "top_genes": join_names(table["gene"].head(SUMMARY_TOP_GENES)), "out_of_distribution": bool(ood),
             "ood_decoding": ood,
         })
     if context is not None and not use_scvi:
         _release(ctx, key)
-    logger.info("%s: %d combinations in %.1f s", sampling_key, len(rows), time.perf_counter() - start)
+    logger.debug("%s: %d combinations in %.1f s", sampling_key, len(rows), time.perf_counter() - start)
     return tables, pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
 
 
@@ -808,15 +806,17 @@ def run_sweep(
     ranks: dict[str, pd.DataFrame] = {}
     partials = []
     decode_seconds = 0.0
+    progress = sweep_progress(plan, sampling_keys(plan))
+    done = 0
     for index in models_of(plan):
         rows = plan[plan["model"] == index]
         check_inputs(adata, models[index], rows, group_key=group_key)
         ctx = make_context(adata, models[index], rows, group_key=group_key, n_samples=n_samples, batch_size=batch_size,
                            sampling=sampling)
-        keys = sampling_keys(rows)
-        for i, key in enumerate(keys, 1):
-            logger.info("[%d/%d] %s", i, len(keys), key)
+        for key in sampling_keys(rows):
             tables, summary = run_group(adata, models[index], rows, key, group_key=group_key, context=ctx)
+            done += 1
+            progress.update(done, f"{key} ({len(tables)} combinations)")
             for cid, table in tables.items():
                 ranks[cid] = table[["gene", "rank", "is_de_fdr"]]
                 if on_table is not None:
@@ -830,6 +830,13 @@ def run_sweep(
     summary = merge_summaries(partials, plan)
     return SweepResult(summary=summary, stability=stability(ranks, plan, top_n=top_n), tables=keep,
                        seconds=time.perf_counter() - start, decode_seconds=decode_seconds)
+
+
+def sweep_progress(plan: pd.DataFrame, keys: list[str]) -> ProgressLog:
+    """Progress lines for a sweep over ``keys``: one per tenth of them (:class:`desweep.progress.ProgressLog`)."""
+    n_combinations = int(plan["sampling_key"].isin(keys).sum())
+    logger.info("DE sweep: %d combinations in %d sampling keys", n_combinations, len(keys))
+    return ProgressLog(logger, "DE sweep", len(keys), unit="sampling key")
 
 
 # --------------------------------------------------------------------------- merging

@@ -13,6 +13,7 @@ to keep every gene, or add known markers with ``extra_genes``.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from math import ceil
 from pathlib import Path
@@ -50,7 +51,11 @@ def select_genes(
 
     if n_top_genes < 0:
         raise DesweepInputError("--n-top-genes", "n_top_genes", f"must be 0 (all genes) or positive, got {n_top_genes}")
-    extra = [g for g in (extra_genes or []) if g in adata.var_names]
+    extra = list(extra_genes or [])
+    absent = [g for g in extra if g not in adata.var_names]
+    if absent:
+        raise DesweepInputError("--extra-genes", absent[0], f"not a gene of the data ({len(absent)} of {len(extra)} absent; "
+                                f"{adata.n_vars} genes with counts, e.g. {', '.join(map(str, adata.var_names[:3]))})")
     if n_top_genes == 0 or n_top_genes >= adata.n_vars:
         keep = np.ones(adata.n_vars, dtype=bool)
         hvg = keep
@@ -163,12 +168,39 @@ def train_scvi(
         early_stopping=early_stopping,
         check_val_every_n_epoch=1,
         plan_kwargs={"n_epochs_kl_warmup": warmup, "lr": learning_rate},
-        enable_progress_bar=False,
+        enable_progress_bar=sys.stderr.isatty(),
+        callbacks=[training_progress(epochs, early_stopping=early_stopping)],
     )
     elapsed = time.perf_counter() - start
     history = training_history(model)
     logger.info("trained %d epochs in %.1f s (%.2f s/epoch)", len(history), elapsed, elapsed / max(len(history), 1))
     return model, history, {"train_seconds": elapsed, "epochs": len(history), "batch_size": size}
+
+
+def training_progress(max_epochs: int, *, early_stopping: bool = False):
+    """A Lightning callback that logs epoch, ELBO (train, validation), elapsed and remaining time.
+
+    One line after the first epoch and then every tenth of ``max_epochs``
+    (:class:`desweep.progress.ProgressLog`), so a log file shows training
+    progress without a line per epoch; Lightning's own bar is shown only on a
+    terminal.
+    """
+    from lightning.pytorch.callbacks import Callback
+
+    from desweep.progress import ProgressLog
+
+    class TrainingProgress(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.progress = ProgressLog(logger, "training", max_epochs, unit="epoch",
+                                        bound="at most" if early_stopping else "about")
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            metrics = trainer.callback_metrics
+            elbo = [f"{name} {float(metrics[key]):.1f}" for name, key in (("train", "elbo_train"), ("validation", "elbo_validation"))
+                    if key in metrics]
+            self.progress.update(trainer.current_epoch + 1, f"ELBO {', '.join(elbo)}" if elbo else "")
+
+    return TrainingProgress()
 
 
 def training_history(model: SCVI) -> pd.DataFrame:
@@ -298,12 +330,77 @@ def _label_asw(embedding: np.ndarray, labels: np.ndarray) -> float:
     return float((silhouette_score(embedding, labels) + 1) / 2)
 
 
-def load_model(model_dir: str, adata: AnnData, *, accelerator: str = "cpu") -> SCVI:
-    """Load a saved scVI model for ``adata``, with a one-line error when they do not match."""
+def data_fingerprint(adata: AnnData) -> dict[str, object]:
+    """What a model is bound to: its genes (in order), batches, cells and counts (sha256 of each).
+
+    ``desweep integrate`` stores it beside the model (:data:`desweep.keys.MODEL_FINGERPRINT`);
+    every step that loads the model compares it with its data (:func:`load_model`).
+    """
+    import hashlib
+
+    import scipy.sparse as sp
+
+    def sha(*parts: bytes | tuple[np.ndarray, type]) -> str:
+        digest = hashlib.sha256()
+        for part in parts:
+            if isinstance(part, bytes):
+                digest.update(part)
+                continue
+            array, dtype = part  # in blocks: no full-size copy of a large matrix
+            for start in range(0, array.size, 1 << 22):
+                digest.update(np.ascontiguousarray(array[start:start + (1 << 22)], dtype=dtype).tobytes())
+        return digest.hexdigest()
+
+    batch_key = get_keys(adata, "data").batch_key
+    batches = adata.obs[batch_key].astype(str)
+    x = sp.csr_matrix(adata.X)
+    x.sum_duplicates()
+    x.sort_indices()
+    return {
+        "n_genes": int(adata.n_vars), "genes": sha("\0".join(map(str, adata.var_names)).encode()),
+        "batches": sorted(set(batches)),
+        "n_cells": int(adata.n_obs), "cells": sha("\0".join(f"{c}\1{b}" for c, b in zip(adata.obs_names, batches, strict=True)).encode()),
+        "counts": sha((x.data, np.float32), (x.indices, np.int64), (x.indptr, np.int64)),
+    }
+
+
+def check_fingerprint(recorded: dict[str, object], adata: AnnData, *, model_dir: str, source: str) -> None:
+    """Raise when ``adata`` is not the data the model was trained on (:func:`data_fingerprint`)."""
+    current = data_fingerprint(adata)
+    for field, what in (("genes", "genes"), ("batches", "batches"), ("cells", "cells or their batches"), ("counts", "counts")):
+        if recorded.get(field) != current[field]:
+            detail = {"genes": f"{recorded.get('n_genes')} genes in the model, {current['n_genes']} here",
+                      "batches": f"model: {', '.join(map(str, recorded.get('batches') or []))}; here: {', '.join(current['batches'])}",
+                      "cells": f"{recorded.get('n_cells')} cells in the model, {current['n_cells']} here"}.get(field, "same shape, other values")
+            raise DesweepInputError(model_dir, "model", f"was trained on other data than {source}: its {what} differ ({detail}); "
+                                    "use the model integrate made from this data")
+
+
+def save_model(model: SCVI, adata: AnnData, model_dir: Path) -> None:
+    """Save ``model`` (without its data) and the fingerprint of ``adata``, the data it was trained on."""
+    import json
+
+    model.save(str(model_dir), overwrite=True, save_anndata=False)
+    (Path(model_dir) / keys.MODEL_FINGERPRINT).write_text(json.dumps(data_fingerprint(adata), indent=1) + "\n")
+
+
+def load_model(model_dir: str, adata: AnnData, *, accelerator: str = "cpu", source: str = "the data") -> SCVI:
+    """Load a saved scVI model for ``adata``, with a one-line error when they do not match.
+
+    The fingerprint saved with the model (genes, batches, cells, counts) must
+    match ``adata``; a model without one (saved by another tool) is loaded with a warning.
+    """
+    import json
+
     import scvi
 
     if not (Path(model_dir) / "model.pt").is_file():
         raise DesweepInputError(model_dir, "model", "no saved scVI model in this folder (model.pt missing)")
+    fingerprint = Path(model_dir) / keys.MODEL_FINGERPRINT
+    if fingerprint.is_file():
+        check_fingerprint(json.loads(fingerprint.read_text()), adata, model_dir=str(model_dir), source=source)
+    else:
+        logger.warning("%s has no %s: cannot check that it was trained on %s", model_dir, keys.MODEL_FINGERPRINT, source)
     try:
         return scvi.model.SCVI.load(model_dir, adata=adata, accelerator=accelerator)
     except (ValueError, KeyError, RuntimeError) as err:

@@ -2,6 +2,9 @@
 
 Every output is written to a temporary name in its destination folder and then
 renamed, so an interrupted step leaves either the previous complete file or none.
+The temporary name, ``.<name>.tmp-<host>-<pid>-<random>``, says which process
+writes it: :func:`remove_stale_partials` deletes those of processes that are gone
+(``kill -9``, a crash), never those of a live writer.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,7 +47,7 @@ def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{destination.name}.tmp-"
+    prefix = f".{destination.name}{_TMP_MARK}{_HOST}-{os.getpid()}-"
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=destination.parent))
     else:
@@ -65,6 +70,41 @@ def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator
 
 #: temporary paths being written now, removed by :func:`remove_partial_outputs` on SIGTERM
 _IN_PROGRESS: set[Path] = set()
+_TMP_MARK = ".tmp-"
+#: this machine, in temporary names (a hash: host names can be long and hold any character)
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^/]*")
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Delete the temporary outputs below ``folder`` whose writer, a process of this machine, is gone.
+
+    Returns
+    -------
+    The paths removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.rglob(f".*{_TMP_MARK}*")):
+        match = _TMP_NAME.fullmatch(path.name)
+        if match and match["host"] == _HOST and not _process_alive(int(match["pid"])) and path.exists():
+            _remove(path)
+            removed.append(path)
+    if removed:
+        logger.info("removed %d temporary file(s) left by ended processes in %s", len(removed), folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:
@@ -155,30 +195,70 @@ def read_h5ad(path: str | Path, *, backed: bool = False) -> AnnData:
         raise DesweepInputError(path, "h5ad", f"cannot be read (truncated or corrupt?): {reason}") from err
 
 
-def read_csv(path: str | Path, *, required: list[str] | tuple[str, ...] = (), what: str = "csv") -> pd.DataFrame:
-    """Read a CSV and check that ``required`` columns exist."""
+def read_csv(path: str | Path, *, required: list[str] | tuple[str, ...] = (), what: str = "csv",
+             names: tuple[str, ...] = (), index_col: int | str | None = None, all_text: bool = False) -> pd.DataFrame:
+    """Read a table (comma-separated, or tab-separated for ``.tsv``), keeping names as text.
+
+    Columns that hold names (:data:`desweep.keys.NAME_COLUMNS`, plus ``names``)
+    are read as strings with no NA inference, so ``01``, ``NA``, ``None`` or an
+    empty cell come back exactly as written; other columns get pandas' usual
+    number and missing-value inference (``all_text``: every column as text, for
+    tables passed on unchanged). Every desweep step reads its tables here.
+
+    Raises
+    ------
+    DesweepInputError
+        Missing, empty or unparsable file, or a ``required`` column missing.
+    """
     import pandas as pd
 
+    from desweep.keys import NAME_COLUMNS
+    from desweep.names import NA_LIKE
+
     path = require_file(path, what=what)
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        df = pd.read_csv(path)
+        header = pd.read_csv(path, sep=sep, nrows=0).columns
+        text = [c for c in header if all_text or c in NAME_COLUMNS or c in names]
+        df = pd.read_csv(path, sep=sep, dtype={c: str for c in text}, keep_default_na=False,
+                         na_values={c: sorted(NA_LIKE) for c in header if c not in text}, index_col=index_col)
     except Exception as err:
-        raise DesweepInputError(path, what, f"cannot be parsed as CSV: {str(err).splitlines()[0]}") from err
-    missing = [c for c in required if c not in df.columns]
+        raise DesweepInputError(path, what, f"cannot be parsed as {'TSV' if sep != ',' else 'CSV'}: {str(err).splitlines()[0]}") from err
+    missing = [c for c in required if c not in df.columns and c != df.index.name]
     if missing:
         raise DesweepInputError(path, missing[0], f"column missing (have: {', '.join(map(str, df.columns))})")
     return df
 
 
-def read_yaml(path: str | Path, *, what: str = "yaml") -> Any:
-    """Read a YAML file with a one-line error on bad syntax."""
+def read_yaml(path: str | Path, *, what: str = "yaml", scalars_as_text: bool = False) -> Any:
+    """Read a YAML file with a one-line error on bad syntax.
+
+    ``scalars_as_text``: every scalar but ``null`` (``~``, empty) stays the text
+    written (``01``, ``1.0``, ``no``, ``1:30`` are not numbers or booleans), for
+    values whose type the reader knows better (names, command-line options).
+    """
     import yaml
 
     path = require_file(path, what=what)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_text_loader() if scalars_as_text else yaml.SafeLoader)  # noqa: S506 (safe loaders)
     except yaml.YAMLError as err:
         raise DesweepInputError(path, what, f"is not valid YAML: {str(err).splitlines()[0]}") from err
+
+
+def _text_loader() -> type:
+    """A safe YAML loader that resolves no scalar type but null."""
+    import yaml
+
+    class TextLoader(yaml.SafeLoader):
+        pass
+
+    null = "tag:yaml.org,2002:null"
+    TextLoader.yaml_implicit_resolvers = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag == null]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    return TextLoader
 
 
 def file_checksum(path: str | Path, *, algorithm: str = "sha256") -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 UNS_DESWEEP = "desweep"  # uns dict: batch_key, group_key, input checksum, ...
 X_SCVI = "X_scVI"
 X_UMAP = "X_umap"
-LEIDEN = "leiden"
+LEIDEN = "desweep_leiden"  # desweep's own Leiden clusters; never a column of the user's
+#: obs columns desweep or scvi-tools write: never accepted as the user's batch or labels key
+OWN_OBS_PREFIXES = ("desweep_", "_scvi_")
 NORM_LAYER_PREFIX = "scvi_norm__"
 
 # --- step folders under OUTDIR ---------------------------------------------
@@ -29,6 +31,7 @@ PIPELINE_INFO = "pipeline_info"
 VALIDATED_H5AD = "validated.h5ad"
 VALIDATION_REPORT = "validation.json"
 MODEL_DIR = "model"
+MODEL_FINGERPRINT = "desweep_fingerprint.json"  # in MODEL_DIR: genes, batches and counts the model was trained on
 INTEGRATED_H5AD = "integrated.h5ad"
 HISTORY_CSV = "history.csv"
 METRICS_CSV = "metrics.csv"
@@ -44,6 +47,7 @@ DE_SUMMARY_CSV = "summary.csv"
 DE_STABILITY_CSV = "stability.csv"
 NORMALIZED_H5AD = "normalized.h5ad"
 CLUSTER_BATCH_MEANS_CSV = "cluster_batch_means.csv"
+LAYER_GENES_CSV = "layer_genes.csv"  # the genes normalized.h5ad's layers hold, and why
 GENE_PATTERNS_CSV = "gene_patterns.csv"
 SETTING_SCORES_CSV = "setting_scores.csv"
 CONCORDANCE_CSV = "concordance.csv"
@@ -85,10 +89,24 @@ MULTIQC_CONFIG = "multiqc_config.yml"
 MULTIQC_CUSTOM_CONTENT_DIR = "custom_content"
 TOP_GENE_EXPRESSION_CSV = "top_gene_expression.csv"
 
+# --- table columns that hold names (read back as text, never as numbers or NA) ---
+#: :func:`desweep.io.read_csv` reads these columns as strings without NA inference,
+#: so that a batch "01", a label "NA" or a gene "1.0" comes back as written
+NAME_COLUMNS = frozenset({
+    "gene", "cluster", "batch", "sample", "path", "group", "unit", "group1", "group2", "high_group",
+    "comparison_id", "combination_id", "combination_id_1", "combination_id_2", "best_combination_id", "recommended",
+    "sampling_key", "setting_id", "batchid1", "batchid2", "group1_batches", "group2_batches", "shared_batches",
+    "batches", "specific_to", "choice", "transform_batch", "top_genes", "ood_decoding",
+    "setting_id_1", "setting_id_2", "recommended_setting_id", "default_setting_id", "recommended_setting", "setting",
+    "model", "design", "decoding", "mode", "weights",
+})
+
 # --- DE sweep (desweep plan / desweep de) -----------------------------------
 DE_PARTIAL_SUMMARY_DIR = "summary"  # de/summary/<sampling_key>.csv, one per `desweep de --sampling-key` run
 
 
+#: in OUTDIR: held by the `desweep run` writing it (like the stamps, runner bookkeeping starts with .desweep_)
+RUN_LOCK = ".desweep_run.lock"
 def replicate_dir(model: int) -> str:
     """Folder under ``OUTDIR/integrate`` of model replicate ``model >= 1`` (model 0 is ``integrate/`` itself)."""
     return f"replicate{model}"

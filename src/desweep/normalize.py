@@ -29,17 +29,26 @@ What desweep adds
 - the draws are generated per block of cells from ``seed``, so the result does
   not depend on the chunk size and is identical for equal seeds.
 
-Memory holds the output layers (float32, ``cells x genes`` each) plus one
-working block of about ``n_samples x chunk x genes``; :func:`plan_memory`
-checks both against ``max_memory_gb`` before anything is computed.
+Which genes the layers hold
+---------------------------
+Dense layers of every gene do not fit at atlas sizes (5 layers of 1,000,000
+cells x 4,000 genes are 80 GB). ``desweep normalize`` therefore keeps by
+default the genes a user plots: the union of every DE table's top ``top_n``
+genes plus the genes asked for (:func:`select_layer_genes`), or every gene with
+``--all-genes``. ``cluster_batch_means.csv`` always covers every modelled gene:
+the means are summed chunk by chunk while decoding, so they never need the
+full layers.
+
+Memory holds the output layers (float32, ``cells x layer genes`` each) plus one
+working block of about ``n_samples x chunk x modelled genes``;
+:func:`plan_memory` checks both against ``max_memory_gb`` before anything is
+computed.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -49,6 +58,8 @@ import pandas as pd
 from desweep import keys
 from desweep.datakeys import get_keys
 from desweep.errors import DesweepInputError
+from desweep.names import encode_name, join_names
+from desweep.progress import ProgressLog
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -71,12 +82,14 @@ Latent = Literal["sample", "mean"]
 LATENTS: tuple[str, ...] = ("sample", "mean")
 DEFAULT_LIBRARY_SIZE = 1e4
 DEFAULT_MAX_MEMORY_GB = 16.0
+#: top genes of each DE table kept in the layers: ``desweep diagnose``'s default --top-n
+DEFAULT_TOP_N = 50
 MAX_CHUNK = 4096
 #: cells per block of posterior noise; the noise of a cell depends only on seed and its position
 NOISE_BLOCK = 1024
 #: dense float32 blocks of n_samples x chunk x modelled genes alive while one batch is decoded
-#: (scale, rate, zero-inflation logits, softmax input, gene selection)
-_WORK_BLOCKS = 5
+#: (scale, rate, zero-inflation logits, softmax input, the copy on the CPU, the running sum over batches)
+_WORK_BLOCKS = 7
 _SAFETY = 0.5  # use at most half the working budget for the chunk estimate
 _MEANS_BLOCK = 16384  # cells per block when summing layers per cluster and batch
 
@@ -93,7 +106,7 @@ class LayerSpec:
         The choice it belongs to (one of :data:`CHOICES`).
     transform_batch
         The decoding in scvi-tools' terms: ``None`` (own batch), a batch, or
-        ``"[all]"`` / the comma-joined list of batches averaged.
+        ``"[all]"`` / the list of batches averaged (:func:`desweep.names.join_names`).
     return_mean
         Whether the posterior samples were averaged.
     sample
@@ -187,27 +200,121 @@ def select_genes(var_names: Sequence[str], genes: Sequence[str] | None) -> tuple
     return idx, missing
 
 
+@dataclass(frozen=True)
+class GeneSelection:
+    """Which genes the layers hold, and why (:func:`select_layer_genes`).
+
+    Attributes
+    ----------
+    rule
+        ``"all_genes"`` or ``"de_top_union"`` (the DE tables' top genes plus the requested ones).
+    top_n
+        Top genes taken from each DE table.
+    n_tables
+        DE tables read.
+    top_counts
+        Gene -> number of DE tables with the gene among their top ``top_n``.
+    requested
+        Genes asked for (``--genes``), in the order given.
+    """
+
+    rule: str
+    top_n: int
+    n_tables: int
+    top_counts: dict[str, int]
+    requested: tuple[str, ...]
+
+    @property
+    def genes(self) -> list[str] | None:
+        """The genes to export (``None``: every modelled gene)."""
+        if self.rule == "all_genes":
+            return None
+        return list(dict.fromkeys([*self.top_counts, *self.requested]))
+
+
+def select_layer_genes(
+    tables: Mapping[str, pd.DataFrame] | None = None,
+    *,
+    top_n: int = DEFAULT_TOP_N,
+    requested: Sequence[str] | None = None,
+    all_genes: bool = False,
+) -> GeneSelection:
+    """The genes a user plots: the union of every DE table's top ``top_n`` genes and ``requested``.
+
+    The top genes of a table are the ones ``desweep diagnose`` classifies
+    (:func:`desweep.diagnose.top_genes`), so every classified gene, and every
+    consensus marker drawn from them, has its layers. With ``all_genes`` every
+    modelled gene is exported (the counts are still recorded).
+
+    Raises
+    ------
+    DesweepInputError
+        ``top_n`` below 1, or nothing to select from (no tables, no genes, not ``all_genes``).
+    """
+    from desweep.diagnose import top_genes
+
+    if top_n < 1:
+        raise DesweepInputError("--top-n", "top_n", f"must be at least 1, got {top_n}")
+    tables = tables or {}
+    wanted = tuple(dict.fromkeys(str(g).strip() for g in (requested or []) if str(g).strip()))
+    if not tables and not wanted and not all_genes:
+        raise DesweepInputError("desweep normalize", "genes", "nothing to export: give --plan (the DE sweep's top genes), "
+                                "--genes, or --all-genes")
+    counts: dict[str, int] = {}
+    for table in tables.values():
+        for gene in dict.fromkeys(top_genes(table, top_n)["gene"]):
+            counts[gene] = counts.get(gene, 0) + 1
+    rule = "all_genes" if all_genes else "de_top_union"
+    if all_genes:
+        logger.info("layers hold every modelled gene (--all-genes)")
+    else:
+        logger.info("layers hold the union of %d top genes of %d DE tables (top %d each) and %d requested genes",
+                    len(counts), len(tables), top_n, len(wanted))
+    return GeneSelection(rule=rule, top_n=int(top_n), n_tables=len(tables), top_counts=counts, requested=wanted)
+
+
+def describe_layer_genes(normalized: AnnData, selection: GeneSelection) -> pd.DataFrame:
+    """Record in ``normalized`` which genes its layers hold, and return that table.
+
+    Returns
+    -------
+    One row per gene of the layers, in model order: ``gene``, ``n_top_tables``
+    (DE tables with the gene among their top ``top_n``) and ``requested``. The
+    same columns go to ``var`` (``desweep_n_top_tables``, ``desweep_requested``)
+    and a summary (rule, top_n, table and gene counts) to
+    ``uns['desweep_normalize']['gene_selection']``.
+    """
+    genes = [str(g) for g in normalized.var_names]
+    requested = set(selection.requested)
+    table = pd.DataFrame({
+        "gene": genes,
+        "n_top_tables": [selection.top_counts.get(g, 0) for g in genes],
+        "requested": [g in requested for g in genes],
+    })
+    normalized.var["desweep_n_top_tables"] = table["n_top_tables"].to_numpy()
+    normalized.var["desweep_requested"] = table["requested"].to_numpy()
+    normalized.uns.setdefault(keys.UNS_NORMALIZE, {})["gene_selection"] = {
+        "rule": selection.rule, "top_n": selection.top_n, "n_tables": selection.n_tables,
+        "n_requested": len(selection.requested), "n_genes": len(genes),
+    }
+    return table
+
+
 def layer_plan(choices: Sequence[str], batches: Sequence[str], *, n_samples: int) -> list[LayerSpec]:
     """The layers an export writes, in order (see :data:`CHOICE_HELP`).
 
-    Batch names are made safe for HDF5 keys (characters other than letters,
-    digits, ``_ . - +`` become ``_``); ``LayerSpec.transform_batch`` keeps the
-    original name.
+    Batch names in layer names are encoded with :func:`desweep.names.encode_name`
+    (safe for HDF5 keys, one-to-one, bounded); ``LayerSpec.transform_batch``
+    keeps the real name.
     """
     prefix = keys.NORM_LAYER_PREFIX
-    listed = ",".join(batches)
+    listed = join_names(batches)
     specs: list[LayerSpec] = []
     for choice in check_choices(choices):
         if choice == "own_batch":
             specs.append(LayerSpec(f"{prefix}{keys.NORM_OWN_BATCH}", choice, "None", True))
         elif choice == "each_batch":
-            used: set[str] = set()
-            for code, batch in enumerate(batches):
-                safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", batch) or "_"
-                if safe in used:
-                    safe = f"{safe}_{code}"
-                used.add(safe)
-                specs.append(LayerSpec(f"{prefix}{keys.NORM_BATCH}__{safe}", choice, batch, True))
+            specs.extend(LayerSpec(f"{prefix}{keys.NORM_BATCH}__{encode_name(batch)}", choice, batch, True) for batch in batches)
         elif choice == "mean_all_batches":
             specs.append(LayerSpec(f"{prefix}{keys.NORM_MEAN_ALL_BATCHES}", choice, f"[{listed}]", True))
         else:
@@ -225,8 +332,9 @@ def plan_memory(
     """Estimate the memory of an export and choose the chunk size.
 
     The output layers take ``n_layers x n_cells x n_genes_out x 4`` bytes; one
-    chunk of ``c`` cells takes about ``4 x c x (n_samples x (5 x n_genes_model +
-    2 x n_genes_out) + n_genes_model)`` bytes while it is decoded. The chunk
+    chunk of ``c`` cells takes about ``4 x c x (7 x n_samples + 2) x
+    n_genes_model`` bytes while it is decoded (every modelled gene is decoded:
+    the cluster x batch means cover them all). The chunk
     size is the largest (up to 4,096) whose working block fits half of what the
     output leaves of ``max_memory_gb``.
 
@@ -240,7 +348,7 @@ def plan_memory(
         raise DesweepInputError("--max-memory-gb", "max_memory_gb", f"must be positive, got {max_memory_gb}")
     budget = int(max_memory_gb * 2**30)
     output = 4 * n_layers * n_cells * n_genes_out
-    per_cell = 4 * (n_samples * (_WORK_BLOCKS * n_genes_model + 2 * n_genes_out) + n_genes_model)
+    per_cell = 4 * (n_samples * _WORK_BLOCKS + 2) * n_genes_model
     if output + per_cell * min(n_cells, 16) > budget:
         raise DesweepInputError(
             "--max-memory-gb", "max_memory_gb",
@@ -311,8 +419,9 @@ def export_normalized(
         ``mean_all_batches``, ``all_batches_samples``); default: every batch of
         the model.
     genes
-        Genes to export (any order; written in model order); default every
-        modelled gene. Genes the model lacks are skipped with a warning.
+        Genes whose layers to export (any order; written in model order);
+        default every modelled gene. Genes the model lacks are skipped with a
+        warning. The means cover every modelled gene in any case.
     library_size
         ``"latent"`` (each cell's own library size: expected counts), or a
         number every cell is scaled to (``1`` gives frequencies, ``1e4``
@@ -340,7 +449,8 @@ def export_normalized(
     counts; ``obs``/``obsm`` copied; one layer per :class:`LayerSpec`;
     ``uns['desweep_normalize']`` with the parameters and the ``layers`` table),
     and the long table of :func:`cluster_batch_means` over every layer except
-    the posterior samples.
+    the posterior samples, for every modelled gene whatever ``genes`` is
+    (summed while decoding, so the layers of other genes are never kept).
     """
     import anndata as ad
     import scvi
@@ -375,8 +485,13 @@ def export_normalized(
                 len(specs), adata.n_obs, gene_idx.size, plan.output_bytes / 2**30, plan.chunk_size, plan.working_bytes / 2**30)
 
     codes = [all_batches.index(b) for b in batches]
-    layers = _decode(adata, model, specs=specs, codes=codes, gene_idx=gene_idx, library=library, n_samples=n_samples,
-                     latent=latent, chunk_size=plan.chunk_size, seed=seed)
+    layers = {spec.layer: np.empty((adata.n_obs, gene_idx.size), dtype=np.float32) for spec in specs}
+    sums = ClusterBatchSums(adata.obs, group_key=data_keys.group_key, batch_key=data_keys.batch_key, n_genes=adata.n_vars)
+    for spec, start, stop, values in _decoded_chunks(adata, model, specs=specs, codes=codes, library=library,
+                                                     n_samples=n_samples, latent=latent, chunk_size=plan.chunk_size, seed=seed):
+        layers[spec.layer][start:stop] = values[:, gene_idx]
+        if spec.sample < 0:  # posterior-sample layers stay out of the means
+            sums.add(spec.suffix, start, stop, values)
 
     out = ad.AnnData(X=adata.X[:, gene_idx].copy(), obs=adata.obs.copy(), var=adata.var.iloc[gene_idx].copy(), layers=layers)
     for key in (keys.X_SCVI, keys.X_UMAP):
@@ -396,48 +511,46 @@ def export_normalized(
         "scvi_tools_version": scvi.__version__,
         "layers": table,
     }
-    means = cluster_batch_means(out, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
-                                layers=[s for s in specs if s.sample < 0])
-    return out, means
+    return out, sums.table(adata.var_names, [s.suffix for s in specs if s.sample < 0])
 
 
-def _decode(
-    adata: AnnData, model: SCVI, *, specs: list[LayerSpec], codes: list[int], gene_idx: np.ndarray,
-    library: float | Literal["latent"], n_samples: int, latent: Latent, chunk_size: int, seed: int,
-) -> dict[str, np.ndarray]:
-    """Fill every layer chunk by chunk; see :func:`export_normalized`."""
+def _decoded_chunks(
+    adata: AnnData, model: SCVI, *, specs: list[LayerSpec], codes: list[int], library: float | Literal["latent"],
+    n_samples: int, latent: Latent, chunk_size: int, seed: int,
+) -> Iterator[tuple[LayerSpec, int, int, np.ndarray]]:
+    """Decode chunk by chunk; yield ``(spec, start, stop, values)`` with every modelled gene, float32 ``(stop - start, genes)``.
+
+    See :func:`export_normalized` for what each layer holds.
+    """
     import torch
     from scvi import REGISTRY_KEYS
 
     adata = model._validate_anndata(adata)
     module = model.module
-    n_cells, n_out = adata.n_obs, gene_idx.size
-    layers = {s.layer: np.empty((n_cells, n_out), dtype=np.float32) for s in specs}
+    n_cells = adata.n_obs
     by_choice: dict[str, list[LayerSpec]] = {}
     for s in specs:
         by_choice.setdefault(s.choice, []).append(s)
-    batch_layers = {code: spec.layer for code, spec in zip(codes, by_choice.get("each_batch", []), strict=False)}
+    batch_specs = dict(zip(codes, by_choice.get("each_batch", []), strict=False))
     own = by_choice.get("own_batch", [None])[0]
     mean_spec = by_choice.get("mean_all_batches", [None])[0]
     sample_specs = by_choice.get("all_batches_samples", [])
-    need_batches = bool(batch_layers or mean_spec or sample_specs)
+    need_batches = bool(batch_specs or mean_spec or sample_specs)
     output_key = "mu" if library == "latent" else "scale"
     scaling = 1.0 if library == "latent" else float(library)
     n_draws = 1 if latent == "mean" else n_samples
     n_latent = module.n_latent
     observed_library = bool(getattr(module, "use_observed_lib_size", True))
     z_transformation = module.z_encoder.z_transformation
-    gene_sel = torch.as_tensor(gene_idx, dtype=torch.long)
 
     was_training = module.training
     module.eval()
     loader = model._make_data_loader(adata=adata, indices=np.arange(n_cells), batch_size=chunk_size, shuffle=False)
-    n_chunks = -(-n_cells // chunk_size)
-    started = time.perf_counter()
+    progress = ProgressLog(logger, "normalized export", n_cells, unit="cells")
     start = 0
     try:
         with torch.inference_mode():
-            for i, tensors in enumerate(loader):
+            for tensors in loader:
                 stop = start + tensors[REGISTRY_KEYS.X_KEY].shape[0]
                 inference = module.inference(**module._get_inference_input(tensors))
                 qz = inference["qz"]
@@ -461,42 +574,95 @@ def _decode(
                 generative_input = module._get_generative_input(tensors, {**inference, "z": z, "library": lib})
 
                 def decode(code: int | None) -> np.ndarray:
-                    px = module.generative(**generative_input, transform_batch=code)["px"]
-                    values = px.get_normalized(output_key).index_select(-1, gene_sel.to(device))
+                    values = module.generative(**generative_input, transform_batch=code)["px"].get_normalized(output_key)
                     if scaling != 1.0:
                         values = values * scaling
                     return values.float().cpu().numpy()  # (n_draws, chunk, genes)
 
                 cell_codes = tensors[REGISTRY_KEYS.BATCH_KEY].reshape(-1).cpu().numpy().astype(int)
                 own_from_batches = own is not None and need_batches and set(cell_codes) <= set(codes)
-                total = np.zeros((n_draws, stop - start, n_out), dtype=np.float32) if (mean_spec or sample_specs) else None
+                own_values = None
+                total = None
                 if need_batches:
                     for code in codes:
                         values = decode(code)
-                        if total is not None:
-                            total += values
+                        if mean_spec or sample_specs:
+                            total = values if total is None else total + values
                         batch_mean = values.mean(axis=0)
-                        if code in batch_layers:
-                            layers[batch_layers[code]][start:stop] = batch_mean
+                        if code in batch_specs:
+                            yield batch_specs[code], start, stop, batch_mean
                         if own_from_batches:
+                            if own_values is None:
+                                own_values = np.empty_like(batch_mean)
                             rows = cell_codes == code
-                            layers[own.layer][start:stop][rows] = batch_mean[rows]
-                if own is not None and not own_from_batches:
-                    layers[own.layer][start:stop] = decode(None).mean(axis=0)
+                            own_values[rows] = batch_mean[rows]
+                if own is not None:
+                    yield own, start, stop, own_values if own_from_batches else decode(None).mean(axis=0)
                 if total is not None:
                     total /= len(codes)
                     if mean_spec is not None:
-                        layers[mean_spec.layer][start:stop] = total.mean(axis=0)
+                        yield mean_spec, start, stop, total.mean(axis=0)
                     for spec in sample_specs:
-                        layers[spec.layer][start:stop] = total[spec.sample]
+                        yield spec, start, stop, total[spec.sample]
                 start = stop
-                if n_chunks > 1 and (i + 1) % max(1, n_chunks // 10) == 0:
-                    logger.info("decoded %d/%d cells (%.0f s)", stop, n_cells, time.perf_counter() - started)
+                progress.update(stop)
     finally:
         module.train(was_training)
     if start != n_cells:  # pragma: no cover - a data loader that drops cells
         raise RuntimeError(f"decoded {start} of {n_cells} cells")
-    return layers
+
+
+class ClusterBatchSums:
+    """Sums of layers per (cluster, measured batch) and gene, added a block of cells at a time.
+
+    Parameters
+    ----------
+    obs
+        The cells' annotations (group and batch columns).
+    group_key, batch_key
+        obs columns of the clusters and the batches the cells were measured in.
+    n_genes
+        Genes (columns) of the blocks added.
+    """
+
+    def __init__(self, obs: pd.DataFrame, *, group_key: str, batch_key: str, n_genes: int) -> None:
+        import scipy.sparse as sp
+
+        self.clusters = _categories(obs[group_key])
+        self.batches = _categories(obs[batch_key])
+        c_codes = pd.Categorical(obs[group_key].astype(str), categories=self.clusters).codes
+        b_codes = pd.Categorical(obs[batch_key].astype(str), categories=self.batches).codes
+        valid = (c_codes >= 0) & (b_codes >= 0)  # cells without a cluster or batch count nowhere
+        combined = c_codes[valid].astype(np.int64) * len(self.batches) + b_codes[valid]
+        n_combinations = len(self.clusters) * len(self.batches)
+        counts = np.bincount(combined, minlength=n_combinations)
+        self.present = np.flatnonzero(counts)
+        self.counts = counts[self.present]
+        self.indicator = sp.csr_matrix(
+            (np.ones(combined.size), (combined, np.flatnonzero(valid))), shape=(n_combinations, len(obs))
+        )[self.present].tocsc()
+        self.n_genes = n_genes
+        self.sums: dict[str, np.ndarray] = {}
+
+    def add(self, choice: str, start: int, stop: int, values: np.ndarray) -> None:
+        """Add the values ``(stop - start, n_genes)`` of cells ``start:stop`` of one layer (float64 sums)."""
+        total = self.sums.setdefault(choice, np.zeros((self.present.size, self.n_genes)))
+        total += self.indicator[:, start:stop] @ np.asarray(values, dtype=np.float64)
+
+    def table(self, genes: Sequence[str], choices: Sequence[str]) -> pd.DataFrame:
+        """The long means table (see :func:`cluster_batch_means`), choices in the order given."""
+        genes = np.asarray(genes, dtype=object)
+        n_batches = len(self.batches)
+        frames = [pd.DataFrame({
+            "gene": np.tile(genes, self.present.size),
+            "cluster": np.repeat(np.asarray(self.clusters, dtype=object)[self.present // n_batches], genes.size),
+            "batch": np.repeat(np.asarray(self.batches, dtype=object)[self.present % n_batches], genes.size),
+            "choice": choice,
+            "mean": (self.sums[choice] / self.counts[:, None]).reshape(-1),
+            "n_cells": np.repeat(self.counts, genes.size),
+        }) for choice in choices]
+        columns = ["gene", "cluster", "batch", "choice", "mean", "n_cells"]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def cluster_batch_means(
@@ -512,39 +678,12 @@ def cluster_batch_means(
     is the batch the cells were measured in; ``choice`` is the layer name
     without ``scvi_norm__`` (how they were decoded).
     """
-    import scipy.sparse as sp
-
-    clusters = _categories(normalized.obs[group_key])
-    batches = _categories(normalized.obs[batch_key])
-    c_codes = pd.Categorical(normalized.obs[group_key].astype(str), categories=clusters).codes
-    b_codes = pd.Categorical(normalized.obs[batch_key].astype(str), categories=batches).codes
-    valid = (c_codes >= 0) & (b_codes >= 0)  # cells without a cluster or batch count nowhere
-    combined = c_codes[valid].astype(np.int64) * len(batches) + b_codes[valid]
-    n_combinations = len(clusters) * len(batches)
-    counts = np.bincount(combined, minlength=n_combinations)
-    present = np.flatnonzero(counts)
-    indicator = sp.csr_matrix(
-        (np.ones(combined.size), (combined, np.flatnonzero(valid))), shape=(n_combinations, normalized.n_obs)
-    )[present]
-    genes = np.asarray(normalized.var_names, dtype=object)
-    frames = []
+    sums = ClusterBatchSums(normalized.obs, group_key=group_key, batch_key=batch_key, n_genes=normalized.n_vars)
     for spec in layers:
-        values = normalized.layers[spec.layer]
-        sums = np.zeros((present.size, genes.size))
         for lo in range(0, normalized.n_obs, _MEANS_BLOCK):  # float64 sums without a float64 copy of the layer
             hi = min(lo + _MEANS_BLOCK, normalized.n_obs)
-            sums += indicator[:, lo:hi] @ np.asarray(values[lo:hi], dtype=np.float64)
-        means = sums / counts[present][:, None]
-        frames.append(pd.DataFrame({
-            "gene": np.tile(genes, present.size),
-            "cluster": np.repeat(np.asarray(clusters, dtype=object)[present // len(batches)], genes.size),
-            "batch": np.repeat(np.asarray(batches, dtype=object)[present % len(batches)], genes.size),
-            "choice": spec.suffix,
-            "mean": means.reshape(-1),
-            "n_cells": np.repeat(counts[present], genes.size),
-        }))
-    columns = ["gene", "cluster", "batch", "choice", "mean", "n_cells"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+            sums.add(spec.suffix, lo, hi, normalized.layers[spec.layer][lo:hi])
+    return sums.table(normalized.var_names, [spec.suffix for spec in layers])
 
 
 def _categories(column: pd.Series) -> list[str]:

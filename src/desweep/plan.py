@@ -57,8 +57,8 @@ from typing import Any
 
 import pandas as pd
 
-from desweep.composition import _safe
 from desweep.errors import DesweepInputError
+from desweep.names import encode_name, join_names, split_names
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,10 @@ PLAN_COLUMNS = [
     "fdr_target", "model", "seed",
 ]
 SKIPPED_COLUMNS = PLAN_COLUMNS + ["reason"]
+#: plans larger than this are logged as a warning (each combination is one DE table)
+WARN_COMBINATIONS = 2000
+#: default of ``desweep plan --max-combinations``
+DEFAULT_MAX_COMBINATIONS = 20000
 
 
 def default_grid_text() -> str:
@@ -156,6 +160,18 @@ def _check_value(source: str | Path, key: str, value: Any) -> Any:
     raise AssertionError(key)  # pragma: no cover
 
 
+def check_plan_size(plan: pd.DataFrame, *, max_combinations: int = DEFAULT_MAX_COMBINATIONS,
+                    source: str | Path = "comparisons.csv") -> None:
+    """Warn above :data:`WARN_COMBINATIONS` combinations; refuse more than ``max_combinations``."""
+    n, n_comparisons = len(plan), plan["comparison_id"].nunique()
+    if n > max_combinations:
+        raise DesweepInputError(source, "--max-combinations", f"the plan has {n:,} combinations ({n_comparisons:,} comparisons x the grid), "
+                                f"more than {max_combinations:,}: give fewer comparisons or a smaller grid, or raise "
+                                "--max-combinations (desweep run: --set plan.max_combinations=...)")
+    if n > WARN_COMBINATIONS:
+        logger.warning("the plan has %d combinations (%d comparisons x the grid): one DE table each", n, n_comparisons)
+
+
 def _dedupe(values: list) -> list:
     seen: list = []
     for value in values:
@@ -164,19 +180,13 @@ def _dedupe(values: list) -> list:
     return seen
 
 
-def _split_batches(text: Any) -> list[str]:
-    if text is None or (isinstance(text, float) and pd.isna(text)):
-        return []
-    return [b for b in str(text).split(";") if b]
-
-
 def _num(value: float) -> str:
     return f"{value:g}"
 
 
 def _decodings(row: pd.Series, batchids: list[str], all_batches: list[str] | None) -> list[tuple[str, str, list[str] | None, list[str] | None, str]]:
     """Decoding choices for batch_correction=True: ``(name, label, batchid1, batchid2, skip_reason)``."""
-    b1, b2 = _split_batches(row["group1_batches"]), _split_batches(row["group2_batches"])
+    b1, b2 = split_names(row["group1_batches"]), split_names(row["group2_batches"])
     out = []
     for choice in batchids:
         if choice == "all":
@@ -186,13 +196,13 @@ def _decodings(row: pd.Series, batchids: list[str], all_batches: list[str] | Non
             if not union:
                 out.append(("single", "bc-each", [], [], "neither group is present in any batch (comparisons.csv group batches empty)"))
             for batch in union:
-                out.append(("single", f"bc-in-{_safe(batch)}", [batch], [batch], ""))
+                out.append(("single", f"bc-in-{encode_name(batch)}", [batch], [batch], ""))
         elif choice == "own":
             reason = ""
             if not b1 or not b2:
                 reason = "a group is present in no batch (comparisons.csv group1_batches/group2_batches empty), so it has no own batches"
             elif set(b1) & set(b2) and set(b1) != set(b2):
-                reason = (f"batchid1 ({';'.join(b1)}) and batchid2 ({';'.join(b2)}) overlap without being equal: scvi-tools then "
+                reason = (f"batchid1 ({join_names(b1)}) and batchid2 ({join_names(b2)}) overlap without being equal: scvi-tools then "
                           "pairs samples across batches and warns that batch correction is not trustworthy")
             out.append(("own", "bc-own", b1, b2, reason))
     # the same batches twice (e.g. own == a single batch, or own == every batch of the model) run once
@@ -291,8 +301,8 @@ def make_plan(
                                     "combination_id": f"{setting}{replicate}", "sampling_key": key, "setting_id": setting,
                                     "comparison_id": cid, "group1": str(comp["group1"]), "group2": str(comp["group2"]),
                                     "design": str(comp.get("design", "")), "batch_correction": bc, "decoding": decoding,
-                                    "batchid1": ";".join(batchid1) if batchid1 else "",
-                                    "batchid2": ";".join(batchid2) if batchid2 else "",
+                                    "batchid1": join_names(batchid1 or []),
+                                    "batchid2": join_names(batchid2 or []),
                                     "mode": mode, "delta": delta, "weights": weights, "filter_outlier_cells": filt,
                                     "fdr_target": fdr, "model": model, "seed": seed,
                                 }
@@ -306,7 +316,7 @@ def make_plan(
     clash = plan["combination_id"][plan["combination_id"].duplicated()]
     if not clash.empty:
         raise DesweepInputError(source, "comparison_id", f"two combinations get the id '{clash.iloc[0]}' "
-                                "(batch or group names that differ only in punctuation); rename them")
+                                "(two batch or group names share the 8-digit hash of their encoding); rename one")
     if plan.empty:
         first = skipped_df["reason"].iloc[0] if len(skipped_df) else "no combination"
         raise DesweepInputError(source, "grid", f"every combination is invalid ({len(skipped_df)} skipped), e.g.: {first}")

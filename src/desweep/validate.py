@@ -12,6 +12,12 @@ Policies
   way (``TBCE``, ``TBCE-1``).
 - Genes with no count in any cell and cells with no count are dropped and reported.
 - Every batch needs at least ``min_cells_per_batch`` cells.
+- Batch, sample and label values are names, kept exactly as written (``01``
+  stays ``01``). A cell without one, or with an empty or missing-value word
+  (``NA``, ``None``, ``nan``, ... :data:`desweep.names.NA_LIKE`), is an error: such a
+  value means "unknown", and tables read back by other tools would lose it.
+- A labels column needs two labels at least, and neither key may name a
+  column desweep writes itself (``desweep_*``, scvi-tools' ``_scvi_*``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from desweep import keys
 from desweep.datakeys import DataKeys, set_keys
 from desweep.errors import DesweepInputError
 from desweep.io import file_checksum, read_csv, read_h5ad, require_file
+from desweep.names import is_na_like
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -130,6 +137,11 @@ def read_samplesheet(path: str | Path, *, batch_key: str = "batch", layer: str |
     if sheet.empty:
         raise DesweepInputError(path, "samplesheet", "has no rows")
     rows = sheet[list(SAMPLESHEET_COLUMNS)].astype(str).to_dict("records")
+    for i, row in enumerate(rows):
+        for column in ("sample", "batch"):
+            if is_na_like(row[column]):
+                raise DesweepInputError(path, f"row {i + 2} column '{column}'",
+                                        f"{row[column]!r} is empty or reads as a missing value; give every {column} a name")
     validator = jsonschema.Draft202012Validator(input_schema())
     for error in sorted(validator.iter_errors(rows), key=lambda e: list(e.path)):
         row, column = (list(error.path) + ["?", "?"])[:2]
@@ -137,11 +149,9 @@ def read_samplesheet(path: str | Path, *, batch_key: str = "batch", layer: str |
     duplicated = sheet["sample"][sheet["sample"].duplicated()]
     if not duplicated.empty:
         raise DesweepInputError(path, "sample", f"sample name '{duplicated.iloc[0]}' is used more than once")
-    base = Path(path).absolute().parent  # not resolve(): a staged symlink must not move relative paths
     parts = []
     for row in rows:
-        sample_path = Path(row["path"]) if Path(row["path"]).is_absolute() else base / row["path"]
-        part = _read_sample(sample_path, path, layer=layer)
+        part = _read_sample(_member_path(row["path"], path), path, layer=layer)
         part.obs_names = [f"{row['sample']}_{name}" for name in part.obs_names]
         part.obs[SAMPLE_KEY] = row["sample"]
         part.obs[batch_key] = row["batch"]
@@ -185,15 +195,21 @@ def validate_adata(
     The validated AnnData (``uns['desweep']`` records the keys) and the report.
     """
     report = ValidationReport(input=str(source), batch_key=batch_key, labels_key=labels_key or "")
+    if labels_key is not None and labels_key == batch_key:
+        raise DesweepInputError(source, "--labels-key", f"'{labels_key}' is also the batch key; compare labels, not batches")
     for key, option in ((batch_key, "--batch-key"), (labels_key, "--labels-key")):
         if key is None:
             continue
+        if key.startswith(keys.OWN_OBS_PREFIXES):
+            raise DesweepInputError(source, option, f"'{key}' is a column desweep or scvi-tools write ({', '.join(keys.OWN_OBS_PREFIXES)}...); "
+                                    "copy it to a column of another name")
         if key not in adata.obs:
             have = ", ".join(map(str, adata.obs.columns)) or "none"
             raise DesweepInputError(source, f"obs['{key}']", f"missing ({option}; have: {have})")
         if adata.obs[key].isna().any():
             raise DesweepInputError(source, f"obs['{key}']", f"{int(adata.obs[key].isna().sum())} cells have no value")
         adata.obs[key] = pd.Categorical(adata.obs[key].astype(str))
+        _check_names(adata.obs[key], source, key)
 
     cell_totals = np.asarray(adata.X.sum(axis=1)).ravel()
     gene_totals = np.asarray(adata.X.sum(axis=0)).ravel()
@@ -220,6 +236,10 @@ def validate_adata(
         )
     if labels_key:
         adata.obs[labels_key] = adata.obs[labels_key].cat.remove_unused_categories()
+        labels = adata.obs[labels_key].cat.categories
+        if len(labels) < 2:
+            raise DesweepInputError(source, f"obs['{labels_key}']", f"has one label only ({labels[0]}): desweep compares two groups; "
+                                    "give a column with two labels at least, or leave --labels-key out to compare Leiden clusters")
 
     set_keys(adata, DataKeys(batch_key=batch_key, labels_key=labels_key, group_key=None))
     report.n_cells, report.n_genes = int(adata.n_obs), int(adata.n_vars)
@@ -227,22 +247,54 @@ def validate_adata(
     return adata, report
 
 
+def is_samplesheet(path: str | Path) -> bool:
+    """Whether an input is a samplesheet (``.csv``/``.tsv``) rather than an .h5ad."""
+    return Path(path).suffix.lower() in {".csv", ".tsv"}
+
+
 def load_input(
     path: str | Path, *, batch_key: str, layer: str | None = None, make_genes_unique: bool = False
 ) -> AnnData:
-    """Read an .h5ad or a samplesheet CSV (chosen by content, not only by name)."""
+    """Read an .h5ad or a samplesheet CSV/TSV."""
     path = require_file(path, what="input")
-    if Path(path).suffix.lower() in {".csv", ".tsv"}:
+    if is_samplesheet(path):
         return read_samplesheet(path, batch_key=batch_key, layer=layer)
     return read_counts_h5ad(path, layer=layer, make_genes_unique=make_genes_unique)
 
 
+def input_files(path: str | Path) -> list[Path]:
+    """Every file an input consists of: the .h5ad, or the samplesheet and each file or folder it names."""
+    path = require_file(path, what="input")
+    if not is_samplesheet(path):
+        return [path]
+    sheet = read_csv(path, required=SAMPLESHEET_COLUMNS, what="samplesheet")
+    return [path] + [_member_path(str(p), path) for p in sheet["path"]]
+
+
+def input_checksum(path: str | Path) -> str:
+    """sha256 over the content of every file of an input (:func:`input_files`); a missing member counts as such."""
+    import hashlib
+
+    files = input_files(path)
+    if len(files) == 1:
+        return file_checksum(files[0])
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file_checksum(file) if file.exists() else 'missing'}\n".encode())  # the sheet holds the names
+    return digest.hexdigest()
+
+
 def record_checksum(adata: AnnData, report: ValidationReport, path: str | Path) -> None:
-    """Store the input's sha256 in ``uns['desweep']`` and the report (provenance)."""
-    report.checksum = file_checksum(path)
+    """Store the input's sha256 (a samplesheet's with its members) in ``uns['desweep']`` and the report (provenance)."""
+    report.checksum = input_checksum(path)
     info = dict(adata.uns[keys.UNS_DESWEEP])
     info["input_sha256"] = report.checksum
     adata.uns[keys.UNS_DESWEEP] = info
+
+
+def _member_path(value: str, sheet: str | Path) -> Path:
+    """A samplesheet ``path``: absolute, or relative to the sheet as given (not resolved: a staged symlink must not move it)."""
+    return Path(value) if Path(value).is_absolute() else Path(sheet).absolute().parent / value
 
 
 def _read_sample(sample_path: Path, sheet: str | Path, *, layer: str | None) -> AnnData:
@@ -274,6 +326,15 @@ def _shared_genes(parts: list[AnnData]) -> pd.Index:
     for part in parts[1:]:
         shared = shared.intersection(part.var_names, sort=False)
     return shared
+
+
+def _check_names(values: pd.Series, source: str | Path, key: str) -> None:
+    """Refuse empty and missing-value words (``NA``, ``None``, ...) as batch or label names."""
+    bad = [str(v) for v in values.cat.categories if is_na_like(v) and (values == v).any()]
+    if bad:
+        n = int(values.isin(bad).sum())
+        raise DesweepInputError(source, f"obs['{key}']", f"{n} cells have the value {bad[0]!r}, which is empty or reads as a missing value; "
+                                "give them a real name (e.g. 'unassigned') or drop them")
 
 
 def _check_unique(index: pd.Index, source: str | Path, field_name: str, problem: str) -> None:

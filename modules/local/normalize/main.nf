@@ -6,11 +6,13 @@ process NORMALIZE {
     conda "${moduleDir}/environment.yml"
 
     input:
-    tuple val(meta), path(h5ad), path(model)
+    // tables: every DE task's tables, staged together as tables/<combination_id>.csv
+    tuple val(meta), path(h5ad), path(model), path(plan), path(tables, stageAs: 'tables/*')
 
     output:
     tuple val(meta), path('normalized/normalized.h5ad')         , emit: h5ad
     tuple val(meta), path('normalized/cluster_batch_means.csv') , emit: means
+    tuple val(meta), path('normalized/layer_genes.csv')         , emit: layer_genes
     path 'versions.yml'                                         , emit: versions
 
     when:
@@ -23,6 +25,8 @@ process NORMALIZE {
     desweep-normalize \\
         --adata ${h5ad} \\
         --model ${model} \\
+        --plan ${plan} \\
+        --tables tables \\
         ${device} \\
         --threads ${task.cpus} \\
         ${args} \\
@@ -42,6 +46,7 @@ process NORMALIZE {
     mkdir -p normalized
     touch normalized/normalized.h5ad
     touch normalized/cluster_batch_means.csv
+    touch normalized/layer_genes.csv
 
     desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
     cat <<-END_VERSIONS > versions.yml

@@ -40,7 +40,8 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
 
     A :class:`DesweepInputError` (or any error, unless ``--debug``) becomes
     ``Error: <file>: <field>: <problem>`` on stderr and exit code 1 (2 for Click
-    usage errors), with no traceback.
+    usage errors), with no traceback. SIGTERM and Ctrl-C end the command at
+    once, leaving no partial output (:func:`_exit_cleanly_on_signals`).
     """
 
     @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
@@ -48,7 +49,7 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, debug: bool = False, verbose: bool = False, **kwargs: Any) -> Any:
         setup_logging(verbose=verbose)
-        _exit_cleanly_on_sigterm()
+        previous = _exit_cleanly_on_signals()
         try:
             return func(*args, **kwargs)
         except DesweepInputError as err:
@@ -62,17 +63,25 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             first_line = (str(err).splitlines() or [""])[0]
             raise click.ClickException(f"{type(err).__name__}: {first_line} (rerun with --debug for the traceback)") from err
+        finally:
+            _restore_signals(previous)
 
     return wrapper
 
 
-def _exit_cleanly_on_sigterm() -> None:
-    """On SIGTERM (what schedulers and Nextflow send first), delete partial outputs and exit.
+def _exit_cleanly_on_signals() -> dict[int, Any]:
+    """On SIGTERM (what schedulers and Nextflow send first) or Ctrl-C, delete partial outputs and exit.
 
     The handler does not raise into the interrupted code, which could swallow
-    the exception (I/O libraries catch broadly): it removes every temporary file
-    :func:`desweep.io.atomic_path` is writing and ends the process at once, so a
-    terminated step leaves its previous complete outputs or none.
+    the exception (I/O libraries catch broadly; Lightning turns Ctrl-C during
+    training into an unrelated error): it removes every temporary file
+    :func:`desweep.io.atomic_path` is writing, prints ``Aborted!`` for Ctrl-C and
+    ends the process at once (exit status 128 + the signal), so a stopped step
+    leaves its previous complete outputs or none, and ``desweep run`` resumes.
+
+    Returns
+    -------
+    The handlers replaced, for :func:`_restore_signals` (none outside the main thread).
     """
     import os
     import signal
@@ -82,10 +91,20 @@ def _exit_cleanly_on_sigterm() -> None:
 
     def terminate(signum: int, frame: object) -> None:
         remove_partial_outputs()
+        if signum == signal.SIGINT:
+            os.write(2, b"\nAborted!\n")
         os._exit(128 + signum)
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, terminate)
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, terminate) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    import signal
+
+    for signum, handler in previous.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def outdir_option(default_help: str) -> Callable[..., Any]:
@@ -107,7 +126,40 @@ means_option = click.option(
     "--means", "means_path", type=click.Path(path_type=Path), default=None,
     help=f"Optional {keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}: classify in every scVI normalized choice too.",
 )
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+seed_option = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Random seed.")
+
+
+def parsed(parse: Callable[[Any], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A Click callback that checks and converts an option's value with ``parse`` when the command line is read.
+
+    So ``desweep run`` finds a bad value of any step before the first step runs
+    (it resolves every step's command line up front). A
+    :class:`~desweep.errors.DesweepInputError` becomes one ``Error:`` line; the
+    runner reads the original error from ``__cause__``.
+    """
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except DesweepInputError as err:
+            raise click.ClickException(str(err)) from err
+
+    return callback
+
+
+def name_list(option: str) -> Callable[[str], list[str]]:
+    """Parse a comma-separated list of names (a name holding ``,`` in double quotes), see :func:`desweep.names.split_list`."""
+    from desweep.names import split_list
+
+    def parse(value: str) -> list[str]:
+        try:
+            return split_list(value)
+        except ValueError as err:
+            raise DesweepInputError(option, option.lstrip("-").replace("-", "_"), f"{err}; write a name holding ',' in double quotes") from None
+
+    return parse
 threads_option = click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -117,8 +169,10 @@ threads_option = click.option(
 
 
 def prepare_outdir(outdir: Path) -> Path:
-    """Create ``outdir``; a one-line error if it is a file or not writable."""
+    """Create ``outdir`` and remove temporary files ended processes left there; a one-line error if it is a file or not writable."""
     import os
+
+    from desweep.io import remove_stale_partials
 
     if outdir.exists() and not outdir.is_dir():
         raise DesweepInputError(outdir, "--outdir", "exists and is a file, not a folder")
@@ -128,4 +182,5 @@ def prepare_outdir(outdir: Path) -> Path:
         raise DesweepInputError(outdir, "--outdir", f"cannot be created: {err.strerror}") from err
     if not os.access(outdir, os.W_OK):
         raise DesweepInputError(outdir, "--outdir", "is not writable")
+    remove_stale_partials(outdir)
     return outdir

@@ -7,14 +7,27 @@ from pathlib import Path
 import click
 
 from desweep import keys
-from desweep.cli._common import outdir_option, prepare_outdir, step_command
+from desweep.cli._common import outdir_option, parsed, prepare_outdir, step_command
+
+
+def read_comparisons(value: str) -> list[tuple[str, str]]:
+    """``--comparisons``: pairs written ``'A:B;C:D'``, or a CSV/TSV file with ``group1`` and ``group2`` columns."""
+    from desweep import composition as comp
+    from desweep.io import read_csv
+
+    path = Path(value)
+    if path.is_file() or path.suffix.lower() in (".csv", ".tsv"):
+        table = read_csv(path, required=("group1", "group2"), what="--comparisons")
+        return comp.check_pairs(list(zip(table["group1"], table["group2"], strict=True)), source=str(path))
+    return comp.parse_comparisons(value)
 
 
 @click.command(name="composition")
 @click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), required=True,
               help=f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
-@click.option("--comparisons", default=None,
-              help="Comparisons as 'A:B;C:D' (default: every pair with a batch-specific group, up to --max-comparisons).")
+@click.option("--comparisons", default=None, callback=parsed(read_comparisons),
+              help="Comparisons as 'A:B;C:D' (a name holding ':', ';' or '\"' in double quotes: '\"CD4+:act\":B'), or a CSV/TSV "
+                   "file with group1,group2 columns (default: every pair with a batch-specific group, up to --max-comparisons).")
 @click.option("--max-comparisons", type=click.IntRange(min=1), default=10, show_default=True,
               help="Cap on the default comparisons.")
 @click.option("--min-cells-present", type=click.IntRange(min=1), default=10, show_default=True,
@@ -25,7 +38,7 @@ from desweep.cli._common import outdir_option, prepare_outdir, step_command
               help="Smallest group allowed in a comparison.")
 @outdir_option(f"writes {keys.CLUSTER_BATCH_COUNTS_CSV}, {keys.CLUSTER_STATUS_CSV} and {keys.COMPARISONS_CSV}.")
 @step_command
-def composition(input_path: Path, comparisons: str | None, max_comparisons: int, min_cells_present: int,
+def composition(input_path: Path, comparisons: list[tuple[str, str]] | None, max_comparisons: int, min_cells_present: int,
                 min_enrichment: float, min_cells_per_group: int, outdir: Path) -> None:
     """Cluster x batch counts, batch-specific clusters and the design class of each comparison.
 
@@ -39,15 +52,10 @@ def composition(input_path: Path, comparisons: str | None, max_comparisons: int,
 
     adata = read_h5ad(input_path, backed=True)
     data_keys = get_keys(adata, input_path, need_groups=True)
-    counts = comp.cluster_batch_counts(adata.obs, group_key=data_keys.group_key, batch_key=data_keys.batch_key)
-    status = comp.cluster_status(counts, comp.PresenceRule(min_cells=min_cells_present, min_enrichment=min_enrichment))
-    if comparisons:
-        pairs = comp.parse_comparisons(comparisons)
-    else:
-        pairs = comp.default_comparisons(status, max_comparisons=max_comparisons)
-        if not pairs:
-            raise click.ClickException(f"{input_path}: obs['{data_keys.group_key}']: no batch-specific group found; name comparisons with --comparisons")
-    table = comp.comparison_table(status, pairs, source=str(input_path), min_cells_per_group=min_cells_per_group)
+    counts, status, table = comp.compose(
+        adata.obs, group_key=data_keys.group_key, batch_key=data_keys.batch_key, comparisons=comparisons,
+        max_comparisons=max_comparisons, rule=comp.PresenceRule(min_cells=min_cells_present, min_enrichment=min_enrichment),
+        min_cells_per_group=min_cells_per_group, source=str(input_path))
     prepare_outdir(outdir)
     write_csv(counts, outdir / keys.CLUSTER_BATCH_COUNTS_CSV, index=True)
     write_csv(status, outdir / keys.CLUSTER_STATUS_CSV, index=True)

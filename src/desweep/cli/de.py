@@ -59,17 +59,14 @@ def de(plan_path: Path, adata_path: Path | None, model_dirs: tuple[Path, ...], s
 
     or everything in one process: replace --sampling-key with --all.
     """
-    import pandas as pd
-
     from desweep import de as sweep
     from desweep.errors import DesweepInputError
-    from desweep.io import read_csv, require_file, write_csv
+    from desweep.io import read_csv, write_csv
 
     chosen = [name for name, on in (("--sampling-key", bool(sampling_keys)), ("--all", run_all), ("--merge", merge)) if on]
     if len(chosen) != 1:
         raise DesweepInputError("desweep de", "--sampling-key/--all/--merge", f"give exactly one of them (got {', '.join(chosen) or 'none'})")
-    read_csv(plan_path, what="plan")
-    plan = sweep.check_plan(pd.read_csv(require_file(plan_path), dtype=str, keep_default_na=False), source=str(plan_path))
+    plan = sweep.check_plan(read_csv(plan_path, what="plan", all_text=True), source=str(plan_path))
     tables_dir = tables_dir or outdir / keys.DE_TABLES_DIR
     partials_dir = partials_dir or outdir / keys.DE_PARTIAL_SUMMARY_DIR
 
@@ -116,8 +113,9 @@ def _run(plan, *, plan_path: Path, adata_path: Path, model_dirs: tuple[Path, ...
     adata = read_h5ad(adata_path)
     data_keys = get_keys(adata, adata_path, need_groups=True)
     start, decode_seconds, done = time.perf_counter(), 0.0, 0
+    progress = sweep.sweep_progress(plan, keys_to_run)
     for index, model_dir in zip(models, model_dirs, strict=True):
-        model = load_model(str(model_dir), adata, accelerator=device)
+        model = load_model(str(model_dir), adata, accelerator=device, source=str(adata_path))
         rows = subset[subset["model"] == index]
         model_keys = [key for key in keys_to_run if key in set(rows["sampling_key"])]
         sweep.check_inputs(adata, model, rows, group_key=data_keys.group_key, source=str(adata_path))
@@ -130,23 +128,22 @@ def _run(plan, *, plan_path: Path, adata_path: Path, model_dirs: tuple[Path, ...
                 write_csv(table, outdir / keys.DE_TABLES_DIR / f"{cid}.csv")
             write_csv(summary, outdir / keys.DE_PARTIAL_SUMMARY_DIR / f"{key}.csv")
             done += 1
-            click.echo(f"[{done}/{len(keys_to_run)}] {key}: {len(tables)} tables")
+            progress.update(done, f"{key} ({len(tables)} tables)")
         decode_seconds += context.decode_seconds
     click.echo(f"{len(keys_to_run)} sampling keys in {time.perf_counter() - start:.1f} s "
                f"(decoding {decode_seconds:.1f} s, {sampling} sampling)")
 
 
 def _merge(plan, *, partials_dir: Path, tables_dir: Path, top_n: int):
-    import pandas as pd
-
     from desweep import de as sweep
     from desweep.errors import DesweepInputError
+    from desweep.io import read_csv
 
     partials, missing = [], []
     for key in sweep.sampling_keys(plan):
         path = partials_dir / f"{key}.csv"
         if path.is_file():
-            partials.append(pd.read_csv(path, dtype=str, keep_default_na=False))
+            partials.append(read_csv(path, what="summary", all_text=True))
         else:
             missing.append(key)
     if missing:
@@ -158,5 +155,5 @@ def _merge(plan, *, partials_dir: Path, tables_dir: Path, top_n: int):
         path = tables_dir / f"{cid}.csv"
         if not path.is_file():
             raise DesweepInputError(tables_dir, "combination_id", f"table '{cid}.csv' is missing")
-        tables[cid] = pd.read_csv(path, usecols=["gene", "rank", "is_de_fdr"], dtype={"gene": str})
+        tables[cid] = read_csv(path, required=("gene", "rank", "is_de_fdr"), what="DE table")[["gene", "rank", "is_de_fdr"]]
     return summary, sweep.stability(tables, plan, top_n=top_n)

@@ -7,22 +7,21 @@ from pathlib import Path
 import click
 
 from desweep import keys
-from desweep.cli._common import outdir_option, prepare_outdir, seed_option, step_command, threads_option
+from desweep.cli._common import name_list, outdir_option, parsed, prepare_outdir, seed_option, step_command, threads_option
 from desweep.compute import ACCELERATORS
-
-
-def _split(values: str | None) -> list[str]:
-    return [v.strip() for v in (values or "").split(",") if v.strip()]
 
 
 @click.command(name="integrate")
 @click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), required=True,
               help=f"The validated .h5ad ({keys.STEP_VALIDATE}/{keys.VALIDATED_H5AD}).")
-@click.option("--n-top-genes", type=int, default=4000, show_default=True,
+@click.option("--n-top-genes", type=click.IntRange(min=0), default=4000, show_default=True,
               help="Highly variable genes to model (seurat_v3 on counts); 0 keeps every gene. DE covers only modelled genes.")
-@click.option("--extra-genes", default=None, help="Comma-separated genes to model even if not highly variable (e.g. known markers).")
-@click.option("--categorical-covariates", default=None, help="Comma-separated extra categorical obs columns.")
-@click.option("--continuous-covariates", default=None, help="Comma-separated extra continuous obs columns.")
+@click.option("--extra-genes", default=None, callback=parsed(name_list("--extra-genes")),
+              help='Comma-separated genes to model even if not highly variable (e.g. known markers; a name holding "," in double quotes).')
+@click.option("--categorical-covariates", default=None, callback=parsed(name_list("--categorical-covariates")),
+              help="Comma-separated extra categorical obs columns.")
+@click.option("--continuous-covariates", default=None, callback=parsed(name_list("--continuous-covariates")),
+              help="Comma-separated extra continuous obs columns.")
 @click.option("--n-latent", type=click.IntRange(min=2), default=10, show_default=True, help="Latent dimensions.")
 @click.option("--n-layers", type=click.IntRange(min=1), default=1, show_default=True, help="Hidden layers.")
 @click.option("--gene-likelihood", type=click.Choice(["zinb", "nb", "poisson"]), default="zinb", show_default=True)
@@ -44,8 +43,8 @@ def _split(values: str | None) -> list[str]:
 @threads_option
 @outdir_option(f"writes {keys.MODEL_DIR}/, {keys.INTEGRATED_H5AD}, {keys.HISTORY_CSV} and {keys.METRICS_CSV}.")
 @step_command
-def integrate(input_path: Path, n_top_genes: int, extra_genes: str | None, categorical_covariates: str | None,
-              continuous_covariates: str | None, n_latent: int, n_layers: int, gene_likelihood: str, max_epochs: int | None,
+def integrate(input_path: Path, n_top_genes: int, extra_genes: list[str] | None, categorical_covariates: list[str] | None,
+              continuous_covariates: list[str] | None, n_latent: int, n_layers: int, gene_likelihood: str, max_epochs: int | None,
               early_stopping: bool, batch_size: int | None, kl_warmup_epochs: int | None, learning_rate: float, accelerator: str, gpu_fallback: bool, seed: int,
               threads: int | None, outdir: Path) -> None:
     """Train scVI on the validated counts and write the model, embedding, history and metrics.
@@ -56,6 +55,7 @@ def integrate(input_path: Path, n_top_genes: int, extra_genes: str | None, categ
     """
     from desweep import compute
     from desweep.integrate import integrate as run_integration
+    from desweep.integrate import save_model
     from desweep.io import atomic_path, read_h5ad, write_csv, write_h5ad
 
     compute.configure(threads=threads, seed=seed)
@@ -63,14 +63,14 @@ def integrate(input_path: Path, n_top_genes: int, extra_genes: str | None, categ
     adata = read_h5ad(input_path)
     prepare_outdir(outdir)
     integrated, model, history, metrics = run_integration(
-        adata, source=str(input_path), n_top_genes=n_top_genes, extra_genes=_split(extra_genes),
-        categorical_covariates=_split(categorical_covariates), continuous_covariates=_split(continuous_covariates),
+        adata, source=str(input_path), n_top_genes=n_top_genes, extra_genes=extra_genes or [],
+        categorical_covariates=categorical_covariates or [], continuous_covariates=continuous_covariates or [],
         n_latent=n_latent, n_layers=n_layers, gene_likelihood=gene_likelihood, max_epochs=max_epochs,
         early_stopping=early_stopping, batch_size=batch_size, kl_warmup_epochs=kl_warmup_epochs,
         learning_rate=learning_rate, accelerator=device, seed=seed,
     )
     with atomic_path(outdir / keys.MODEL_DIR, directory=True) as tmp_model:
-        model.save(str(tmp_model), overwrite=True, save_anndata=False)
+        save_model(model, integrated, tmp_model)
     write_h5ad(integrated, outdir / keys.INTEGRATED_H5AD)
     write_csv(history, outdir / keys.HISTORY_CSV)
     write_csv(metrics, outdir / keys.METRICS_CSV)

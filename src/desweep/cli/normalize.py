@@ -8,21 +8,17 @@ from typing import TYPE_CHECKING
 import click
 
 from desweep import keys
-from desweep.cli._common import outdir_option, prepare_outdir, seed_option, step_command, threads_option
+from desweep.cli._common import name_list, outdir_option, parsed, prepare_outdir, seed_option, step_command, threads_option
 from desweep.compute import ACCELERATORS
 from desweep.errors import DesweepInputError
-from desweep.normalize import CHOICE_HELP, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, LATENTS
+from desweep.normalize import CHOICE_HELP, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, DEFAULT_TOP_N, LATENTS, check_choices, parse_library_size
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 
-def _split(values: str | None) -> list[str]:
-    return [v.strip() for v in (values or "").split(",") if v.strip()]
-
-
 def read_gene_list(value: str) -> list[str]:
-    """Genes from ``--genes``: a comma-separated list, or a file.
+    """Genes from ``--genes``: a comma-separated list (a name holding ``,`` in double quotes), or a file.
 
     The file holds one gene per line (blank lines and ``#`` comments skipped),
     or is a CSV whose ``gene`` column lists them (e.g. a DE table).
@@ -33,13 +29,28 @@ def read_gene_list(value: str) -> list[str]:
     if not path.exists():
         if "/" in value or value.endswith((".txt", ".csv", ".tsv")):
             raise DesweepInputError(value, "--genes", "file does not exist")
-        return _split(value)
+        return name_list("--genes")(value)
     require_file(path, what="--genes")
     lines = [ln.strip() for ln in path.read_text().splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
     if lines and "," in lines[0]:
-        return [str(g) for g in read_csv(path, required=["gene"], what="--genes")["gene"].dropna()]
+        return list(read_csv(path, required=["gene"], what="--genes")["gene"])
     return lines
+
+
+def read_plan_tables(plan_path: Path, tables_dir: Path | None) -> dict:
+    """The DE tables of every row of ``plan_path`` (``tables/`` beside it unless ``tables_dir``)."""
+    from desweep.cli.diagnose import read_tables
+    from desweep.io import read_csv
+
+    plan = read_csv(plan_path, required=("combination_id",), what="plan")
+    tables_dir = tables_dir or plan_path.parent / keys.DE_TABLES_DIR
+    if not tables_dir.is_dir():
+        raise DesweepInputError(tables_dir, "--tables", "folder does not exist: run `desweep de` first")
+    tables = read_tables(plan, tables_dir)
+    if not tables:
+        raise DesweepInputError(tables_dir, "tables", f"no <combination_id>.csv for any row of {plan_path}")
+    return tables
 
 
 def write_normalized_h5ad(normalized: AnnData, destination: Path) -> Path:
@@ -62,13 +73,24 @@ _CHOICES_HELP = "; ".join(f"{name}: {text}" for name, text in CHOICE_HELP.items(
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
               help=f"The scVI model folder ({keys.STEP_INTEGRATE}/{keys.MODEL_DIR}).")
 @click.option("--choices", default=",".join(DEFAULT_CHOICES), show_default=True,
+              callback=parsed(lambda value: check_choices(name_list("--choices")(value))),
               help=f"Comma-separated transform_batch choices, or 'all'. {_CHOICES_HELP}.")
-@click.option("--batches", default=None,
-              help="Comma-separated batches to decode in and average over (default: every batch of the model).")
-@click.option("--genes", default=None,
-              help="Genes to export: a comma-separated list, or a file (one gene per line, or a CSV with a 'gene' column). "
-                   "Default: every modelled gene.")
-@click.option("--library-size", default="1e4", show_default=True,
+@click.option("--batches", default=None, callback=parsed(name_list("--batches")),
+              help='Comma-separated batches to decode in and average over (a name holding "," in double quotes; '
+                   "default: every batch of the model).")
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path), default=None,
+              help=f"The DE plan ({keys.STEP_DE}/{keys.PLAN_CSV}): the layers hold the top --top-n genes of each of its tables.")
+@click.option("--tables", "tables_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help=f"Folder of DE tables <combination_id>.csv (default: {keys.DE_TABLES_DIR}/ beside the plan).")
+@click.option("--top-n", type=click.IntRange(min=1), default=DEFAULT_TOP_N, show_default=True,
+              help="Top genes of each DE table kept in the layers (give diagnose's --top-n).")
+@click.option("--genes", default=None, callback=parsed(read_gene_list),
+              help="Genes to export as well: a comma-separated list (a name holding \",\" in double quotes), or a file "
+                   "(one gene per line, or a CSV with a 'gene' column).")
+@click.option("--all-genes", is_flag=True,
+              help=f"Layers for every modelled gene (size: 4 bytes x layers x cells x genes). {keys.CLUSTER_BATCH_MEANS_CSV} "
+                   "always covers every gene.")
+@click.option("--library-size", default="1e4", show_default=True, callback=parsed(parse_library_size),
               help="'latent' (each cell's own library size: expected counts) or a number every cell is scaled to (1 = frequencies).")
 @click.option("--n-samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Posterior samples of z per cell; layers are their mean (all_batches_samples keeps each).")
@@ -82,46 +104,50 @@ _CHOICES_HELP = "; ".join(f"{name}: {text}" for name, text in CHOICE_HELP.items(
               help="auto uses a GPU when one is present.")
 @seed_option
 @threads_option
-@outdir_option(f"writes {keys.NORMALIZED_H5AD} and {keys.CLUSTER_BATCH_MEANS_CSV}.")
+@outdir_option(f"writes {keys.NORMALIZED_H5AD}, {keys.CLUSTER_BATCH_MEANS_CSV} and {keys.LAYER_GENES_CSV}.")
 @step_command
-def normalize(adata_path: Path, model_dir: Path, choices: str, batches: str | None, genes: str | None, library_size: str,
+def normalize(adata_path: Path, model_dir: Path, choices: tuple[str, ...], batches: list[str] | None, plan_path: Path | None,
+              tables_dir: Path | None, top_n: int, genes: list[str] | None, all_genes: bool, library_size: float | str,
               n_samples: int, latent: str, chunk_size: int | None, max_memory_gb: float, accelerator: str, seed: int,
               threads: int | None, outdir: Path) -> None:
     """Export scVI normalized expression for each transform_batch choice.
 
     Writes one float32 layer per choice (scvi_norm__own_batch,
     scvi_norm__batch__<b> per batch, scvi_norm__mean_all_batches,
-    scvi_norm__mean_all_batches__sample_<k>) and the mean of each per gene,
-    cluster and batch. See docs/normalized_expression.md for what scvi-tools
-    returns for each choice.
+    scvi_norm__mean_all_batches__sample_<k>) for the genes a user plots (the
+    top genes of every DE table of --plan, plus --genes; every gene with
+    --all-genes), and the mean of each per gene, cluster and batch for every
+    gene. See docs/normalized_expression.md for what scvi-tools returns for
+    each choice.
 
     Example:
 
     \b
         desweep normalize --adata results/cluster/clustered.h5ad \\
-            --model results/integrate/model --genes markers.txt \\
-            --choices all --n-samples 5 -o results/normalized
+            --model results/integrate/model --plan results/de/plan.csv \\
+            --genes markers.txt --choices all --n-samples 5 -o results/normalized
     """
     from desweep import compute
     from desweep.integrate import load_model
     from desweep.io import read_h5ad, write_csv
-    from desweep.normalize import check_choices, export_normalized, parse_library_size
+    from desweep.normalize import describe_layer_genes, export_normalized, select_layer_genes
 
-    chosen = check_choices(_split(choices))
-    library = parse_library_size(library_size)
-    gene_list = read_gene_list(genes) if genes else None
-    batch_list = _split(batches) or None
+    tables = read_plan_tables(plan_path, tables_dir) if plan_path else None
+    selection = select_layer_genes(tables, top_n=top_n, requested=genes, all_genes=all_genes)
+
     compute.configure(threads=threads, seed=seed)
     device = compute.resolve_accelerator(accelerator)
     adata = read_h5ad(adata_path)
-    model = load_model(str(model_dir), adata, accelerator=device)
+    model = load_model(str(model_dir), adata, accelerator=device, source=str(adata_path))
     normalized, means = export_normalized(
-        adata, model, choices=chosen, batches=batch_list, genes=gene_list, library_size=library, n_samples=n_samples,
+        adata, model, choices=choices, batches=batches or None, genes=selection.genes, library_size=library_size, n_samples=n_samples,
         latent=latent, chunk_size=chunk_size, max_memory_gb=max_memory_gb, seed=seed, source=str(adata_path),
     )
+    layer_genes = describe_layer_genes(normalized, selection)
     prepare_outdir(outdir)
     write_normalized_h5ad(normalized, outdir / keys.NORMALIZED_H5AD)
     write_csv(means, outdir / keys.CLUSTER_BATCH_MEANS_CSV)
+    write_csv(layer_genes, outdir / keys.LAYER_GENES_CSV)
     click.echo(f"{len(normalized.layers)} layers of {normalized.n_obs} cells x {normalized.n_vars} genes:")
     for layer in normalized.layers:
         click.echo(f"  {layer}")

@@ -8,6 +8,15 @@ import click
 
 from desweep import keys
 from desweep.cli._common import outdir_option, prepare_outdir, step_command
+from desweep.plan import DEFAULT_MAX_COMBINATIONS, WARN_COMBINATIONS
+
+
+def read_grid(grid_path: Path | None) -> dict | None:
+    """The checked grid of ``--grid`` (``None``: the default grid)."""
+    from desweep.io import read_yaml
+    from desweep.plan import check_grid
+
+    return check_grid(read_yaml(grid_path, what="grid"), source=grid_path) if grid_path is not None else None
 
 
 def _show_default_grid(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -26,27 +35,27 @@ def _show_default_grid(ctx: click.Context, _param: click.Parameter, value: bool)
 @click.option("--batch-counts", "counts_path", type=click.Path(path_type=Path), default=None,
               help=f"Cluster x batch counts, to know every batch of the model (default: {keys.CLUSTER_BATCH_COUNTS_CSV} "
                    "beside the comparisons, when present).")
+@click.option("--max-combinations", type=click.IntRange(min=1), default=DEFAULT_MAX_COMBINATIONS, show_default=True,
+              help=f"Refuse a plan with more combinations (one DE table each; a warning from {WARN_COMBINATIONS:,}).")
 @click.option("--models", type=click.IntRange(min=1), default=1, show_default=True,
               help="Trained scVI models (replicates, `desweep run --models`): every combination runs on each.")
 @click.option("--show-default-grid", is_flag=True, is_eager=True, expose_value=False, callback=_show_default_grid,
               help="Print the default grid YAML and exit.")
 @outdir_option(f"writes {keys.PLAN_CSV} and {keys.PLAN_SKIPPED_CSV}.")
 @step_command
-def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | None, models: int, outdir: Path) -> None:
+def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | None, max_combinations: int, models: int,
+         outdir: Path) -> None:
     """Cross a grid of scvi-tools DE settings with the comparisons: one row per combination.
 
     Invalid combinations go to plan_skipped.csv with the reason. Example:
 
         desweep plan --comparisons results/composition/comparisons.csv --grid grid.yaml -o results/de
     """
-    import pandas as pd
+    from desweep.io import read_csv, write_csv
+    from desweep.plan import COMPARISON_REQUIRED, check_plan_size, make_plan
 
-    from desweep.io import read_csv, read_yaml, write_csv
-    from desweep.plan import check_grid, make_plan
-
-    read_csv(comparisons_path, required=("comparison_id", "group1", "group2", "group1_batches", "group2_batches"), what="comparisons")
-    comparisons = pd.read_csv(comparisons_path, dtype=str, keep_default_na=False)
-    grid = check_grid(read_yaml(grid_path, what="grid"), source=grid_path) if grid_path is not None else None
+    comparisons = read_csv(comparisons_path, required=COMPARISON_REQUIRED, what="comparisons", all_text=True)
+    grid = read_grid(grid_path)
     if counts_path is None and (comparisons_path.parent / keys.CLUSTER_BATCH_COUNTS_CSV).is_file():
         counts_path = comparisons_path.parent / keys.CLUSTER_BATCH_COUNTS_CSV
     batches = None
@@ -54,6 +63,7 @@ def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | Non
         counts = read_csv(counts_path, required=("cluster",), what="batch counts")
         batches = [str(c) for c in counts.columns if c != "cluster"]
     the_plan, skipped = make_plan(comparisons, grid, batches=batches, models=models, source=str(comparisons_path))
+    check_plan_size(the_plan, max_combinations=max_combinations, source=comparisons_path)
     prepare_outdir(outdir)
     write_csv(the_plan, outdir / keys.PLAN_CSV)
     write_csv(skipped, outdir / keys.PLAN_SKIPPED_CSV)

@@ -5,23 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 
 from desweep import keys
 from desweep.cli._common import setup_logging, step_command
-from desweep.errors import DesweepInputError
-
-
-def parse_set_options(values: tuple[str, ...]) -> dict[str, dict[str, object]]:
-    """``("integrate.max_epochs=50",)`` -> ``{"integrate": {"max_epochs": 50}}`` (values parsed as YAML scalars)."""
-    steps: dict[str, dict[str, object]] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        step, dot, option = key.partition(".")
-        if not sep or not dot or not step or not option:
-            raise DesweepInputError("--set", item, "must look like STEP.OPTION=VALUE, e.g. integrate.max_epochs=50")
-        steps.setdefault(step, {})[option.replace("-", "_")] = yaml.safe_load(value)
-    return steps
 
 
 @click.command(name="run")
@@ -32,13 +18,13 @@ def parse_set_options(values: tuple[str, ...]) -> dict[str, dict[str, object]]:
 @click.option("--batch-key", default=None, help="obs column with the batch (default: batch).")
 @click.option("--labels-key", default=None, help="obs column with labels to compare (default: Leiden clusters).")
 @click.option("--layer", default=None, help="Layer holding raw counts (default: X).")
-@click.option("--seed", type=int, default=None, help="Seed for every step (default: 0).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Seed for every step (default: 0).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads for every step.")
 @click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default=None, help="Device for training and sampling.")
 @click.option("--models", type=click.IntRange(min=1), default=None,
               help="scVI models to train (replicates, model k with seed + k; default 1); the sweep runs on each.")
 @click.option("--set", "set_options", multiple=True, metavar="STEP.OPTION=VALUE",
-              help="A step option, e.g. --set integrate.max_epochs=50 (repeatable).")
+              help="A step option, e.g. --set integrate.max_epochs=50 (repeatable); VALUE is the option's text on the command line.")
 @click.option("--force", is_flag=True, help="Rerun every step even if its inputs and parameters are unchanged.")
 @step_command
 def run(config_path: Path | None, input_path: str | None, outdir: str | None, batch_key: str | None,
@@ -47,7 +33,9 @@ def run(config_path: Path | None, input_path: str | None, outdir: str | None, ba
     """Run every step on one machine: validate, integrate, cluster, composition, plan, DE sweep,
     normalized export, diagnostics, baselines and the report.
 
-    A step whose inputs and parameters are unchanged since its last run is skipped.
+    Every option of every step is checked before the first step runs, and one
+    run at a time may write an output folder. A step whose inputs (their
+    content) and parameters are unchanged since its last run is skipped.
 
     Example:
 
@@ -57,10 +45,7 @@ def run(config_path: Path | None, input_path: str | None, outdir: str | None, ba
 
     overrides = {"input": input_path, "outdir": outdir, "batch_key": batch_key, "labels_key": labels_key,
                  "layer": layer, "seed": seed, "threads": threads, "accelerator": accelerator, "models": models}
-    config = load_config(config_path, overrides)
-    for step, options in parse_set_options(set_options).items():
-        config["steps"].setdefault(step, {}).update(options)
-    config = load_config(None, config) if set_options else config
-    setup_logging(log_file=Path(config["outdir"]) / keys.PIPELINE_INFO / "desweep_run.log")
-    status = run_pipeline(config, force=force, source=str(config_path or "desweep run"))
+    config = load_config(config_path, overrides, set_options)
+    log_file = config.outdir / keys.PIPELINE_INFO / "desweep_run.log"
+    status = run_pipeline(config, force=force, on_locked=lambda: setup_logging(log_file=log_file))
     click.echo("; ".join(f"{name}: {state}" for name, state in status.items()))

@@ -27,6 +27,7 @@ import pandas as pd
 from desweep import keys
 from desweep.composition import PresenceRule, cluster_batch_counts, cluster_status
 from desweep.errors import DesweepInputError
+from desweep.names import split_names
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -144,7 +145,7 @@ def presence_counts(obs: pd.DataFrame, *, group_key: str, batch_key: str, rule: 
     status = cluster_status(counts, rule)
     present = counts.copy()
     for cluster in counts.index:
-        batches = set(filter(None, str(status.loc[cluster, "batches"]).split(";")))
+        batches = set(split_names(status.loc[cluster, "batches"]))
         for batch in counts.columns:
             if batch not in batches:
                 present.loc[cluster, batch] = 0

@@ -14,6 +14,7 @@ import pandas as pd
 
 from desweep.diagnose.classify import CHOICE_COLUMNS, SCORE_COLUMNS, Thresholds, check_hidden_shift, classify_genes
 from desweep.diagnose.profiles import ExpressionProfile
+from desweep.names import split_names
 
 LFC_COLUMNS = ("lfc_mean", "lfc", "logfoldchanges", "log2FoldChange", "lfc_median")
 
@@ -38,11 +39,8 @@ def table_lfc(table: pd.DataFrame) -> np.ndarray:
 
 
 def group_batches(row: pd.Series, column: str, profile: ExpressionProfile, group: str) -> list[str]:
-    """The batches of ``group`` from a comparisons.csv row (``;``-joined), else where the profile has it."""
-    text = row.get(column)
-    if isinstance(text, str) and text:
-        return [b for b in text.split(";") if b]
-    return profile.batches_of(group)
+    """The batches of ``group`` from a comparisons.csv row (``;``-joined, :func:`desweep.names.join_names`), else where the profile has it."""
+    return split_names(row.get(column)) or profile.batches_of(group)
 
 
 class ComparisonCalls:

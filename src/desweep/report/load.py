@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
+from desweep.names import split_names
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -36,6 +37,7 @@ CSV_FILES: dict[str, tuple[str, str]] = {
     "skipped": (keys.STEP_DE, keys.PLAN_SKIPPED_CSV),
     "summary": (keys.STEP_DE, keys.DE_SUMMARY_CSV),
     "means": (keys.STEP_NORMALIZE, keys.CLUSTER_BATCH_MEANS_CSV),
+    "layer_genes": (keys.STEP_NORMALIZE, keys.LAYER_GENES_CSV),
     "recommendations": (keys.STEP_DIAGNOSE, keys.RECOMMENDATIONS_CSV),
     "recommended_settings": (keys.STEP_DIAGNOSE, keys.RECOMMENDED_SETTINGS_CSV),
     "markers": (keys.STEP_DIAGNOSE, keys.MARKERS_CSV),
@@ -50,9 +52,6 @@ CSV_FILES: dict[str, tuple[str, str]] = {
     "pseudobulk": (keys.STEP_BASELINES, keys.PSEUDOBULK_CSV),
 }
 #: columns that hold names (genes, groups, batches, ids): always read as text, never as numbers
-NAME_COLUMNS = ("gene", "comparison_id", "setting_id", "setting_id_1", "setting_id_2", "combination_id", "group1", "group2",
-                "high_group", "cluster", "batch", "model", "design", "status", "setting", "recommended_setting_id",
-                "default_setting_id", "recommended_setting", "reason", "decoding", "batchid1", "batchid2", "mode", "weights")
 OTHER_FILES: dict[str, tuple[str, str]] = {
     "validation": (keys.STEP_VALIDATE, keys.VALIDATION_REPORT),
     "params": (keys.PIPELINE_INFO, keys.PARAMS_YAML),
@@ -166,12 +165,13 @@ def _replicate_histories(results: Path) -> pd.DataFrame | None:
 
 # --------------------------------------------------------------------------- readers
 def read_csv(path: Path) -> pd.DataFrame | None:
-    """A CSV with name columns as text; ``None`` when absent, empty or unreadable."""
+    """A CSV read by :func:`desweep.io.read_csv` (name columns as text); ``None`` when absent, empty or unreadable."""
     if not path.is_file() or path.stat().st_size == 0:
         return None
+    from desweep import io
+
     try:
-        header = pd.read_csv(path, nrows=0).columns
-        return pd.read_csv(path, dtype={c: str for c in NAME_COLUMNS if c in header})
+        return io.read_csv(path, what=path.name)
     except Exception as err:  # noqa: BLE001 - a broken optional input must not break the report
         logger.warning("cannot read %s: %s", path, err)
         return None
@@ -267,7 +267,7 @@ def cluster_batch_expression(adata: AnnData, *, group_key: str, batch_key: str, 
                                                                                                  batch_key=batch_key)
     table.index = table.index.astype(str)
     status = cluster_status(table)
-    present = [(c, b) for c in status.index for b in str(status.loc[c, "batches"]).split(";") if b]
+    present = [(c, b) for c in status.index for b in split_names(status.loc[c, "batches"])]
     present = sorted(present, key=lambda cb: (natural_key(cb[0]), natural_key(cb[1])))
     raw = adata.X
     values = adata.layers[layer] if layer else raw

@@ -106,6 +106,19 @@ def _epochs(history: pd.DataFrame) -> pd.Series:
     return history["epoch"] if "epoch" in history.columns else pd.Series(range(len(history)), index=history.index)
 
 
+def layer_genes_note(layer_genes: pd.DataFrame | None) -> str:
+    """Which genes the normalized layers hold, in words, from ``layer_genes.csv`` (``gene, n_top_tables, requested``)."""
+    if layer_genes is None or not {"gene", "n_top_tables", "requested"} <= set(layer_genes.columns):
+        return f"{where('layer_genes')} not available: which genes the layers hold is not known."
+    top = layer_genes["n_top_tables"] > 0
+    requested = layer_genes["requested"].astype(str).str.lower().eq("true")
+    counts = f"{int(top.sum())} among the top genes of at least one DE table, {int(requested.sum())} requested with --genes"
+    if not (top | requested).all():
+        return f"The layers hold every modelled gene ({len(layer_genes)}, --all-genes): {counts}; see {where('layer_genes')}."
+    return (f"The layers hold {len(layer_genes)} genes, the union of {counts} (see {where('layer_genes')}); "
+            f"{where('means')} covers every gene.")
+
+
 def normalized_section(inputs: ReportInputs) -> list[Item]:
     section = "desweep_normalized"
     items: list[Item] = []
@@ -114,7 +127,8 @@ def normalized_section(inputs: ReportInputs) -> list[Item]:
         items.append(missing(section, "normalized export", where("normalized"), "Run `desweep normalize`."))
     elif len(layers):
         items.append(table(section, "layers", "Normalized layers", layers, row_id="layer",
-                           description="Layers of normalized.h5ad (prefix scvi_norm__<choice>)."))
+                           description="Layers of normalized.h5ad (prefix scvi_norm__<choice>). "
+                           + layer_genes_note(inputs.get("layer_genes"))))
     means = inputs.get("means")
     if means is not None and {"gene", "cluster", "batch", "choice", "mean"} <= set(means.columns):
         summary = means.groupby("choice", sort=False).agg(
