@@ -259,6 +259,15 @@ def test_modules_config_names_real_processes() -> None:
     assert named <= processes, f"conf/modules.config names unknown processes: {sorted(named - processes)}"
 
 
+def test_modules_config_names_each_process_once() -> None:
+    """A second ``withName`` block replaces the first one's ``ext.args`` without a word (it once dropped --models)."""
+    code = re.sub(r"/\*.*?\*/", "", MODULES_CONFIG.read_text(), flags=re.S)
+    named = [n.split(":")[-1] for m in re.finditer(r"withName:\s*['\"]?([A-Za-z0-9_:|*]+)['\"]?", code)
+             for n in m.group(1).split("|")]
+    repeated = sorted({n for n in named if named.count(n) > 1})
+    assert not repeated, f"conf/modules.config: withName blocks repeated for {repeated}: merge them into one"
+
+
 def test_every_module_is_used_by_the_pipeline() -> None:
     sources = "\n".join(p.read_text() for p in [REPO / "main.nf", *REPO.glob("workflows/*.nf"), *REPO.glob("subworkflows/local/*/main.nf")])
     for module in module_dirs():
