@@ -20,6 +20,7 @@ their PATH) and this project's Python (this test puts the interpreter's folder, 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -138,9 +139,10 @@ def test_samplesheet_rows_are_checked_at_launch(tmp_path: Path) -> None:
                      f"s1,batch2,{files / 'batch2.h5ad'}\n")
     proc = failed_run(tmp_path, "--input", str(sheet))
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith(f"{sheet}: row ")]
+    columns = json.loads((REPO / "assets" / "schema_input.json").read_text())["items"]["properties"]
     assert lines == [
-        f"{sheet}: row 2 column 'sample': sample name must be given and may not contain spaces",
-        f"{sheet}: row 3 column 'batch': batch must be given and may not start or end with spaces",
+        f"{sheet}: row 2 column 'sample': {columns['sample']['errorMessage']}",
+        f"{sheet}: row 3 column 'batch': {columns['batch']['errorMessage']}",
         f"{sheet}: row 4 column 'sample': 's1' is used more than once (also row 3)",
     ], proc.stdout[-3000:]
     assert not (tmp_path / "work").exists() or not list((tmp_path / "work").glob("??/*")), "a task ran"
