@@ -251,19 +251,22 @@ def test_container_is_set_in_one_place() -> None:
     assert len(settings) == 1 and settings[0].startswith("nextflow.config: process.container"), settings
 
 
+def modules_config_selectors() -> list[str]:
+    """Every process named by a ``withName`` selector in conf/modules.config, once per block, comments left out."""
+    code = re.sub(r"/\*.*?\*/", "", MODULES_CONFIG.read_text(), flags=re.S)
+    return [n.split(":")[-1] for m in re.finditer(r"withName:\s*['\"]?([A-Za-z0-9_:|*]+)['\"]?", code)
+            for n in m.group(1).split("|")]
+
+
 def test_modules_config_names_real_processes() -> None:
     processes = {process_name((m / "main.nf").read_text()) for m in module_dirs()}
-    named = set()
-    for m in re.finditer(r"withName:\s*['\"]?([A-Za-z0-9_:|*]+)['\"]?", MODULES_CONFIG.read_text()):
-        named.update(n.split(":")[-1] for n in m.group(1).split("|"))
+    named = set(modules_config_selectors())
     assert named <= processes, f"conf/modules.config names unknown processes: {sorted(named - processes)}"
 
 
 def test_modules_config_names_each_process_once() -> None:
     """A second ``withName`` block replaces the first one's ``ext.args`` without a word (it once dropped --models)."""
-    code = re.sub(r"/\*.*?\*/", "", MODULES_CONFIG.read_text(), flags=re.S)
-    named = [n.split(":")[-1] for m in re.finditer(r"withName:\s*['\"]?([A-Za-z0-9_:|*]+)['\"]?", code)
-             for n in m.group(1).split("|")]
+    named = modules_config_selectors()
     repeated = sorted({n for n in named if named.count(n) > 1})
     assert not repeated, f"conf/modules.config: withName blocks repeated for {repeated}: merge them into one"
 
