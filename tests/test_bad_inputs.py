@@ -179,7 +179,7 @@ def _unknown_sampling_key(tmp: Path) -> tuple[list[str], str, Path]:
     result = CliRunner().invoke(cli, ["plan", "--comparisons", str(comparisons_small(tmp)), "-o", str(planned)])
     assert result.exit_code == 0, result.output
     out = tmp / "out" / "de"
-    args = ["de", "--plan", str(planned / "plan.csv"), "--adata", str(tmp / "clustered.h5ad"), "--model", str(tmp / "model"),
+    args = ["de", "--plan", str(planned / "plan.csv"), "--input", str(tmp / "clustered.h5ad"), "--model", str(tmp / "model"),
             "--sampling-key", "T_vs_B__edited-by-hand", "-o", str(out)]
     return args, "plan.csv: sampling_key: 'T_vs_B__edited-by-hand' is not in this plan", out
 

@@ -99,7 +99,7 @@ def test_cli_writes_tables_and_reports_errors(planted, tmp_path):
     paths = write_planted_results(tmp_path, adata, comparisons, pd.DataFrame(
         columns=["combination_id", "comparison_id", "group1", "group2", "batch_correction", "mode"]), {})
     out = tmp_path / keys.STEP_BASELINES
-    result = CliRunner().invoke(cli, ["baselines", "--adata", str(paths["clustered"]), "--comparisons", str(paths["comparisons"]),
+    result = CliRunner().invoke(cli, ["baselines", "--input", str(paths["clustered"]), "--comparisons", str(paths["comparisons"]),
                                       "--methods", "wilcoxon,pseudobulk", "--top-n", "20", "--threads", "1",
                                       "--means", str(tmp_path / "no_such_means.csv"), "-o", str(out)])
     assert result.exit_code == 0, result.output
@@ -107,7 +107,7 @@ def test_cli_writes_tables_and_reports_errors(planted, tmp_path):
         assert len(pd.read_csv(out / name)) > 0, f"{name} has no rows"  # a header alone is an empty output
     pseudobulk = pd.read_csv(out / keys.PSEUDOBULK_CSV)
     assert set(pseudobulk["status"]) == {"confounded", "not_estimable"}  # no samples, no pseudo-replicates
-    result = CliRunner().invoke(cli, ["baselines", "--adata", str(paths["clustered"]), "--comparisons", str(paths["comparisons"]),
+    result = CliRunner().invoke(cli, ["baselines", "--input", str(paths["clustered"]), "--comparisons", str(paths["comparisons"]),
                                       "--methods", "t-test", "-o", str(tmp_path / "x")])
     assert result.exit_code == 1 and "Error:" in result.output and "unknown method 't-test'" in result.output
     assert not (tmp_path / "x").exists()

@@ -29,6 +29,10 @@ from desweep.cli import COMMANDS
 REPO = Path(__file__).resolve().parents[1]
 MODULES = REPO / "modules" / "local"
 MODULES_CONFIG = REPO / "conf" / "modules.config"
+#: the module nf-tests' options, one file for all (#14 item 5)
+MODULE_TEST_CONFIG = REPO / "tests" / "modules.config"
+#: the conda environment every module's environment.yml links to
+CONDA_ENVIRONMENT = REPO / "containers" / "environment.yml"
 USAGE = REPO / "docs" / "usage.md"
 
 #: module -> (its step folder, the files it declares there), as names of constants in keys.py
@@ -97,19 +101,14 @@ def stub_block(text: str) -> str:
     return section(text, "stub", ())
 
 
-def command_lines(script: str) -> str:
-    """The script without the versions heredoc (which calls python3, not a step)."""
-    return re.sub(r"cat <<-END_VERSIONS.*?END_VERSIONS", "", script, flags=re.S)
-
-
 def output_paths(text: str) -> list[str]:
     block = section(text, "output", ("when", "script", "exec", "shell", "stub"))
     return re.findall(r"""path\(?\s*['"]([^'"]+)['"]""", block)
 
 
-def ext_args(process: str) -> str:
-    """The text of ``withName: 'PROCESS' { ... }`` in conf/modules.config (all of them)."""
-    text = MODULES_CONFIG.read_text()
+def ext_args(process: str, config: Path = MODULES_CONFIG) -> str:
+    """The text of ``withName: 'PROCESS' { ... }`` in conf/modules.config, or another config (all of them)."""
+    text = config.read_text()
     blocks = []
     for m in re.finditer(r"withName:\s*['\"]?([A-Za-z0-9_:|*]+)['\"]?\s*\{", text):
         names = m.group(1).split("|")
@@ -137,7 +136,7 @@ def option_names(command: click.Command) -> set[str]:
 
 
 def called_command(module: Path) -> str:
-    calls = set(COMMAND_CALL.findall(command_lines(script_block((module / "main.nf").read_text()))))
+    calls = set(COMMAND_CALL.findall((script_block((module / "main.nf").read_text()))))
     assert len(calls) == 1, f"{module.name}: script block must call exactly one desweep-<step>, calls {sorted(calls)}"
     return calls.pop()
 
@@ -149,7 +148,7 @@ MODULE_IDS = [m.name for m in module_dirs()]
 
 def test_every_step_of_the_contract_has_a_module() -> None:
     called = {called_command(m) for m in module_dirs()}
-    steps = {name for name in COMMANDS if name not in ("run", "simulate")}
+    steps = {name for name in COMMANDS if name not in ("run", "simulate", "dev")}
     assert not sorted(steps - called), f"commands without a Nextflow module: {sorted(steps - called)}"
     assert set(CONTRACT_KEYS) <= set(MODULE_IDS), f"modules missing: {sorted(set(CONTRACT_KEYS) - set(MODULE_IDS))}"
 
@@ -171,9 +170,10 @@ def test_module_options_exist_on_the_click_command(module: str) -> None:
     command = click_command(command_name)
     known = option_names(command)
     process = process_name(text)
-    passed_in_script = set(OPTION.findall(command_lines(script_block(text))))
+    passed_in_script = set(OPTION.findall((script_block(text))))
     passed_in_config = set(OPTION.findall(ext_args(process)))
-    unknown = sorted((passed_in_script | passed_in_config) - known)
+    passed_in_tests = set(OPTION.findall(ext_args(process, MODULE_TEST_CONFIG)))
+    unknown = sorted((passed_in_script | passed_in_config | passed_in_tests) - known)
     assert not unknown, f"{process} passes options that `desweep {command_name}` does not have: {unknown}"
     not_passed = sorted(p.opts[-1] for p in command.params
                         if isinstance(p, click.Option) and p.required and not set(p.opts) & passed_in_script)
@@ -184,13 +184,12 @@ def test_module_options_exist_on_the_click_command(module: str) -> None:
 def test_module_outputs_follow_the_output_contract(module: str) -> None:
     text = (MODULES / module / "main.nf").read_text()
     command = called_command(MODULES / module)
-    outputs = [p for p in output_paths(text) if p != "versions.yml"]
-    assert "versions.yml" in output_paths(text), f"{module}: no versions.yml output"
+    outputs = output_paths(text)
     if command in NON_CONTRACT:
         return
     assert module in CONTRACT_KEYS, f"add module {module} to CONTRACT_KEYS in this test"
     folder, files = contract(module)
-    script = command_lines(script_block(text))
+    script = (script_block(text))
     assert re.search(rf"--outdir\s+{re.escape(folder)}\b", script), f"{module}: must write into --outdir {folder}"
     declared = set()
     for path in outputs:
@@ -198,6 +197,21 @@ def test_module_outputs_follow_the_output_contract(module: str) -> None:
         assert head == folder, f"{module}: output {path!r} is not under the step folder {folder!r}"
         declared.add(rest)
     assert declared == files, f"{module}: declares {sorted(declared)}, the contract says {sorted(files)}"
+
+
+VERSIONS_EVAL = re.compile(r"""^\s*tuple val\("\$\{task\.process\}"\), val\('([\w-]+)'\), eval\((['"])(.+?)\2\)\s*, emit: (versions_\w+)(, topic: versions)?$""", re.M)
+
+
+@pytest.mark.parametrize("module", MODULE_IDS)
+def test_module_versions_are_eval_outputs_on_the_versions_topic(module: str) -> None:
+    """desweep's version from ``desweep --version`` (a missing desweep fails the task), on the topic the workflow collects."""
+    text = (MODULES / module / "main.nf").read_text()
+    found = VERSIONS_EVAL.findall(section(text, "output", ("when",)))
+    assert found and found[0][0] == "desweep" and found[0][2] == "desweep --version", f"{module}: no eval of desweep --version: {found}"
+    assert all(emit == f"versions_{tool.replace('-', '_')}" for tool, _, _, emit, _ in found), found
+    # the report reads software_versions.yml, which waits for the topic to close: it stays off it
+    assert {bool(topic) for *_, topic in found} == {module != "report"}, f"{module}: topic: versions on the wrong outputs"
+    assert "'versions.yml'" not in text, f"{module}: still writes versions.yml"
 
 
 @pytest.mark.parametrize("module", MODULE_IDS)
@@ -227,13 +241,16 @@ def test_module_files(module: str) -> None:
     emits = set(re.findall(r"emit:\s*(\w+)", text))
     assert emits == {next(iter(item)) for item in meta["output"]}, f"{module}/meta.yml outputs differ from the emits {sorted(emits)}"
 
-    env = yaml.safe_load((folder / "environment.yml").read_text())
-    pins = [d for d in env["dependencies"] if isinstance(d, str)] + [p for d in env["dependencies"] if isinstance(d, dict) for p in d.get("pip", [])]
-    assert pins and all(re.search(r"[=]=?\d", p) for p in pins), f"{module}/environment.yml: unpinned {pins}"
-    assert any(p.startswith("desweep==") for p in pins)
+    # one conda environment and one test config for every module (#14 item 5): links and a path to them
+    env = folder / "environment.yml"
+    assert env.is_symlink() and env.resolve() == CONDA_ENVIRONMENT, f"{env} is not a link to {CONDA_ENVIRONMENT}"
+    assert not (folder / "tests" / "nextflow.config").exists(), f"{module}: options go into {MODULE_TEST_CONFIG}"
 
     nf_test = (folder / "tests" / "main.nf.test").read_text()
     assert f'process "{process}"' in nf_test
+    assert f'config "../../../../{MODULE_TEST_CONFIG.relative_to(REPO)}"' in nf_test, f"{module}: the test does not use {MODULE_TEST_CONFIG}"
+    assert "nf_fixtures" in nf_test and "run(" not in nf_test, f"{module}: the test must start from tests/data/nf_fixtures, not rerun steps"
+    assert (folder / "tests" / "main.nf.test.snap").is_file(), f"{module}: no committed snapshot"
     tests = re.findall(r'test\("([^"]+)"\)', nf_test)
     real = [t for t in tests if not t.endswith(" - stub")]
     assert real, f"{module}: no real nf-test"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -129,7 +130,7 @@ def assert_equals_scvi_tools(table: pd.DataFrame, ref: pd.DataFrame, row: pd.Ser
     ``side``: :func:`change_side_probabilities` (change mode). Where both groups are
     decoded in several batches, ``lfc_mean`` and ``lfc_std`` sum the same samples in
     sorted batch order and scvi-tools in its (hash-seeded) set order: equal up to
-    rounding (desweep.de._pair).
+    rounding (desweep.de.statistics.pair_samples).
     """
     table = table.set_index("gene").loc[ref.index.astype(str)]
     exact = ["bayes_factor", "scale1", "scale2", "raw_mean1", "raw_mean2", "non_zeros_proportion1", "non_zeros_proportion2",
@@ -404,7 +405,7 @@ def test_cli_fan_out_and_merge_equal_all(pipeline_dirs, tmp_path):
     one = one[one["comparison_id"] == CONFOUNDED]
     one.to_csv(tmp_path / keys.COMPARISONS_CSV, index=False)
     outs = {name: tmp_path / name / keys.STEP_DE for name in ("all", "fan")}
-    inputs = ["--adata", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
+    inputs = ["--input", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
               "--model", str(pipeline_dirs[keys.STEP_INTEGRATE] / keys.MODEL_DIR), "--threads", "1", "--n-samples", "1000"]
     for out in outs.values():
         result = runner.invoke(cli, ["plan", "--comparisons", str(tmp_path / keys.COMPARISONS_CSV), "--grid", str(grid), "-o", str(out)])
@@ -441,6 +442,34 @@ def test_cli_fan_out_and_merge_equal_all(pipeline_dirs, tmp_path):
 
     result = runner.invoke(cli, ["de", "--plan", plan_fan, *inputs, "--all", "--merge", "-o", str(outs["fan"])])
     assert result.exit_code == 1 and "give exactly one of them" in result.output
+
+
+def test_cli_keys_of_one_seed_share_the_decoding_passes_of_all(pipeline_dirs, tmp_path):
+    """The claim behind Nextflow's default DE split (one task per model and seed, docs/benchmarks.md):
+    the keys of one seed run together decode as often as that seed's share of --all, one key per run more."""
+    runner = CliRunner()
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("batch_correction: [true]\nbatchids: [all, each]\nmode: [change]\ndelta: [0.5]\nseeds: [0, 1]\n")
+    comparisons = pd.read_csv(pipeline_dirs[keys.STEP_COMPOSITION] / keys.COMPARISONS_CSV, dtype=str, keep_default_na=False)
+    comparisons[comparisons["comparison_id"] == CONFOUNDED].to_csv(tmp_path / keys.COMPARISONS_CSV, index=False)
+    out = tmp_path / keys.STEP_DE
+    result = runner.invoke(cli, ["plan", "--comparisons", str(tmp_path / keys.COMPARISONS_CSV), "--grid", str(grid), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    plan = pd.read_csv(out / keys.PLAN_CSV)
+    inputs = ["--plan", str(out / keys.PLAN_CSV), "--input", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
+              "--model", str(pipeline_dirs[keys.STEP_INTEGRATE] / keys.MODEL_DIR), "--threads", "1", "--n-samples", "200", "-o", str(out)]
+
+    def passes(*selection: str) -> int:
+        result = runner.invoke(cli, ["de", *inputs, *selection])
+        assert result.exit_code == 0, result.output
+        return int(re.search(r"in (\d+) passes", result.output).group(1))
+
+    seed0 = list(dict.fromkeys(plan.loc[plan["seed"] == 0, "sampling_key"]))
+    assert len(seed0) >= 3  # all batches and at least two single batches
+    n_all = passes("--all")
+    assert n_all > 0 and n_all % 2 == 0
+    assert passes(*[arg for key in seed0 for arg in ("--sampling-key", key)]) == n_all // 2
+    assert sum(passes("--sampling-key", key) for key in seed0) > n_all // 2
 
 
 def hand_plan(**changes) -> pd.DataFrame:
@@ -516,7 +545,7 @@ def test_cli_runs_each_model_replicate_with_its_model(pipeline_dirs, tmp_path):
     assert result.exit_code == 0, result.output
     plan = pd.read_csv(out / keys.PLAN_CSV)
     model = str(pipeline_dirs[keys.STEP_INTEGRATE] / keys.MODEL_DIR)
-    inputs = ["--plan", str(out / keys.PLAN_CSV), "--adata", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
+    inputs = ["--plan", str(out / keys.PLAN_CSV), "--input", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
               "--threads", "1", "--n-samples", "1000"]
     result = runner.invoke(cli, ["de", *inputs, "--model", model, "--all", "-o", str(out)])
     assert result.exit_code == 1 and "give one --model per model the rows run use, in model order: 2 (model 0, 1), got 1" in result.output

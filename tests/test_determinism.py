@@ -79,7 +79,7 @@ def commands(inputs: dict[str, Path]) -> list[list[str]]:
     comparisons = f"{composition}/{keys.COMPARISONS_CSV}"
     counts = f"{composition}/{keys.CLUSTER_BATCH_COUNTS_CSV}"
     de, de_scvi = f"out/{keys.STEP_DE}", f"out/{keys.STEP_DE}_scvi"
-    model_args = ["--adata", adata, "--model", model, "--threads", "1"]
+    model_args = ["--input", adata, "--model", model, "--threads", "1"]
     return [
         ["composition", "-i", adata, "--comparisons", COMPARISONS, "-o", composition],
         ["plan", "--comparisons", comparisons, "--batch-counts", counts, "--grid", str(inputs["shared_grid"]), "-o", de],
@@ -89,7 +89,7 @@ def commands(inputs: dict[str, Path]) -> list[list[str]]:
          "-o", de_scvi],
         ["normalize", *model_args, "--plan", f"{de}/{keys.PLAN_CSV}", "--n-samples", "2", "--seed", "0",
          "-o", f"out/{keys.STEP_NORMALIZE}"],
-        ["diagnose", "--adata", adata, "--plan", f"{de}/{keys.PLAN_CSV}", "--comparisons", comparisons,
+        ["diagnose", "--input", adata, "--plan", f"{de}/{keys.PLAN_CSV}", "--comparisons", comparisons,
          "--means", f"out/{keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}", "--counts", counts,
          "-o", f"out/{keys.STEP_DIAGNOSE}"],
     ]

@@ -299,7 +299,7 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
     plan = plan[plan["comparison_id"].isin(sub_ids)]
     paths = write_planted_results(tmp_path, adata, comparisons, plan, {c: tables[c] for c in plan["combination_id"]})
     out = tmp_path / keys.STEP_DIAGNOSE
-    args = ["diagnose", "--adata", str(paths["clustered"]), "--plan", str(paths["plan"]), "--comparisons", str(paths["comparisons"]),
+    args = ["diagnose", "--input", str(paths["clustered"]), "--plan", str(paths["plan"]), "--comparisons", str(paths["comparisons"]),
             "--history", str(paths["history"]), "--counts", str(paths["counts"]), "--top-n", "30", "-o", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -339,7 +339,7 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
 def test_cli_errors_are_one_line(planted, tmp_path):
     adata, comparisons, plan, tables = planted
     paths = write_planted_results(tmp_path, adata, comparisons, plan.iloc[:1], {plan["combination_id"].iloc[0]: tables[plan["combination_id"].iloc[0]]})
-    base = ["diagnose", "--adata", str(paths["clustered"]), "--comparisons", str(paths["comparisons"]), "-o", str(tmp_path / "o")]
+    base = ["diagnose", "--input", str(paths["clustered"]), "--comparisons", str(paths["comparisons"]), "-o", str(tmp_path / "o")]
     result = CliRunner().invoke(cli, [*base, "--plan", str(tmp_path / "missing.csv")])
     assert result.exit_code == 1
     assert "Error:" in result.output and "does not exist" in result.output and "Traceback" not in result.output
@@ -371,13 +371,13 @@ def test_on_real_scvi_de_tables(pipeline_dirs, tmp_path):
     de_dir = tmp_path / keys.STEP_DE
     clustered = pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD
     for args in (["plan", "--comparisons", str(chosen), "--grid", str(grid), "-o", str(de_dir)],
-                 ["de", "--plan", str(de_dir / keys.PLAN_CSV), "--adata", str(clustered),
+                 ["de", "--plan", str(de_dir / keys.PLAN_CSV), "--input", str(clustered),
                   "--model", str(pipeline_dirs[keys.STEP_INTEGRATE] / keys.MODEL_DIR), "--all", "--threads", "1",
                   "--n-samples", "2000", "-o", str(de_dir)]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, f"{args[0]}: {result.output}"
     out = tmp_path / keys.STEP_DIAGNOSE
-    result = runner.invoke(cli, ["diagnose", "--adata", str(clustered), "--plan", str(de_dir / keys.PLAN_CSV),
+    result = runner.invoke(cli, ["diagnose", "--input", str(clustered), "--plan", str(de_dir / keys.PLAN_CSV),
                                  "--comparisons", str(comparisons_path), "--no-plots", "-o", str(out)])
     assert result.exit_code == 0, result.output
     patterns = read_csv(out / keys.GENE_PATTERNS_CSV)

@@ -10,14 +10,15 @@ from click.testing import CliRunner
 
 from desweep import keys
 from desweep.cli import cli
-from desweep.integrate import default_batch_size, load_model, safe_batch_size
+from desweep.compute import safe_batch_size
+from desweep.integrate import default_batch_size, load_model, training_passes
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("n_cells", [129, 1000, 1153, 2000, 12_801, 100_001])
 def test_safe_batch_size_never_leaves_a_minibatch_of_one_or_two(n_cells):
-    size = safe_batch_size(n_cells, 128)
+    size = safe_batch_size(training_passes(n_cells), 128)
     n_train = int(np.ceil(0.9 * n_cells))
     for n in (n_train, n_cells - n_train, n_cells):
         assert n % size not in (1, 2)

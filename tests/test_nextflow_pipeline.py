@@ -13,8 +13,8 @@ their PATH) and this project's Python (this test puts the interpreter's folder, 
 - ``-resume`` afterwards: every task is CACHED;
 - a samplesheet that breaks assets/schema_input.json stops the run at launch, before any task,
   with one line per row and column (issue #15);
-- a task on a host without desweep fails at its versions step instead of recording ``null``
-  (issue #15);
+- a task on a host without desweep fails at its versions (an ``eval`` output) instead of recording
+  ``null`` (issue #15);
 - every profile resolves (``nextflow config``) to the settings docs/usage.md promises.
 """
 
@@ -149,7 +149,8 @@ def test_samplesheet_rows_are_checked_at_launch(tmp_path: Path) -> None:
 
 
 def test_a_task_without_desweep_fails_at_its_versions(tmp_path: Path) -> None:
-    """With no desweep on the task's PATH (a system python3), the first task fails, and nothing records 'null'."""
+    """With no desweep on the task's PATH (a system python3), the first task fails at its eval of
+    ``desweep --version`` (even -stub, which runs no step), and no versions are recorded."""
     system_path = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir())
     probe = subprocess.run(["python3", "-c", "import desweep"], env={"PATH": system_path}, capture_output=True)
     if probe.returncode == 0:
@@ -159,8 +160,10 @@ def test_a_task_without_desweep_fails_at_its_versions(tmp_path: Path) -> None:
     trace = read_trace(tmp_path / "results", "failed")
     validate = [row for row in trace if row["process"].endswith(":VALIDATE")]
     assert [row["status"] for row in validate] == ["FAILED"], trace
-    assert "PackageNotFoundError" in (Path(validate[0]["workdir"]) / ".command.err").read_text()
-    assert not list((tmp_path / "results").rglob("versions.yml")) and not list(Path(validate[0]["workdir"]).glob("versions.yml"))
+    # Nextflow keeps each eval output's text and exit status in .command.env
+    evaluated = (Path(validate[0]["workdir"]) / ".command.env").read_text()
+    assert "ModuleNotFoundError: No module named 'desweep'" in evaluated and "=exit:1" in evaluated, evaluated
+    assert not (tmp_path / "results" / keys.PIPELINE_INFO / keys.SOFTWARE_VERSIONS_YML).exists()
 
 
 # --- the real run --------------------------------------------------------------
@@ -174,10 +177,11 @@ def test_real_run_publishes_the_output_contract(real_run: PipelineRun) -> None:
     plan = read_rows(outdir / keys.STEP_DE / keys.PLAN_CSV)
     tables = outdir / keys.STEP_DE / keys.DE_TABLES_DIR
     assert sorted(p.stem for p in tables.glob("*.csv")) == sorted(r["combination_id"] for r in plan)
-    keys_per_model = [len({r["sampling_key"] for r in plan if r["model"] == m}) for m in ("0", "1")]
+    # -profile test splits the sweep per (model, comparison, seed): several sampling keys per task
+    task_keys = {(r["model"], r["comparison_id"], r["seed"]) for r in plan}
     n_de_tasks = sum(row["process"].endswith(":DE") for row in trace)
-    assert all(keys_per_model) and n_de_tasks == sum(-(-n // 4) for n in keys_per_model), \
-        f"{keys_per_model} sampling keys per model, 4 per task of one model, but {n_de_tasks} DE tasks"
+    assert len({r["sampling_key"] for r in plan}) > len(task_keys) == n_de_tasks, \
+        f"{len(task_keys)} (model, comparison, seed) in the plan, but {n_de_tasks} DE tasks"
     # two model replicates, trained as two tasks
     assert sum(row["process"].endswith(":INTEGRATE") for row in trace) == 2
     assert (outdir / keys.STEP_INTEGRATE / keys.MODEL_DIR / "model.pt").is_file()
@@ -190,8 +194,8 @@ def test_real_run_publishes_the_output_contract(real_run: PipelineRun) -> None:
 def test_real_run_matches_desweep_run(real_run: PipelineRun, reference_run: Path) -> None:
     """Every file both runs write holds the same values; every table is byte-identical.
 
-    No tolerance is needed, even where the Nextflow run fans the DE sweep out (4
-    sampling keys per task, then DE_MERGE) and `desweep run` runs every key in one
+    No tolerance is needed, even where the Nextflow run fans the DE sweep out (one
+    task per model, comparison and seed, then DE_MERGE) and `desweep run` runs every key in one
     process: the shared sampler seeds each decoding pass from (seed, group, outlier
     filter) and each draw from (seed, group, batch, number of samples), never from
     which keys share a process; every statistic of a key is computed from that key's
@@ -231,7 +235,7 @@ PROFILE_SETTINGS = {
     "slurm,singularity,gpu": {"process.executor": "'slurm'", "singularity.enabled": "true"},
     "awsbatch": {"process.executor": "'awsbatch'", "docker.enabled": "true"},
     "google,gpu": {"process.executor": "'google-batch'", "docker.enabled": "true", "google.batch.installGpuDrivers": "true"},
-    "test": {"params.max_epochs": "20", "params.labels_key": "'cell_type'", "params.de_keys_per_task": "4", "params.models": "2"},
+    "test": {"params.max_epochs": "20", "params.labels_key": "'cell_type'", "params.de_split": "'comparison'", "params.models": "2"},
     "test_full": {"params.simulate_cells": "20000"},
 }
 

@@ -1,4 +1,9 @@
-"""nf-test, run by ``make test`` (issue #15): the pipeline-level tests/default.nf.test, for real and -stub.
+"""nf-test, run by ``make test`` (issue #15): every nf-test, the pipeline's and the modules', real and -stub.
+
+tests/default.nf.test runs the pipeline (-profile test); modules/local/*/tests/main.nf.test
+run each module from the committed fixtures in tests/data/nf_fixtures
+(scripts/make_nf_fixtures.py). One nf-test call per tag (``stub``, ``real``) runs all of them,
+so nf-test starts once per tag (Nextflow still starts once per test).
 
 nf-test is the nf-core test framework; it is on no package registry this project reaches, so
 CI uses the copy in ``../shared/tools/nf-test`` (``DESWEEP_SHARED_TOOLS`` for another folder;
@@ -53,11 +58,18 @@ def run_nf_test(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def nf_test_files() -> list[Path]:
+    return [REPO / "tests" / "default.nf.test", *sorted(REPO.glob("modules/local/*/tests/main.nf.test"))]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("tag", ["stub", "real"])
-def test_pipeline_nf_test(tag: str, tmp_path: Path) -> None:
-    proc = run_nf_test(tmp_path, "tests/default.nf.test", "--tag", tag)
+def test_every_nf_test(tag: str, tmp_path: Path) -> None:
+    """The pipeline's and every module's test with this tag pass against their committed snapshots."""
+    files = nf_test_files()
+    assert all(f'tag "{tag}"' in f.read_text() for f in files), f"a test file without a {tag!r} test"
+    proc = run_nf_test(tmp_path, "--tag", tag)
     output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
     assert proc.returncode == 0, output[-6000:]
-    assert "SUCCESS: Executed 1 tests" in output, output[-3000:]
+    assert f"SUCCESS: Executed {len(files)} tests" in output, output[-3000:]
     assert "created" not in output.split("Snapshot Summary")[-1], "nf-test --ci wrote a snapshot: " + output[-2000:]

@@ -403,7 +403,7 @@ def test_cli_normalize_writes_outputs(pipeline_dirs, loaded, tmp_path):
     genes_file = tmp_path / "genes.txt"
     genes_file.write_text(f"# markers\n{adata.var_names[2]}\n{adata.var_names[0]}\n\nNOT_MODELLED\n")
     outdir = tmp_path / keys.STEP_NORMALIZE
-    args = ["normalize", "--adata", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
+    args = ["normalize", "--input", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
             "--model", str(pipeline_dirs[keys.STEP_INTEGRATE] / keys.MODEL_DIR), "--genes", str(genes_file),
             "--choices", "all", "--n-samples", "2", "--library-size", "latent", "--threads", "1", "--seed", "1",
             "-o", str(outdir)]
@@ -444,7 +444,7 @@ def test_cli_normalize_keeps_the_de_top_genes_and_every_gene_in_the_means(pipeli
 
     adata, _ = loaded
     plan = _de_outputs(tmp_path / "de", adata.var_names)
-    base = ["normalize", "--adata", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
+    base = ["normalize", "--input", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
             "--model", str(pipeline_dirs[keys.STEP_INTEGRATE] / keys.MODEL_DIR), "--threads", "1"]
     top = tmp_path / "top"
     result = CliRunner().invoke(cli, [*base, "--plan", str(plan), "--top-n", "3", "--genes", str(adata.var_names[10]),
@@ -476,7 +476,7 @@ def test_cli_normalize_errors_are_one_line(pipeline_dirs, tmp_path):
 
     from desweep.cli import cli
 
-    base = ["normalize", "--adata", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
+    base = ["normalize", "--input", str(pipeline_dirs[keys.STEP_CLUSTER] / keys.CLUSTERED_H5AD),
             "--model", str(pipeline_dirs[keys.STEP_INTEGRATE] / keys.MODEL_DIR), "-o", str(tmp_path / "out")]
     result = CliRunner().invoke(cli, [*base, "--library-size", "big"])
     assert result.exit_code == 1

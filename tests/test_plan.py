@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from desweep import keys
 from desweep.cli import cli
 from desweep.errors import DesweepInputError
-from desweep.plan import GRID_KEYS, PLAN_COLUMNS, SKIPPED_COLUMNS, check_grid, default_grid, default_grid_text, make_plan
+from desweep.plan import (
+    GRID_KEYS, PLAN_COLUMNS, SAMPLING_FIELDS, SKIPPED_COLUMNS, SweepRow, check_grid, default_grid, default_grid_text, make_plan,
+)
 
 COMPARISONS = pd.DataFrame([
     # confounded: each group specific to its own batch
@@ -247,3 +249,35 @@ def test_runner_trains_one_integrate_per_model_with_its_seed(tmp_path):
     for models in (0, "x"):
         with pytest.raises(DesweepInputError, match="models"):
             load_config(None, {"input": "x.h5ad", "models": models})
+
+
+def test_rows_share_a_sampling_key_exactly_when_they_share_the_sampling_fields():
+    """The sampling key and SweepRow's ``sampling`` fields say the same thing: the rows that share posterior samples."""
+    plan, _ = make_plan(COMPARISONS, {**GRID, "weights": ["uniform", "importance"]}, models=2)
+    assert (plan.groupby("sampling_key")[list(SAMPLING_FIELDS)].nunique() == 1).all().all()
+    assert (plan.groupby(list(SAMPLING_FIELDS), dropna=False)["sampling_key"].nunique() == 1).all()
+    assert {"mode", "delta", "fdr_target"}.isdisjoint(SAMPLING_FIELDS)  # step 3 only: computed from the same samples
+
+
+def test_plan_csv_reads_back_as_the_plan_it_was_written_from(tmp_path):
+    """``plan.csv`` parsed by the types of SweepRow's fields gives back the planned values and dtypes."""
+    from desweep.de import check_plan
+    from desweep.io import read_csv, write_csv
+
+    plan, _ = make_plan(COMPARISONS, GRID, models=2)
+    write_csv(plan, tmp_path / keys.PLAN_CSV)
+    back = check_plan(read_csv(tmp_path / keys.PLAN_CSV, what="plan", all_text=True))
+    pd.testing.assert_frame_equal(back, plan)
+    row = SweepRow.from_record(back.iloc[-1])
+    assert row.record() == plan.iloc[-1].to_dict() and list(row.record()) == PLAN_COLUMNS
+
+
+def test_a_bad_plan_value_is_named_by_its_column():
+    from desweep.de import check_plan
+
+    plan, _ = make_plan(COMPARISONS, GRID)
+    for column, value, problem in (("weights", "heavy", "is not one of uniform, importance"), ("seed", "x", "is not a number"),
+                                   ("batch_correction", "maybe", "is not True or False"), ("fdr_target", "", "empty value")):
+        bad = plan.astype(str).assign(**{column: value})
+        with pytest.raises(DesweepInputError, match=f"plan.csv: {column}: .*{problem}"):
+            check_plan(bad)

@@ -150,12 +150,12 @@ def check_tables(out: Path, names: dict[str, list[str]], *, full: bool = True) -
 
 
 def test_random_names_survive_every_output_table(tmp_path: Path, monkeypatch):
-    from desweep import runner
+    from desweep.runner import steps
 
-    every_step = runner.available_steps()
+    every_step = steps.available_steps()
     for seed in range(N_NAME_SETS):
         full = seed % FULL_EVERY == 0
-        monkeypatch.setattr(runner, "available_steps", lambda full=full: [s for s in every_step if full or s.name != "report"])
+        monkeypatch.setattr(steps, "available_steps", lambda full=full: [s for s in every_step if full or s.name != "report"])
         names = name_set(seed)
         out = run_names(names, seed, tmp_path / f"set{seed}", full=full)
         assert check_tables(out, names, full=full) >= 20, seed

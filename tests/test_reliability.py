@@ -169,10 +169,10 @@ def test_resume_reruns_the_changed_step_and_only_its_descendants(tiny_input: Pat
 
 def first_steps(monkeypatch, names: tuple[str, ...]) -> None:
     """Run only the first steps (enough for changes every step depends on)."""
-    from desweep import runner
+    from desweep.runner import steps
 
-    every = runner.available_steps
-    monkeypatch.setattr(runner, "available_steps", lambda config=None: [s for s in every(config) if s.name in names])
+    every = steps.available_steps
+    monkeypatch.setattr(steps, "available_steps", lambda config=None: [s for s in every(config) if s.name in names])
 
 
 def test_changed_samplesheet_member_reruns_everything(tmp_path: Path, monkeypatch):

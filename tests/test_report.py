@@ -263,7 +263,7 @@ def test_report_on_what_diagnose_writes(sim_small, tmp_path):
     comparisons = planted_comparisons(adata).iloc[:2]
     plan, tables = replicated_plan(comparisons, adata)
     paths = write_planted_results(tmp_path, adata, comparisons, plan, tables)
-    result = CliRunner().invoke(cli, ["diagnose", "--adata", str(paths["clustered"]), "--plan", str(paths["plan"]),
+    result = CliRunner().invoke(cli, ["diagnose", "--input", str(paths["clustered"]), "--plan", str(paths["plan"]),
                                       "--comparisons", str(paths["comparisons"]), "--counts", str(paths["counts"]), "--top-n", "30",
                                       "--no-plots", "-o", str(tmp_path / keys.STEP_DIAGNOSE)])
     assert result.exit_code == 0, result.output

@@ -5,7 +5,8 @@
 - every param set in nextflow.config or a conf/ profile is in nextflow_schema.json and
   vice versa, with the same default, and the test profile's params validate;
 - the test samplesheet validates against the samplesheet schema;
-- the Dockerfile passes hadolint, and the images and conda environments pin the same versions.
+- the Dockerfile passes hadolint; the conda environment (containers/environment.yml) holds every
+  dependency of pyproject.toml from conda-forge/bioconda, at the versions the images pin.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PACKAGE_SCHEMA = REPO / "src" / "desweep" / "schemas" / "schema_input.json"
 TEST_SHEET = REPO / "tests" / "data" / "samplesheet" / "samplesheet.csv"
 DOCKERFILE = REPO / "containers" / "Dockerfile"
 IMAGE_LOCK = REPO / "containers" / "requirements.lock"
+CONDA_ENVIRONMENT = REPO / "containers" / "environment.yml"
 
 
 # --- a small reader for the params blocks of Nextflow config files ----------------
@@ -138,6 +140,8 @@ def test_schema_defaults_match_the_config() -> None:
     config = config_params(REPO / "nextflow.config")
     for name, spec in schema_params().items():
         value = config[name]
+        if isinstance(value, str):  # a default built from another param (custom_config_base)
+            value = re.sub(r"\$\{params\.(\w+)\}", lambda m: str(config[m.group(1)]), value)
         if isinstance(value, str) and not (spec.get("type") == "string" or "string" in spec.get("type", [])):
             continue
         if value is None:
@@ -181,16 +185,47 @@ def requirement_pins(lines: list[str]) -> dict[str, str]:
     return pins
 
 
-def test_images_and_conda_environments_pin_the_same_versions() -> None:
+#: PyPI names whose conda-forge package has another name
+CONDA_NAMES = {"torch": "pytorch", "igraph": "python-igraph"}
+
+
+def conda_pins(env: dict) -> dict[str, str]:
+    """``channel::name=version`` dependencies -> {name: version}; anything else fails."""
+    pins = {}
+    for dependency in env["dependencies"]:
+        m = re.fullmatch(r"(conda-forge|bioconda)::([a-z0-9_.-]+)=([^=\s]+)", str(dependency))
+        assert m, f"{CONDA_ENVIRONMENT.name}: {dependency!r} is not channel::name=version from conda-forge or bioconda"
+        pins[m.group(2)] = m.group(3)
+    return pins
+
+
+def test_conda_environment_is_complete_and_pinned_as_the_images() -> None:
+    """Every dependency in pyproject.toml, from conda-forge/bioconda (no pip, no package index), at the lock's version."""
+    import tomllib
+
+    env = yaml.safe_load(CONDA_ENVIRONMENT.read_text())
+    assert env["channels"] == ["conda-forge", "bioconda"], env["channels"]
+    pins = conda_pins(env)
+    assert "desweep" not in pins, "desweep is no conda package: the conda profile imports it from src/"
     image = requirement_pins(IMAGE_LOCK.read_text().splitlines())
-    assert image.get("torch") and image.get("scvi-tools"), f"{IMAGE_LOCK.name} pins neither torch nor scvi-tools"
-    env_files = sorted(REPO.glob("modules/local/*/environment.yml"))
-    assert len(env_files) == len(list(REPO.glob("modules/local/*/main.nf"))), "a module without environment.yml"
-    for env_file in env_files:
-        env = yaml.safe_load(env_file.read_text())
-        pip = [p for d in env["dependencies"] if isinstance(d, dict) for p in d.get("pip", [])]
-        pins = requirement_pins(pip)
-        assert pins.get("desweep"), f"{env_file}: desweep is not pinned"
-        pins.pop("desweep")
-        differ = {name: (version, image.get(name)) for name, version in pins.items() if image.get(name) != version}
-        assert pins and not differ, f"{env_file} pins differ from {IMAGE_LOCK.name}: {differ}"
+    python = re.search(r"Python (\d+\.\d+)", IMAGE_LOCK.read_text())
+    assert python and pins.pop("python") == python.group(1), f"python: {CONDA_ENVIRONMENT.name} and {IMAGE_LOCK.name} differ"
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower() for d in declared}
+    expected = {CONDA_NAMES.get(name, name): image.get(name) for name in wanted}
+    assert pins == expected, (f"{CONDA_ENVIRONMENT.name} differs from pyproject.toml's dependencies at {IMAGE_LOCK.name}'s "
+                              f"versions: missing {sorted(set(expected) - set(pins))}, extra {sorted(set(pins) - set(expected))}, "
+                              f"other versions {sorted((n, pins[n], expected[n]) for n in set(pins) & set(expected) if pins[n] != expected[n])}")
+
+
+
+
+def test_docs_name_the_current_version() -> None:
+    """The version is written once (desweep.__version__; the manifest is checked against it): every image
+    tag or file name with a version in the docs is that version, so a release cannot leave one behind."""
+    import desweep
+
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    found = {(path.name, m.group(1)) for path in docs for m in re.finditer(r"desweep[:-](\d+\.\d+\.\d+)\b", path.read_text())}
+    assert found, "no versioned image tag in the docs: this test checks nothing"
+    assert {version for _, version in found} == {desweep.__version__}, sorted(found)

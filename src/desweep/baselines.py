@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
+from desweep.choices import literal_values
 from desweep.composition import PresenceRule
 from desweep.diagnose import Thresholds, build_profiles, classify_setting, shares
 from desweep.errors import DesweepInputError
@@ -45,15 +46,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Method = Literal["wilcoxon", "pseudobulk"]
-METHODS: tuple[str, ...] = ("wilcoxon", "pseudobulk")
-SAMPLE_KEY = "sample"
+METHODS = literal_values(Method)
 WILCOXON_COLUMNS = ["comparison_id", "status", "batch_confounded", "note", "gene", "rank", "score", "logfoldchanges",
                     "pvals", "pvals_adj", "pct_group1", "pct_group2"]
 PSEUDOBULK_COLUMNS = ["comparison_id", "status", "note", "unit", "n_units", "design_formula", "gene", "rank", "baseMean",
                       "log2FoldChange", "lfcSE", "stat", "pvalue", "padj"]
 
 
-def _pair(adata: AnnData, group_key: str, g1: str, g2: str) -> AnnData:
+def _two_groups(adata: AnnData, group_key: str, g1: str, g2: str) -> AnnData:
     groups = adata.obs[group_key].astype(str)
     return adata[groups.isin([g1, g2]).to_numpy()]
 
@@ -63,7 +63,7 @@ def wilcoxon(adata: AnnData, comparison: pd.Series, *, group_key: str) -> pd.Dat
     import scanpy as sc
 
     g1, g2 = str(comparison["group1"]), str(comparison["group2"])
-    sub = _pair(adata, group_key, g1, g2).copy()
+    sub = _two_groups(adata, group_key, g1, g2).copy()
     sub.obs["_group"] = pd.Categorical(np.where(sub.obs[group_key].astype(str) == g1, "group1", "group2"),
                                        categories=["group1", "group2"])
     sc.pp.normalize_total(sub, target_sum=1e4)
@@ -96,7 +96,7 @@ def _detected(adata: AnnData):
 
 
 def pseudobulk_counts(
-    adata: AnnData, comparison: pd.Series, *, group_key: str, batch_key: str, sample_key: str | None = SAMPLE_KEY,
+    adata: AnnData, comparison: pd.Series, *, group_key: str, batch_key: str, sample_key: str | None = keys.SAMPLE,
     pseudo_replicates: int = 0, min_cells: int = 10, seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Summed counts per group x unit (``sample``, else batch [x pseudo-replicate]).
@@ -109,7 +109,7 @@ def pseudobulk_counts(
     import scipy.sparse as sp
 
     g1, g2 = str(comparison["group1"]), str(comparison["group2"])
-    sub = _pair(adata, group_key, g1, g2)
+    sub = _two_groups(adata, group_key, g1, g2)
     obs = sub.obs
     use_sample = bool(sample_key) and sample_key in obs.columns
     unit_kind = f"obs['{sample_key}']" if use_sample else "batch"
@@ -155,7 +155,7 @@ def estimability(meta: pd.DataFrame) -> tuple[bool, str, str]:
 
 
 def pseudobulk_deseq2(
-    adata: AnnData, comparison: pd.Series, *, group_key: str, batch_key: str, sample_key: str | None = SAMPLE_KEY,
+    adata: AnnData, comparison: pd.Series, *, group_key: str, batch_key: str, sample_key: str | None = keys.SAMPLE,
     pseudo_replicates: int = 0, min_cells: int = 10, seed: int = 0, threads: int = 1,
 ) -> pd.DataFrame:
     """pydeseq2 ``~ batch + group`` on pseudobulks, or one row saying why not (module docstring)."""
@@ -236,7 +236,7 @@ def run_baselines(
     *,
     methods: tuple[str, ...] | list[str] = METHODS,
     top_n: int = 50,
-    sample_key: str | None = SAMPLE_KEY,
+    sample_key: str | None = keys.SAMPLE,
     pseudo_replicates: int = 0,
     min_cells: int = 10,
     seed: int = 0,

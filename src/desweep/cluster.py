@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
+from desweep.choices import check_choice, literal_values
 from desweep.datakeys import DataKeys, get_keys, set_keys
 from desweep.errors import DesweepInputError
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Neighbors = Literal["approximate", "exact"]
-NEIGHBORS: tuple[str, ...] = ("approximate", "exact")
+NEIGHBORS = literal_values(Neighbors)
 
 
 def cluster(
@@ -106,8 +107,7 @@ def knn_transformer(neighbors: Neighbors, n_neighbors: int, *, n_obs: int, seed:
     DesweepInputError
         An unknown ``neighbors``.
     """
-    if neighbors not in NEIGHBORS:
-        raise DesweepInputError("--neighbors", "neighbors", f"must be one of {', '.join(NEIGHBORS)}, got {neighbors!r}")
+    check_choice(neighbors, Neighbors, source="--neighbors", field="neighbors")
     if neighbors == "exact":
         from sklearn.neighbors import KNeighborsTransformer
 

@@ -11,14 +11,16 @@ import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from typing import Literal
 
+from desweep.choices import check_choice, literal_values
 from desweep.errors import DesweepInputError
 
 logger = logging.getLogger(__name__)
 
 Accelerator = Literal["auto", "cpu", "gpu"]
-ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu")
+ACCELERATORS = literal_values(Accelerator)
 
 
 def default_threads() -> int:
@@ -50,14 +52,27 @@ def configure(*, threads: int | None = None, seed: int | None = None) -> int:
     return n
 
 
+def safe_batch_size(sizes: Sequence[int], preferred: int) -> int:
+    """The batch size nearest ``preferred`` (at least 8) that leaves no minibatch of one or two cells for any of ``sizes``.
+
+    scVI's batch normalisation fails on a minibatch of a single cell, in training
+    and in inference. A size no larger than the batch is one minibatch whatever
+    the batch size, so only larger sizes are checked.
+    """
+    for delta in range(0, preferred):
+        for candidate in (preferred + delta, preferred - delta):
+            if candidate >= 8 and all(n % candidate not in (1, 2) for n in sizes if n > candidate):
+                return candidate
+    return preferred
+
+
 def resolve_accelerator(requested: Accelerator, *, allow_fallback: bool = True) -> str:
     """Return ``"gpu"`` or ``"cpu"`` for ``requested``.
 
     A GPU requested where none exists falls back to the CPU with a warning, or
     raises when ``allow_fallback`` is false.
     """
-    if requested not in ACCELERATORS:
-        raise DesweepInputError("--accelerator", "accelerator", f"must be one of {', '.join(ACCELERATORS)}, got {requested!r}")
+    check_choice(requested, Accelerator, source="--accelerator", field="accelerator")
     import torch
 
     has_gpu = torch.cuda.is_available()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from math import ceil
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
+from desweep.compute import safe_batch_size
 from desweep.datakeys import get_keys
 from desweep.errors import DesweepInputError
 
@@ -72,20 +74,10 @@ def select_genes(
     return out
 
 
-def safe_batch_size(n_cells: int, preferred: int, *, train_size: float = TRAIN_SIZE) -> int:
-    """The batch size nearest ``preferred`` that leaves no minibatch of one or two cells.
-
-    scVI's batch normalisation fails on a minibatch of a single cell, in
-    training and in inference; this checks the training and validation split
-    and a pass over every cell.
-    """
+def training_passes(n_cells: int, *, train_size: float = TRAIN_SIZE) -> tuple[int, int, int]:
+    """The cells of each pass over the data in training: the training split, the validation split, and every cell."""
     n_train = ceil(train_size * n_cells)
-    sizes = (n_train, n_cells - n_train, n_cells)
-    for delta in range(0, preferred):
-        for candidate in (preferred + delta, preferred - delta):
-            if candidate >= 8 and all(n % candidate not in (1, 2) for n in sizes if n > 0):
-                return candidate
-    return preferred
+    return n_train, n_cells - n_train, n_cells
 
 
 def default_batch_size(n_cells: int, accelerator: str) -> int:
@@ -154,23 +146,26 @@ def train_scvi(
     )
     model = scvi.model.SCVI(adata, n_latent=n_latent, n_layers=n_layers, n_hidden=n_hidden, gene_likelihood=gene_likelihood)
     epochs = max_epochs or default_max_epochs(adata.n_obs)
-    size = safe_batch_size(adata.n_obs, batch_size or default_batch_size(adata.n_obs, accelerator))
+    size = safe_batch_size(training_passes(adata.n_obs), batch_size or default_batch_size(adata.n_obs, accelerator))
     warmup = kl_warmup_epochs or default_kl_warmup_epochs(epochs)
     logger.info("training scVI: %d cells, %d genes, %d epochs max (KL warm-up %d), batch size %d, %s",
                 adata.n_obs, adata.n_vars, epochs, warmup, size, accelerator)
     start = time.perf_counter()
-    model.train(
-        max_epochs=epochs,
-        batch_size=size,
-        accelerator=accelerator,
-        devices=1,
-        train_size=TRAIN_SIZE,
-        early_stopping=early_stopping,
-        check_val_every_n_epoch=1,
-        plan_kwargs={"n_epochs_kl_warmup": warmup, "lr": learning_rate},
-        enable_progress_bar=sys.stderr.isatty(),
-        callbacks=[training_progress(epochs, early_stopping=early_stopping)],
-    )
+    with warnings.catch_warnings():
+        # Lightning (2.5) calls torch's deprecated isinstance(x, LeafSpec) in every step; nothing desweep can change
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+        model.train(
+            max_epochs=epochs,
+            batch_size=size,
+            accelerator=accelerator,
+            devices=1,
+            train_size=TRAIN_SIZE,
+            early_stopping=early_stopping,
+            check_val_every_n_epoch=1,
+            plan_kwargs={"n_epochs_kl_warmup": warmup, "lr": learning_rate},
+            enable_progress_bar=sys.stderr.isatty(),
+            callbacks=[training_progress(epochs, early_stopping=early_stopping)],
+        )
     elapsed = time.perf_counter() - start
     history = training_history(model)
     logger.info("trained %d epochs in %.1f s (%.2f s/epoch)", len(history), elapsed, elapsed / max(len(history), 1))
@@ -226,7 +221,7 @@ def integrate(
     data_keys = get_keys(adata, source)
     modelled = select_genes(adata, batch_key=data_keys.batch_key, n_top_genes=n_top_genes, extra_genes=extra_genes)
     model, history, training = train_scvi(modelled, batch_key=data_keys.batch_key, **train_kwargs)
-    modelled.obsm[keys.X_SCVI] = model.get_latent_representation(batch_size=safe_batch_size(modelled.n_obs, 512))
+    modelled.obsm[keys.X_SCVI] = model.get_latent_representation(batch_size=safe_batch_size([modelled.n_obs], 512))
     metrics = integration_metrics(modelled, batch_key=data_keys.batch_key, labels_key=data_keys.labels_key)
     # wall time stays out of metrics.csv so that equal inputs give equal tables
     extra_rows = pd.DataFrame(

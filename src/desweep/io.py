@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -131,7 +132,7 @@ def write_atomic(destination: str | Path, writer: Callable[[Path], Any]) -> Path
     """Call ``writer(tmp_path)`` and rename the result to ``destination``."""
     with atomic_path(destination) as tmp:
         writer(tmp)
-    logger.info("wrote %s", destination)
+    logger.debug("wrote %s", destination)
     return Path(destination)
 
 
@@ -228,6 +229,13 @@ def read_csv(path: str | Path, *, required: list[str] | tuple[str, ...] = (), wh
     if missing:
         raise DesweepInputError(path, missing[0], f"column missing (have: {', '.join(map(str, df.columns))})")
     return df
+
+
+def is_true(value: object) -> bool:
+    """A boolean as a table read back gives it: ``True``/``False``, ``true``, ``1``/``0``, ``yes``; missing is False."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else False
 
 
 def read_yaml(path: str | Path, *, what: str = "yaml", scalars_as_text: bool = False) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 UNS_DESWEEP = "desweep"  # uns dict: batch_key, group_key, input checksum, ...
 X_SCVI = "X_scVI"
 X_UMAP = "X_umap"
+SAMPLE = "sample"  # obs column validate adds: the samplesheet row a cell came from
 LEIDEN = "desweep_leiden"  # desweep's own Leiden clusters; never a column of the user's
 #: obs columns desweep or scvi-tools write: never accepted as the user's batch or labels key
 OWN_OBS_PREFIXES = ("desweep_", "_scvi_")

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
+from desweep.io import is_true
+from desweep.plan import SETTING_COLUMNS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -285,13 +287,6 @@ def setting_label(row: pd.Series) -> str:
     return describe_setting(row).replace("batch_correction=", "bc=").replace("delta=", "d=")
 
 
-def is_true(value: object) -> bool:
-    """A boolean as CSVs give it back: ``True``/``False``, ``true``, ``1``/``0``; missing is False."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value) if value is not None and not (isinstance(value, float) and np.isnan(value)) else False
-
-
 def short_setting_labels(settings: pd.DataFrame) -> pd.Series:
     """A short, unique label per setting for axes: only what varies between the settings of its comparison.
 
@@ -304,13 +299,17 @@ def short_setting_labels(settings: pd.DataFrame) -> pd.Series:
     """
     labels = pd.Series("", index=settings.index, dtype=object)
     for comparison, part in settings.groupby("comparison_id", sort=False):
-        varying = [c for c in ("weights", "filter_outlier_cells", "fdr_target") if c in part.columns and part[c].nunique(dropna=False) > 1]
+        varying = [c for c in SETTING_COLUMNS if c not in _ALWAYS_SHOWN and c in part.columns and part[c].nunique(dropna=False) > 1]
         text = part.apply(lambda row: _short_label(row, varying), axis=1)
         if text.duplicated().any():
             prefix = f"{comparison}__"
             text = part["setting_id"].astype(str).map(lambda s: s.removeprefix(prefix))
         labels.loc[part.index] = text
     return labels
+
+
+#: setting columns every short label shows (batch correction with its decoding, mode with delta); the others show where they vary
+_ALWAYS_SHOWN = ("batch_correction", "decoding", "batchid1", "batchid2", "mode", "delta")
 
 
 def _short_label(row: pd.Series, varying: list[str]) -> str:

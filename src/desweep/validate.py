@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SAMPLESHEET_COLUMNS = ("sample", "batch", "path")
-SAMPLE_KEY = "sample"
 
 
 @dataclass
@@ -153,14 +152,14 @@ def read_samplesheet(path: str | Path, *, batch_key: str = "batch", layer: str |
     for row in rows:
         part = _read_sample(_member_path(row["path"], path), path, layer=layer)
         part.obs_names = [f"{row['sample']}_{name}" for name in part.obs_names]
-        part.obs[SAMPLE_KEY] = row["sample"]
+        part.obs[keys.SAMPLE] = row["sample"]
         part.obs[batch_key] = row["batch"]
         parts.append(part)
     shared_genes = _shared_genes(parts)
     if len(shared_genes) == 0:
         raise DesweepInputError(path, "path", "the samples share no gene names; check they use the same gene identifiers")
     merged = ad.concat([p[:, shared_genes] for p in parts], join="inner", merge="same")
-    for column in (SAMPLE_KEY, batch_key):
+    for column in (keys.SAMPLE, batch_key):
         merged.obs[column] = pd.Categorical(merged.obs[column].astype(str))
     merged.uns["samplesheet"] = sheet.astype(str).to_dict("list")
     return merged

@@ -13,7 +13,7 @@ import click
 
 from desweep import __version__
 
-#: subcommand name -> "module:attribute" under desweep.cli
+#: subcommand name -> "module:attribute" under desweep.cli, in pipeline order (the order of ``desweep --help``)
 COMMANDS: dict[str, str] = {
     "simulate": "desweep.cli.simulate:simulate",
     "validate": "desweep.cli.validate:validate",
@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "baselines": "desweep.cli.baselines:baselines",
     "report": "desweep.cli.report:report",
     "run": "desweep.cli.run:run",
+    "dev": "desweep.cli.dev:dev",
 }
 
 
@@ -34,7 +35,7 @@ class LazyGroup(click.Group):
     """A Click group that imports a subcommand's module only when it is used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
@@ -45,10 +46,11 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="desweep")
+@click.version_option(__version__, prog_name="desweep", message="%(version)s")  # bare: modules eval() it
 def cli() -> None:
     """desweep: which genes really differ between two clusters when the data
     came from several batches and a cluster exists in only one of them?
 
-    Each subcommand is one pipeline step; ``desweep run`` chains them.
+    Each subcommand is one pipeline step, listed in pipeline order; desweep
+    run chains them.
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import click
 
 from desweep import keys
 from desweep.errors import DesweepInputError
+from desweep.params import NAMES, Param
 
 logger = logging.getLogger("desweep")
 
@@ -107,6 +109,11 @@ def _restore_signals(previous: dict[int, Any]) -> None:
         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
+def input_option(what: str, *, dest: str = "input_path", required: bool = True) -> Callable[..., Any]:
+    """``-i/--input``: the AnnData a step reads (one flag name for it in every step)."""
+    return click.option("-i", "--input", dest, type=click.Path(path_type=Path), required=required, default=None, help=what)
+
+
 def outdir_option(default_help: str) -> Callable[..., Any]:
     """``--outdir``: the step's own output folder."""
     return click.option(
@@ -126,7 +133,6 @@ means_option = click.option(
     "--means", "means_path", type=click.Path(path_type=Path), default=None,
     help=f"Optional {keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}: classify in every scVI normalized choice too.",
 )
-seed_option = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Random seed.")
 
 
 def parsed(parse: Callable[[Any], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -160,13 +166,6 @@ def name_list(option: str) -> Callable[[str], list[str]]:
             raise DesweepInputError(option, option.lstrip("-").replace("-", "_"), f"{err}; write a name holding ',' in double quotes") from None
 
     return parse
-threads_option = click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="torch threads (default: the cores given to this process).",
-)
-
 
 def prepare_outdir(outdir: Path) -> Path:
     """Create ``outdir`` and remove temporary files ended processes left there; a one-line error if it is a file or not writable."""
@@ -184,3 +183,59 @@ def prepare_outdir(outdir: Path) -> Path:
         raise DesweepInputError(outdir, "--outdir", "is not writable")
     remove_stale_partials(outdir)
     return outdir
+
+
+def click_type(param: Param) -> click.ParamType | type:
+    """The Click type of a :class:`~desweep.params.Param`: a choice from its ``Literal``, a range from its bounds."""
+    if param.choices is not None:
+        return click.Choice(param.choices)
+    bounds = {"min": param.minimum if param.exclusive_minimum is None else param.exclusive_minimum,
+              "max": param.maximum if param.exclusive_maximum is None else param.exclusive_maximum,
+              "min_open": param.exclusive_minimum is not None, "max_open": param.exclusive_maximum is not None}
+    if param.type is int and (bounds["min"] is not None or bounds["max"] is not None):
+        return click.IntRange(bounds["min"], bounds["max"], min_open=bounds["min_open"], max_open=bounds["max_open"])
+    if param.type is float and (bounds["min"] is not None or bounds["max"] is not None):
+        return click.FloatRange(bounds["min"], bounds["max"], min_open=bounds["min_open"], max_open=bounds["max_open"])
+    return param.type if param.type in (int, float) else click.STRING
+
+
+def _parser(param: Param) -> Callable[[Any], Any] | None:
+    """The function that reads an option's text (``Param.parse``), imported when the option is read."""
+    if param.parse is None:
+        return None
+    if param.parse == NAMES:
+        return name_list(param.flag)
+    names = param.parse.startswith(NAMES + "+")
+    target = param.parse.removeprefix(NAMES + "+")
+
+    def parse(value: Any) -> Any:
+        module_name, attribute = target.split(":")
+        function = getattr(importlib.import_module(module_name), attribute)
+        return function(name_list(param.flag)(value) if names else value)
+
+    return parse
+
+
+def param_option(param: Param, *, default: Any = ..., help_suffix: str = "") -> Callable[..., Any]:
+    """The Click option of one :class:`~desweep.params.Param` (``default``: another default, e.g. ``None`` for ``desweep run``)."""
+    default = param.default if default is ... else default
+    flags = [param.flag] + ([param.short] if param.short else [])
+    help_text = param.help.removesuffix(".") + help_suffix + "." if help_suffix else param.description
+    if param.type is bool:
+        if param.negatable:
+            flags = [f"{param.flag}/--no-{param.flag[2:]}"]
+        return click.option(*flags, param.name, is_flag=True, default=default, show_default=default is not None, help=help_text)
+    parse = _parser(param)
+    return click.option(*flags, param.name, type=click_type(param), default=default, show_default=default is not None,
+                        callback=parsed(parse) if parse else None, help=help_text)
+
+
+def options_from(params: tuple[Param, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command with the Click options of ``params``, in their order (see :mod:`desweep.params`)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for param in reversed(params):
+            func = param_option(param)(func)
+        return func
+
+    return decorate

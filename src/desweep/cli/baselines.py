@@ -6,36 +6,15 @@ from pathlib import Path
 
 import click
 
-from desweep import keys
-from desweep.baselines import check_methods, check_pseudo_replicates
-from desweep.cli._common import (
-    comparisons_option,
-    means_option,
-    name_list,
-    outdir_option,
-    parsed,
-    prepare_outdir,
-    seed_option,
-    step_command,
-    threads_option,
-)
+from desweep import keys, params
+from desweep.cli._common import comparisons_option, input_option, means_option, options_from, outdir_option, prepare_outdir, step_command
 
 
 @click.command(name="baselines")
-@click.option("--adata", "adata_path", type=click.Path(path_type=Path), required=True,
-              help=f"The clustered .h5ad with raw counts in X ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
+@input_option(f"The clustered .h5ad with raw counts in X ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).", dest="adata_path")
 @comparisons_option
 @means_option
-@click.option("--methods", default="wilcoxon,pseudobulk", show_default=True, callback=parsed(lambda v: check_methods(name_list("--methods")(v))),
-              help="Comma-separated: wilcoxon, pseudobulk.")
-@click.option("--top-n", type=click.IntRange(min=1), default=50, show_default=True, help="Top genes classified per method.")
-@click.option("--sample-key", default="sample", show_default=True,
-              help="obs column of biological samples for pseudobulks (per batch when the column is absent).")
-@click.option("--pseudo-replicates", type=click.IntRange(min=0), default=0, show_default=True, callback=parsed(check_pseudo_replicates),
-              help="Without samples: split each group x batch into this many random pseudobulks (0 = off; p-values optimistic).")
-@click.option("--min-cells", type=click.IntRange(min=1), default=10, show_default=True, help="Fewest cells per pseudobulk.")
-@seed_option
-@threads_option
+@options_from(params.BASELINES)
 @outdir_option(f"writes {keys.WILCOXON_CSV}, {keys.PSEUDOBULK_CSV}, {keys.BASELINE_PATTERNS_CSV} and {keys.BASELINE_SCORES_CSV}.")
 @step_command
 def baselines(adata_path: Path, comparisons_path: Path, means_path: Path | None, methods: list[str], top_n: int, sample_key: str,
@@ -47,7 +26,8 @@ def baselines(adata_path: Path, comparisons_path: Path, means_path: Path | None,
 
     Example:
 
-        desweep baselines --adata results/cluster/clustered.h5ad \\
+    \b
+        desweep baselines -i results/cluster/clustered.h5ad \\
             --comparisons results/composition/comparisons.csv -o results/baselines
     """
     import os

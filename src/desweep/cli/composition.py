@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from desweep import keys
-from desweep.cli._common import outdir_option, parsed, prepare_outdir, step_command
+from desweep import keys, params
+from desweep.cli._common import input_option, options_from, outdir_option, prepare_outdir, step_command
 
 
 def read_comparisons(value: str) -> list[tuple[str, str]]:
@@ -23,19 +23,8 @@ def read_comparisons(value: str) -> list[tuple[str, str]]:
 
 
 @click.command(name="composition")
-@click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), required=True,
-              help=f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
-@click.option("--comparisons", default=None, callback=parsed(read_comparisons),
-              help="Comparisons as 'A:B;C:D' (a name holding ':', ';' or '\"' in double quotes: '\"CD4+:act\":B'), or a CSV/TSV "
-                   "file with group1,group2 columns (default: every pair with a batch-specific group, up to --max-comparisons).")
-@click.option("--max-comparisons", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Cap on the default comparisons.")
-@click.option("--min-cells-present", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Cells a cluster needs in a batch to count as present there.")
-@click.option("--min-enrichment", type=click.FloatRange(min=0), default=0.1, show_default=True,
-              help="A cluster's share of a batch must be at least this times its overall share to count as present.")
-@click.option("--min-cells-per-group", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Smallest group allowed in a comparison.")
+@input_option(f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
+@options_from(params.COMPOSITION)
 @outdir_option(f"writes {keys.CLUSTER_BATCH_COUNTS_CSV}, {keys.CLUSTER_STATUS_CSV} and {keys.COMPARISONS_CSV}.")
 @step_command
 def composition(input_path: Path, comparisons: list[tuple[str, str]] | None, max_comparisons: int, min_cells_present: int,
@@ -44,6 +33,7 @@ def composition(input_path: Path, comparisons: list[tuple[str, str]] | None, max
 
     Example:
 
+    \b
         desweep composition -i results/cluster/clustered.h5ad --comparisons "3:5" -o results/composition
     """
     from desweep import composition as comp

@@ -7,16 +7,14 @@ from pathlib import Path
 
 import click
 
-from desweep import keys
-from desweep.cli._common import outdir_option, prepare_outdir, step_command, threads_option
-from desweep.compute import ACCELERATORS
+from desweep import keys, params
+from desweep.cli._common import input_option, options_from, outdir_option, prepare_outdir, step_command
 
 
 @click.command(name="de")
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path), required=True,
               help=f"The plan ({keys.STEP_DE}/{keys.PLAN_CSV}).")
-@click.option("--adata", "adata_path", type=click.Path(path_type=Path), default=None,
-              help=f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}); not needed with --merge.")
+@input_option(f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}); not needed with --merge.", dest="adata_path", required=False)
 @click.option("--model", "model_dirs", type=click.Path(path_type=Path), multiple=True,
               help=f"The scVI model folder ({keys.STEP_INTEGRATE}/{keys.MODEL_DIR}); with model replicates one per model the "
                    f"rows run use, in model order ({keys.STEP_INTEGRATE}/{keys.replicate_dir(1)}/{keys.MODEL_DIR}, ...). "
@@ -27,33 +25,22 @@ from desweep.compute import ACCELERATORS
 @click.option("--all", "run_all", is_flag=True, help=f"Run every sampling key, then merge ({keys.DE_SUMMARY_CSV}, {keys.DE_STABILITY_CSV}).")
 @click.option("--merge", is_flag=True,
               help=f"Only merge the per-key summaries and tables of earlier --sampling-key runs into {keys.DE_SUMMARY_CSV} and {keys.DE_STABILITY_CSV}.")
-@click.option("--n-samples", type=click.IntRange(min=2), default=5000, show_default=True,
-              help="Posterior samples per group (scvi-tools' n_samples_overall), split evenly over the decoding batches.")
-@click.option("--batch-size", type=click.IntRange(min=8), default=None,
-              help="Minibatch size for decoding (default: scvi-tools' 128), adjusted so no minibatch has 1-2 cells.")
-@click.option("--sampling", type=click.Choice(["shared", "scvi"]), default="shared", show_default=True,
-              help="shared: decode each group once per batch and seed for every setting; "
-                   "scvi: reproduce scvi-tools' random stream per sampling key (tables equal to model.differential_expression).")
-@click.option("--top-n", type=click.IntRange(min=1), default=10, show_default=True,
-              help=f"Top genes counted in {keys.DE_STABILITY_CSV}.")
+@options_from(params.DE)
 @click.option("--partials", "partials_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"With --merge: folder of the per-key summaries (default: OUTDIR/{keys.DE_PARTIAL_SUMMARY_DIR}).")
 @click.option("--tables", "tables_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"With --merge: folder of the tables (default: OUTDIR/{keys.DE_TABLES_DIR}).")
-@click.option("--accelerator", type=click.Choice(ACCELERATORS), default="auto", show_default=True,
-              help="Device for decoding (auto uses a GPU when one is present).")
-@threads_option
 @outdir_option(f"writes {keys.DE_TABLES_DIR}/, {keys.DE_PARTIAL_SUMMARY_DIR}/, {keys.DE_SUMMARY_CSV} and {keys.DE_STABILITY_CSV}.")
 @step_command
 def de(plan_path: Path, adata_path: Path | None, model_dirs: tuple[Path, ...], sampling_keys: tuple[str, ...], run_all: bool,
-       merge: bool, n_samples: int, batch_size: int | None, sampling: str, top_n: int, partials_dir: Path | None,
+       merge: bool, n_samples: int, batch_size: int | None, sampling: str, stability_top_n: int, partials_dir: Path | None,
        tables_dir: Path | None, accelerator: str, threads: int | None, outdir: Path) -> None:
     """Run the DE sweep of a plan: one table per combination, a summary and replicate stability.
 
     One sampling key per Nextflow task, then a merge:
 
     \b
-        desweep de --plan results/de/plan.csv --adata results/cluster/clustered.h5ad \\
+        desweep de --plan results/de/plan.csv -i results/cluster/clustered.h5ad \\
             --model results/integrate/model --sampling-key KEY -o results/de
         desweep de --plan results/de/plan.csv --merge -o results/de
 
@@ -61,7 +48,7 @@ def de(plan_path: Path, adata_path: Path | None, model_dirs: tuple[Path, ...], s
     """
     from desweep import de as sweep
     from desweep.errors import DesweepInputError
-    from desweep.io import read_csv, write_csv
+    from desweep.io import read_csv
 
     chosen = [name for name, on in (("--sampling-key", bool(sampling_keys)), ("--all", run_all), ("--merge", merge)) if on]
     if len(chosen) != 1:
@@ -76,16 +63,22 @@ def de(plan_path: Path, adata_path: Path | None, model_dirs: tuple[Path, ...], s
             if key not in known:
                 example = next(iter(plan["sampling_key"]))
                 raise DesweepInputError(plan_path, "sampling_key", f"'{key}' is not in this plan ({len(known)} keys, e.g. '{example}')")
-        for option, value in (("--adata", adata_path), ("--model", model_dirs)):
+        for option, value in (("--input", adata_path), ("--model", model_dirs)):
             if not value:
                 raise DesweepInputError("desweep de", option, "required unless --merge")
-        _run(plan, plan_path=plan_path, adata_path=adata_path, model_dirs=model_dirs,
-             keys_to_run=list(sampling_keys) or sweep.sampling_keys(plan), n_samples=n_samples, batch_size=batch_size,
-             sampling=sampling, accelerator=accelerator, threads=threads, outdir=outdir)
-        if sampling_keys:
-            return
+        run = _run_keys if sampling_keys else _run_all
+        run(plan, adata_path=adata_path, model_dirs=model_dirs, keys_to_run=list(sampling_keys) or sweep.sampling_keys(plan),
+            n_samples=n_samples, batch_size=batch_size, sampling=sampling, top_n=stability_top_n, accelerator=accelerator,
+            threads=threads, outdir=outdir)
+        return
 
-    summary, stability = _merge(plan, partials_dir=partials_dir, tables_dir=tables_dir, top_n=top_n)
+    summary, stability = _merge(plan, partials_dir=partials_dir, tables_dir=tables_dir, top_n=stability_top_n)
+    _write_merged(summary, stability, outdir)
+
+
+def _write_merged(summary, stability, outdir: Path) -> None:
+    from desweep.io import write_csv
+
     prepare_outdir(outdir)
     write_csv(summary, outdir / keys.DE_SUMMARY_CSV)
     write_csv(stability, outdir / keys.DE_STABILITY_CSV)
@@ -94,17 +87,16 @@ def de(plan_path: Path, adata_path: Path | None, model_dirs: tuple[Path, ...], s
                f"{outdir / keys.DE_STABILITY_CSV}")
 
 
-def _run(plan, *, plan_path: Path, adata_path: Path, model_dirs: tuple[Path, ...], keys_to_run: list[str], n_samples: int,
-         batch_size: int | None, sampling: str, accelerator: str, threads: int | None, outdir: Path) -> None:
+def _load(plan, *, adata_path: Path, model_dirs: tuple[Path, ...], accelerator: str, threads: int | None):
+    """The data, its keys and ``{model index: model}`` for the rows of ``plan``, one --model per model they use."""
     from desweep import compute
     from desweep import de as sweep
     from desweep.datakeys import get_keys
     from desweep.errors import DesweepInputError
     from desweep.integrate import load_model
-    from desweep.io import read_h5ad, write_csv
+    from desweep.io import read_h5ad
 
-    subset = plan[plan["sampling_key"].isin(keys_to_run)]
-    models = sweep.models_of(subset)
+    models = sweep.models_of(plan)
     if len(model_dirs) != len(models):
         raise DesweepInputError("desweep de", "--model", f"give one --model per model the rows run use, in model order: "
                                 f"{len(models)} (model {', '.join(map(str, models))}), got {len(model_dirs)}")
@@ -112,10 +104,44 @@ def _run(plan, *, plan_path: Path, adata_path: Path, model_dirs: tuple[Path, ...
     device = compute.resolve_accelerator(accelerator)
     adata = read_h5ad(adata_path)
     data_keys = get_keys(adata, adata_path, need_groups=True)
-    start, decode_seconds, done = time.perf_counter(), 0.0, 0
+    loaded = {index: load_model(str(model_dir), adata, accelerator=device, source=str(adata_path))
+              for index, model_dir in zip(models, model_dirs, strict=True)}
+    return adata, data_keys, loaded
+
+
+def _run_all(plan, *, adata_path: Path, model_dirs: tuple[Path, ...], n_samples: int, batch_size: int | None, sampling: str,
+             top_n: int, accelerator: str, threads: int | None, outdir: Path, **_) -> None:
+    """``--all``: the library sweep (:func:`desweep.de.run_sweep`), writing each table and per-key summary as it comes."""
+    from desweep import de as sweep
+    from desweep.io import write_csv
+
+    adata, data_keys, models = _load(plan, adata_path=adata_path, model_dirs=model_dirs, accelerator=accelerator, threads=threads)
+    for index, model in models.items():  # before anything is written
+        sweep.check_inputs(adata, model, plan[plan["model"] == index], group_key=data_keys.group_key, source=str(adata_path))
+    prepare_outdir(outdir)
+    result = sweep.run_sweep(
+        adata, models, plan, group_key=data_keys.group_key, n_samples=n_samples, batch_size=batch_size, sampling=sampling,
+        top_n=top_n, source=str(adata_path),
+        on_table=lambda cid, table: write_csv(table, outdir / keys.DE_TABLES_DIR / f"{cid}.csv"),
+        on_group=lambda key, summary: write_csv(summary, outdir / keys.DE_PARTIAL_SUMMARY_DIR / f"{key}.csv"),
+    )
+    click.echo(f"{len(sweep.sampling_keys(plan))} sampling keys in {result.seconds:.1f} s "
+               f"(decoding {result.decode_seconds:.1f} s in {result.decode_passes} passes, {sampling} sampling)")
+    _write_merged(result.summary, result.stability, outdir)
+
+
+def _run_keys(plan, *, adata_path: Path, model_dirs: tuple[Path, ...], keys_to_run: list[str], n_samples: int,
+              batch_size: int | None, sampling: str, accelerator: str, threads: int | None, outdir: Path, **_) -> None:
+    """``--sampling-key``: the given keys (one Nextflow task), each key's tables and partial summary; no merge."""
+    from desweep import de as sweep
+    from desweep.io import write_csv
+
+    subset = plan[plan["sampling_key"].isin(keys_to_run)]
+    adata, data_keys, models = _load(subset, adata_path=adata_path, model_dirs=model_dirs, accelerator=accelerator,
+                                     threads=threads)
+    start, decode_seconds, decode_passes, done = time.perf_counter(), 0.0, 0, 0
     progress = sweep.sweep_progress(plan, keys_to_run)
-    for index, model_dir in zip(models, model_dirs, strict=True):
-        model = load_model(str(model_dir), adata, accelerator=device, source=str(adata_path))
+    for index, model in models.items():
         rows = subset[subset["model"] == index]
         model_keys = [key for key in keys_to_run if key in set(rows["sampling_key"])]
         sweep.check_inputs(adata, model, rows, group_key=data_keys.group_key, source=str(adata_path))
@@ -130,8 +156,9 @@ def _run(plan, *, plan_path: Path, adata_path: Path, model_dirs: tuple[Path, ...
             done += 1
             progress.update(done, f"{key} ({len(tables)} tables)")
         decode_seconds += context.decode_seconds
+        decode_passes += context.n_decode_passes
     click.echo(f"{len(keys_to_run)} sampling keys in {time.perf_counter() - start:.1f} s "
-               f"(decoding {decode_seconds:.1f} s, {sampling} sampling)")
+               f"(decoding {decode_seconds:.1f} s in {decode_passes} passes, {sampling} sampling)")
 
 
 def _merge(plan, *, partials_dir: Path, tables_dir: Path, top_n: int):

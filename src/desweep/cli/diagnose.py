@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from desweep import keys
-from desweep.cli._common import comparisons_option, means_option, outdir_option, prepare_outdir, step_command
+from desweep import keys, params
+from desweep.cli._common import comparisons_option, input_option, means_option, options_from, outdir_option, prepare_outdir, step_command
 
 
 def optional_input(path: Path | None, option: str) -> Path | None:
@@ -45,8 +45,7 @@ def read_tables(plan, tables_dir: Path) -> dict:
 
 
 @click.command(name="diagnose")
-@click.option("--adata", "adata_path", type=click.Path(path_type=Path), required=True,
-              help=f"The clustered .h5ad with raw counts in X ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
+@input_option(f"The clustered .h5ad with raw counts in X ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).", dest="adata_path")
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path), required=True,
               help=f"The DE plan ({keys.STEP_DE}/{keys.PLAN_CSV}).")
 @click.option("--tables", "tables_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -59,13 +58,7 @@ def read_tables(plan, tables_dir: Path) -> dict:
               help=f"Optional {keys.STEP_COMPOSITION}/{keys.CLUSTER_BATCH_COUNTS_CSV} for the composition plot.")
 @click.option("--normalized", "normalized_path", type=click.Path(path_type=Path), default=None,
               help=f"Optional {keys.STEP_NORMALIZE}/{keys.NORMALIZED_H5AD}: its layers of the markers go into {keys.MARKERS_H5AD}.")
-@click.option("--top-n", type=click.IntRange(min=1), default=50, show_default=True, help="Top genes classified per setting.")
-@click.option("--explained-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
-              help="Share of the group difference a within-batch (or batch) difference must reach to explain it.")
-@click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.01, show_default=True,
-              help="One-sided level of the per-gene test: a difference is clear at z = Phi^-1(1 - alpha) standard errors.")
-@click.option("--plots/--no-plots", default=True, show_default=True, help="Write the PNG plots under plots/.")
-@click.option("--plot-genes", type=click.IntRange(min=1), default=30, show_default=True, help="Genes per top-gene heatmap.")
+@options_from(params.DIAGNOSE)
 @outdir_option(f"writes {keys.MARKERS_CSV}, {keys.REJECTED_CSV}, {keys.MARKERS_H5AD}, {keys.RECOMMENDATIONS_CSV}, "
                f"{keys.RECOMMENDED_SETTINGS_CSV}, {keys.SETTING_SCORES_CSV}, {keys.SETTING_SCORES_BY_REPLICATE_CSV}, "
                f"{keys.GENE_PATTERNS_CSV}, {keys.CONCORDANCE_CSV}, {keys.CONCORDANCE_SETTINGS_CSV}, "
@@ -80,7 +73,7 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
     Example:
 
     \b
-        desweep diagnose --adata results/cluster/clustered.h5ad --plan results/de/plan.csv \\
+        desweep diagnose -i results/cluster/clustered.h5ad --plan results/de/plan.csv \\
             --comparisons results/composition/comparisons.csv \\
             --means results/normalized/cluster_batch_means.csv -o results/diagnostics
     """

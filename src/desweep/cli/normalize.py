@@ -7,11 +7,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from desweep import keys
-from desweep.cli._common import name_list, outdir_option, parsed, prepare_outdir, seed_option, step_command, threads_option
-from desweep.compute import ACCELERATORS
+from desweep import keys, params
+from desweep.cli._common import input_option, name_list, options_from, outdir_option, prepare_outdir, step_command
 from desweep.errors import DesweepInputError
-from desweep.normalize import CHOICE_HELP, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, DEFAULT_TOP_N, LATENTS, check_choices, parse_library_size
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -64,46 +62,15 @@ def write_normalized_h5ad(normalized: AnnData, destination: Path) -> Path:
     return write_atomic(destination, lambda tmp: normalized.write_h5ad(tmp))
 
 
-_CHOICES_HELP = "; ".join(f"{name}: {text}" for name, text in CHOICE_HELP.items())
-
-
 @click.command(name="normalize")
-@click.option("--adata", "adata_path", type=click.Path(path_type=Path), required=True,
-              help=f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
+@input_option(f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).", dest="adata_path")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
               help=f"The scVI model folder ({keys.STEP_INTEGRATE}/{keys.MODEL_DIR}).")
-@click.option("--choices", default=",".join(DEFAULT_CHOICES), show_default=True,
-              callback=parsed(lambda value: check_choices(name_list("--choices")(value))),
-              help=f"Comma-separated transform_batch choices, or 'all'. {_CHOICES_HELP}.")
-@click.option("--batches", default=None, callback=parsed(name_list("--batches")),
-              help='Comma-separated batches to decode in and average over (a name holding "," in double quotes; '
-                   "default: every batch of the model).")
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path), default=None,
               help=f"The DE plan ({keys.STEP_DE}/{keys.PLAN_CSV}): the layers hold the top --top-n genes of each of its tables.")
 @click.option("--tables", "tables_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help=f"Folder of DE tables <combination_id>.csv (default: {keys.DE_TABLES_DIR}/ beside the plan).")
-@click.option("--top-n", type=click.IntRange(min=1), default=DEFAULT_TOP_N, show_default=True,
-              help="Top genes of each DE table kept in the layers (give diagnose's --top-n).")
-@click.option("--genes", default=None, callback=parsed(read_gene_list),
-              help="Genes to export as well: a comma-separated list (a name holding \",\" in double quotes), or a file "
-                   "(one gene per line, or a CSV with a 'gene' column).")
-@click.option("--all-genes", is_flag=True,
-              help=f"Layers for every modelled gene (size: 4 bytes x layers x cells x genes). {keys.CLUSTER_BATCH_MEANS_CSV} "
-                   "always covers every gene.")
-@click.option("--library-size", default="1e4", show_default=True, callback=parsed(parse_library_size),
-              help="'latent' (each cell's own library size: expected counts) or a number every cell is scaled to (1 = frequencies).")
-@click.option("--n-samples", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Posterior samples of z per cell; layers are their mean (all_batches_samples keeps each).")
-@click.option("--latent", type=click.Choice(LATENTS), default="sample", show_default=True,
-              help="sample: draw z from the posterior (as scvi-tools); mean: decode the posterior mean (deterministic).")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=None,
-              help="Cells decoded at a time (default: the largest that fits --max-memory-gb, at most 4096).")
-@click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_MEMORY_GB, show_default=True,
-              help="Cap on the estimated memory: output layers (float32) plus one working chunk.")
-@click.option("--accelerator", type=click.Choice(ACCELERATORS), default="auto", show_default=True,
-              help="auto uses a GPU when one is present.")
-@seed_option
-@threads_option
+@options_from(params.NORMALIZE)
 @outdir_option(f"writes {keys.NORMALIZED_H5AD}, {keys.CLUSTER_BATCH_MEANS_CSV} and {keys.LAYER_GENES_CSV}.")
 @step_command
 def normalize(adata_path: Path, model_dir: Path, choices: tuple[str, ...], batches: list[str] | None, plan_path: Path | None,
@@ -123,7 +90,7 @@ def normalize(adata_path: Path, model_dir: Path, choices: tuple[str, ...], batch
     Example:
 
     \b
-        desweep normalize --adata results/cluster/clustered.h5ad \\
+        desweep normalize -i results/cluster/clustered.h5ad \\
             --model results/integrate/model --plan results/de/plan.csv \\
             --genes markers.txt --choices all --n-samples 5 -o results/normalized
     """

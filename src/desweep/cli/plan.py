@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from desweep import keys
-from desweep.cli._common import outdir_option, prepare_outdir, step_command
-from desweep.plan import DEFAULT_MAX_COMBINATIONS, WARN_COMBINATIONS
+from desweep import keys, params
+from desweep.cli._common import options_from, outdir_option, prepare_outdir, step_command
 
 
 def read_grid(grid_path: Path | None) -> dict | None:
@@ -35,10 +34,7 @@ def _show_default_grid(ctx: click.Context, _param: click.Parameter, value: bool)
 @click.option("--batch-counts", "counts_path", type=click.Path(path_type=Path), default=None,
               help=f"Cluster x batch counts, to know every batch of the model (default: {keys.CLUSTER_BATCH_COUNTS_CSV} "
                    "beside the comparisons, when present).")
-@click.option("--max-combinations", type=click.IntRange(min=1), default=DEFAULT_MAX_COMBINATIONS, show_default=True,
-              help=f"Refuse a plan with more combinations (one DE table each; a warning from {WARN_COMBINATIONS:,}).")
-@click.option("--models", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Trained scVI models (replicates, `desweep run --models`): every combination runs on each.")
+@options_from(params.PLAN)
 @click.option("--show-default-grid", is_flag=True, is_eager=True, expose_value=False, callback=_show_default_grid,
               help="Print the default grid YAML and exit.")
 @outdir_option(f"writes {keys.PLAN_CSV} and {keys.PLAN_SKIPPED_CSV}.")
@@ -49,12 +45,13 @@ def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | Non
 
     Invalid combinations go to plan_skipped.csv with the reason. Example:
 
+    \b
         desweep plan --comparisons results/composition/comparisons.csv --grid grid.yaml -o results/de
     """
     from desweep.io import read_csv, write_csv
-    from desweep.plan import COMPARISON_REQUIRED, check_plan_size, make_plan
+    from desweep.plan import COMPARISON_COLUMNS, check_plan_size, make_plan
 
-    comparisons = read_csv(comparisons_path, required=COMPARISON_REQUIRED, what="comparisons", all_text=True)
+    comparisons = read_csv(comparisons_path, required=COMPARISON_COLUMNS, what="comparisons", all_text=True)
     grid = read_grid(grid_path)
     if counts_path is None and (comparisons_path.parent / keys.CLUSTER_BATCH_COUNTS_CSV).is_file():
         counts_path = comparisons_path.parent / keys.CLUSTER_BATCH_COUNTS_CSV

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from desweep import keys
-from desweep.cli._common import outdir_option, prepare_outdir, step_command
+from desweep import keys, params
+from desweep.cli._common import options_from, outdir_option, prepare_outdir, step_command
 
 
 @click.command(name="report")
@@ -15,7 +15,7 @@ from desweep.cli._common import outdir_option, prepare_outdir, step_command
               help="The pipeline's OUTDIR (validate/, integrate/, ..., diagnostics/, baselines/, pipeline_info/).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="MultiQC config to use instead of the shipped one (assets/multiqc_config.yml).")
-@click.option("--title", default=None, help="Report title.")
+@options_from(params.REPORT)
 @outdir_option(f"writes {keys.MULTIQC_REPORT}, multiqc_data/ and {keys.MULTIQC_CUSTOM_CONTENT_DIR}/ (usually OUTDIR/{keys.STEP_REPORT}).")
 @step_command
 def report(results_dir: Path, config_path: Path | None, title: str | None, outdir: Path) -> None:
@@ -29,6 +29,7 @@ def report(results_dir: Path, config_path: Path | None, title: str | None, outdi
 
     Example:
 
+    \b
         desweep report --results results -o results/multiqc
     """
     from desweep.errors import DesweepInputError

@@ -33,6 +33,7 @@ def simulate(output: Path, preset: str, n_cells: int | None, n_genes: int | None
 
     Example:
 
+    \b
         desweep simulate -o sim.h5ad --preset hard --seed 1
     """
     from desweep.io import write_h5ad

@@ -8,19 +8,13 @@ from pathlib import Path
 
 import click
 
-from desweep import keys
-from desweep.cli._common import outdir_option, prepare_outdir, step_command
+from desweep import keys, params
+from desweep.cli._common import input_option, options_from, outdir_option, prepare_outdir, step_command
 
 
 @click.command(name="validate")
-@click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), required=True,
-              help="An .h5ad with raw counts, or a samplesheet CSV (sample,batch,path).")
-@click.option("--batch-key", default="batch", show_default=True, help="obs column holding the batch of each cell.")
-@click.option("--labels-key", default=None, help="obs column with cell labels to compare (default: Leiden clusters).")
-@click.option("--layer", default=None, help="Layer holding raw counts (default: X).")
-@click.option("--min-cells-per-batch", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Smallest batch allowed.")
-@click.option("--make-genes-unique", is_flag=True, help="Append -1, -2, ... to repeated gene names instead of failing.")
+@input_option("An .h5ad with raw counts, or a samplesheet CSV (sample,batch,path).")
+@options_from(params.VALIDATE)
 @outdir_option(f"writes {keys.VALIDATED_H5AD} and {keys.VALIDATION_REPORT}.")
 @step_command
 def validate(input_path: Path, batch_key: str, labels_key: str | None, layer: str | None, min_cells_per_batch: int,
@@ -35,6 +29,7 @@ def validate(input_path: Path, batch_key: str, labels_key: str | None, layer: st
 
     Example:
 
+    \b
         desweep validate -i pbmc.h5ad --batch-key batch --labels-key cell_type -o results/validate
     """
     from desweep.io import write_h5ad, write_text

@@ -51,16 +51,19 @@ import logging
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from desweep.choices import literal_values
 from desweep.diagnose.profiles import DEFAULT_PSEUDOCOUNT_FRACTION, ExpressionProfile
 from desweep.errors import DesweepInputError
 
 logger = logging.getLogger(__name__)
 
-PATTERNS: tuple[str, ...] = ("cluster_specific", "batch_wide", "other")
+Pattern = Literal["cluster_specific", "batch_wide", "other"]
+PATTERNS = literal_values(Pattern)
 SCORE_COLUMNS = ["group_lfc", "within_lfc", "within_lfc_vs_next", "batch_shift_lfc", "n_shift_clusters",
                  "se_group_lfc", "se_within_lfc", "se_batch_shift_lfc"]
 #: the score columns written once more per scVI choice (``<column>__<choice>``)

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from desweep.diagnose.classify import PATTERNS
-from desweep.diagnose.replicates import SETTING_COLUMNS, describe_setting, is_missing, replicate_plan, sd
+from desweep.diagnose.replicates import describe_setting, is_missing, replicate_plan, sd
+from desweep.plan import SETTING_COLUMNS
 
 REPLICATE_COLUMNS = ["combination_id", "comparison_id", "setting_id", "model", "seed", "n_top",
                      *[f"n_{p}" for p in PATTERNS], *[f"share_{p}" for p in PATTERNS], "specificity_score", "status",

@@ -18,29 +18,18 @@ import pandas as pd
 from desweep.diagnose.classify import Thresholds
 from desweep.diagnose.tables import ComparisonCalls, classify_setting, oriented_comparison, table_lfc, top_genes
 from desweep.diagnose.profiles import ExpressionProfile
+from desweep.io import is_true
+from desweep.plan import DESCRIBE_COLUMNS, SCVI_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
 #: the columns that identify a combination and its replicate
 ID_COLUMNS = ("combination_id", "comparison_id", "setting_id", "model", "seed")
-#: plan columns that describe a setting (copied into setting_scores.csv)
-SETTING_COLUMNS = ("batch_correction", "decoding", "batchid1", "batchid2", "mode", "delta", "weights",
-                   "filter_outlier_cells", "fdr_target")
-#: the plan columns that describe a setting in words
-DESCRIBE_COLUMNS = ("batch_correction", "decoding", "batchid1", "batchid2", "mode", "delta", "weights", "filter_outlier_cells")
-#: scvi-tools' defaults of ``differential_expression`` (``batch_correction=False``, vanilla, ...)
-SCVI_DEFAULTS = {"batch_correction": False, "mode": "vanilla", "weights": "uniform", "filter_outlier_cells": False,
-                 "fdr_target": 0.05}
 
 
 def is_missing(value: object) -> bool:
     """``None``, NaN or an empty string."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
-
-
-def truthy(value: object) -> bool:
-    """A plan boolean as written by pandas (``True``/``False``, ``true``, ``1``)."""
-    return str(value).strip().lower() in ("true", "1")
 
 
 def is_default_setting(row: pd.Series) -> bool:
@@ -50,7 +39,7 @@ def is_default_setting(row: pd.Series) -> bool:
             continue
         value = row[column]
         if isinstance(default, bool):
-            if truthy(value) != default:
+            if is_true(value) != default:
                 return False
         elif isinstance(default, float):
             if not math.isclose(float(value), default):

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from desweep.plots import is_true, natural_key, short_setting_labels, top_genes_heatmap, volcano_points
+from desweep.io import is_true
+from desweep.plots import natural_key, short_setting_labels, top_genes_heatmap, volcano_points
 from desweep.report.figures import score_scatter
 from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value
 from desweep.report.load import where

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from desweep.io import is_true
 from desweep.plots import cluster_batch_columns, draw_cluster_batch_axis, new_figure, palette
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def marker_dotplot(expression: pd.DataFrame, rows: pd.DataFrame, *, groups: tupl
 
 def _category(row: pd.Series) -> str:
     """The colour group of a setting: its batch correction and, with correction, where it decodes."""
-    if str(row.get("batch_correction")).lower() in ("true", "1"):
+    if is_true(row.get("batch_correction")):
         decoding = row.get("decoding")
         return f"batch_correction=True, decoding={decoding}" if isinstance(decoding, str) and decoding else "batch_correction=True"
     return "batch_correction=False"

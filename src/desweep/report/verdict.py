@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from desweep.plots import is_true
+from desweep.io import is_true
 from desweep.report.figures import marker_dotplot
 from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value
 from desweep.report.load import where

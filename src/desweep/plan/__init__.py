@@ -51,113 +51,34 @@ sampling key share their posterior samples (and their model).
 from __future__ import annotations
 
 import logging
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from desweep.errors import DesweepInputError
 from desweep.names import encode_name, join_names, split_names
+from desweep.plan.grid import check_grid, default_grid, default_grid_text
+from desweep.plan.row import (
+    BATCHIDS, DESCRIBE_COLUMNS, GRID_KEYS, MODES, PLAN_COLUMNS, SAMPLING_FIELDS, SCVI_DEFAULTS, SETTING_COLUMNS, WEIGHTS,
+    BatchIds, Mode, SweepRow, Weights, rows_by_sampling_key, sampling_keys,
+)
+
+__all__ = [
+    "BATCHIDS", "COMPARISON_COLUMNS", "DEFAULT_MAX_COMBINATIONS", "DESCRIBE_COLUMNS", "GRID_KEYS", "MODES", "PLAN_COLUMNS",
+    "SAMPLING_FIELDS", "SCVI_DEFAULTS", "SETTING_COLUMNS", "SKIPPED_COLUMNS", "WARN_COMBINATIONS", "WEIGHTS", "BatchIds", "Mode",
+    "SweepRow", "Weights", "check_grid", "check_plan_size", "default_grid", "default_grid_text", "make_plan",
+    "rows_by_sampling_key", "sampling_keys",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GRID_RESOURCE = "data/default_grid.yaml"
-MODES = ("vanilla", "change")
-BATCHIDS = ("all", "each", "own")
-WEIGHTS = ("uniform", "importance")
-GRID_KEYS = ("batch_correction", "mode", "delta", "batchids", "weights", "filter_outlier_cells", "fdr_target", "seeds")
-COMPARISON_REQUIRED = ("comparison_id", "group1", "group2", "group1_batches", "group2_batches")
-PLAN_COLUMNS = [
-    "combination_id", "sampling_key", "setting_id", "comparison_id", "group1", "group2", "design",
-    "batch_correction", "decoding", "batchid1", "batchid2", "mode", "delta", "weights", "filter_outlier_cells",
-    "fdr_target", "model", "seed",
-]
+#: the columns :func:`make_plan` reads from comparisons.csv
+COMPARISON_COLUMNS = ("comparison_id", "group1", "group2", "group1_batches", "group2_batches")
 SKIPPED_COLUMNS = PLAN_COLUMNS + ["reason"]
 #: plans larger than this are logged as a warning (each combination is one DE table)
 WARN_COMBINATIONS = 2000
 #: default of ``desweep plan --max-combinations``
 DEFAULT_MAX_COMBINATIONS = 20000
-
-
-def default_grid_text() -> str:
-    """The shipped default grid, as YAML text (with its comments)."""
-    return resources.files("desweep").joinpath(DEFAULT_GRID_RESOURCE).read_text()
-
-
-def default_grid() -> dict[str, list]:
-    """The shipped default grid, checked."""
-    import yaml
-
-    return check_grid(yaml.safe_load(default_grid_text()), source="default_grid.yaml", fill_defaults=False)
-
-
-def check_grid(raw: Any, *, source: str | Path = "grid", fill_defaults: bool = True) -> dict[str, list]:
-    """Check a grid read from YAML; return it with every key as a list of values.
-
-    Parameters
-    ----------
-    raw
-        The parsed YAML document.
-    source
-        The file name, for error messages.
-    fill_defaults
-        Give keys left out the value of the default grid.
-
-    Raises
-    ------
-    DesweepInputError
-        Not a mapping, empty, an unknown key, an empty list, or a value of the
-        wrong type or out of range; the error names the file and the key.
-    """
-    if raw is None or (isinstance(raw, dict) and not raw):
-        raise DesweepInputError(source, "grid", f"is empty; give at least one of: {', '.join(GRID_KEYS)}")
-    if not isinstance(raw, dict):
-        raise DesweepInputError(source, "grid", f"must be a mapping of setting -> list of values, got {type(raw).__name__}")
-    unknown = [str(k) for k in raw if k not in GRID_KEYS]
-    if unknown:
-        raise DesweepInputError(source, unknown[0], f"unknown grid key (allowed: {', '.join(GRID_KEYS)})")
-    grid: dict[str, list] = {}
-    for key in GRID_KEYS:
-        if key not in raw:
-            continue
-        values = raw[key] if isinstance(raw[key], list) else [raw[key]]
-        if not values:
-            raise DesweepInputError(source, key, "is an empty list; give at least one value or leave the key out")
-        grid[key] = _dedupe([_check_value(source, key, v) for v in values])
-    if fill_defaults:
-        defaults = default_grid()
-        grid = {key: grid.get(key, defaults[key]) for key in GRID_KEYS}
-    return grid
-
-
-def _check_value(source: str | Path, key: str, value: Any) -> Any:
-    def fail(expected: str) -> DesweepInputError:
-        return DesweepInputError(source, key, f"{expected}, got {value!r}")
-
-    if key in ("batch_correction", "filter_outlier_cells"):
-        if not isinstance(value, bool):
-            raise fail("must be true or false")
-        return value
-    if key in ("mode", "batchids", "weights"):
-        allowed = {"mode": MODES, "batchids": BATCHIDS, "weights": WEIGHTS}[key]
-        if not isinstance(value, str) or value not in allowed:
-            raise fail(f"must be one of {', '.join(allowed)}")
-        return value
-    if key in ("delta", "fdr_target"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise fail("must be a number")
-        value = float(value)
-        if key == "delta" and not value > 0:
-            raise fail("must be positive")
-        if key == "fdr_target" and not 0 < value < 1:
-            raise fail("must be between 0 and 1")
-        return value
-    if key == "seeds":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise fail("must be a non-negative integer")
-        return value
-    raise AssertionError(key)  # pragma: no cover
 
 
 def check_plan_size(plan: pd.DataFrame, *, max_combinations: int = DEFAULT_MAX_COMBINATIONS,
@@ -170,14 +91,6 @@ def check_plan_size(plan: pd.DataFrame, *, max_combinations: int = DEFAULT_MAX_C
                                 "--max-combinations (desweep run: --set plan.max_combinations=...)")
     if n > WARN_COMBINATIONS:
         logger.warning("the plan has %d combinations (%d comparisons x the grid): one DE table each", n, n_comparisons)
-
-
-def _dedupe(values: list) -> list:
-    seen: list = []
-    for value in values:
-        if value not in seen:
-            seen.append(value)
-    return seen
 
 
 def _num(value: float) -> str:
@@ -252,7 +165,7 @@ def make_plan(
     if isinstance(models, bool) or not isinstance(models, int) or models < 1:
         raise DesweepInputError("--models", "models", f"must be a positive integer, got {models!r}")
     grid = check_grid(grid, source="grid") if grid is not None else default_grid()
-    missing = [c for c in COMPARISON_REQUIRED if c not in comparisons.columns]
+    missing = [c for c in COMPARISON_COLUMNS if c not in comparisons.columns]
     if missing:
         raise DesweepInputError(source, missing[0], "column missing")
     if comparisons.empty:
@@ -297,15 +210,14 @@ def make_plan(
                                 mlabel = f"vanilla-d{_num(delta)}"
                             for fdr in grid["fdr_target"]:
                                 setting = f"{cid}__{label}__{mlabel}__{wlabel}__fdr{_num(fdr)}"
-                                row = {
-                                    "combination_id": f"{setting}{replicate}", "sampling_key": key, "setting_id": setting,
-                                    "comparison_id": cid, "group1": str(comp["group1"]), "group2": str(comp["group2"]),
-                                    "design": str(comp.get("design", "")), "batch_correction": bc, "decoding": decoding,
-                                    "batchid1": join_names(batchid1 or []),
-                                    "batchid2": join_names(batchid2 or []),
-                                    "mode": mode, "delta": delta, "weights": weights, "filter_outlier_cells": filt,
-                                    "fdr_target": fdr, "model": model, "seed": seed,
-                                }
+                                row = SweepRow(
+                                    combination_id=f"{setting}{replicate}", sampling_key=key, setting_id=setting,
+                                    comparison_id=cid, group1=str(comp["group1"]), group2=str(comp["group2"]),
+                                    design=str(comp.get("design", "")), batch_correction=bc, decoding=decoding,
+                                    batchid1=join_names(batchid1 or []), batchid2=join_names(batchid2 or []),
+                                    mode=mode, delta=delta, weights=weights, filter_outlier_cells=filt,
+                                    fdr_target=fdr, model=model, seed=seed,
+                                ).record()
                                 reason = dec_reason or mode_reason
                                 if reason:
                                     skipped.append({**row, "reason": reason})

@@ -1,0 +1,107 @@
+"""Checks of a whole ``desweep run`` before its first step: one writer per folder, inputs outside the outputs, the design."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from desweep import keys
+from desweep.errors import DesweepInputError
+from desweep.runner.config import ResolvedStep, RunConfig
+from desweep.runner import steps as pipeline
+
+
+@contextlib.contextmanager
+def output_lock(outdir: Path, command: str = "desweep run") -> Iterator[None]:
+    """Hold ``OUTDIR/.desweep_run.lock`` for the block; a one-line error naming the holder when another run has it.
+
+    The lock is an exclusive ``flock`` on an open file: the system releases it
+    when the holding process ends, however it ends, so a crashed run never
+    blocks the next one. (``flock`` works on local file systems and NFSv4;
+    some network file systems ignore it.)
+    """
+    import fcntl
+    import socket
+
+    path = outdir / keys.RUN_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "a process that has not said which"
+            raise DesweepInputError(outdir, "--outdir", f"another desweep run is writing this folder ({holder}); "
+                                    "wait for it to end, or choose another --outdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: {command}\n"
+                  .encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def check_inputs_outside_outputs(config: RunConfig, resolved: dict[str, ResolvedStep]) -> None:
+    """Refuse any file a step reads from the user (the input, its samplesheet members, a grid, ...) that a step folder holds.
+
+    Such a file would be overwritten or deleted by the run that reads it.
+    """
+    from desweep.validate import input_files
+
+    outdir = config.outdir.resolve()
+    written = {(outdir / step.folder) for step in pipeline.available_steps()} | {outdir / keys.PIPELINE_INFO}
+    candidates = [(p, "input", ("desweep run", "--input")) for p in input_files(config.values["input"])]
+    for name, item in resolved.items():
+        for param, value in item.user.items():
+            for path in (value if isinstance(value, list | tuple) else [value]):
+                if isinstance(path, Path):
+                    candidates.append((path, param, config.origin(f"{item.step.command_name}.{param}",
+                                                                  f"steps.{item.step.command_name}.{param}")))
+    for path, what, (source, where) in candidates:
+        real = Path(path).resolve()
+        inside = next((folder for folder in written if real == folder or folder in real.parents), None)
+        if inside is not None:
+            raise DesweepInputError(path, what, f"lies inside {inside}, a folder this run writes (it would be overwritten): "
+                                    "copy it elsewhere or choose another --outdir")
+
+
+def check_design(config: RunConfig, resolved: dict[str, ResolvedStep]) -> None:
+    """With labels, build the comparisons and the plan from the validated cells, before training.
+
+    Runs the functions of ``desweep composition`` and ``desweep plan`` with
+    their resolved options on ``validate/validated.h5ad`` (the groups are the
+    labels, so they are known before clustering): nothing to compare, a group
+    too small or a plan over ``--max-combinations`` fails here, not after integrate.
+    """
+    from desweep import composition as comp
+    from desweep.datakeys import get_keys
+    from desweep.io import read_h5ad
+    from desweep.plan import check_plan_size, make_plan
+
+    if "composition" not in resolved:
+        return
+    validated = config.outdir / keys.STEP_VALIDATE / keys.VALIDATED_H5AD
+    adata = read_h5ad(validated, backed=True)
+    try:
+        data_keys, obs = get_keys(adata, validated), adata.obs.copy()
+    finally:
+        adata.file.close()
+    if not data_keys.labels_key:
+        return  # Leiden groups exist only after cluster
+    p = resolved["composition"].params
+    counts, _, table = comp.compose(
+        obs, group_key=data_keys.labels_key, batch_key=data_keys.batch_key, comparisons=p["comparisons"],
+        max_comparisons=p["max_comparisons"], rule=comp.PresenceRule(min_cells=p["min_cells_present"], min_enrichment=p["min_enrichment"]),
+        min_cells_per_group=p["min_cells_per_group"], source=str(validated))
+    if "plan" in resolved:
+        from desweep.cli.plan import read_grid
+
+        p = resolved["plan"].params
+        plan, _ = make_plan(table, read_grid(p["grid_path"]), batches=[str(c) for c in counts.columns], models=p["models"],
+                            source=str(validated))
+        check_plan_size(plan, max_combinations=p["max_combinations"], source=validated)
