@@ -11,6 +11,8 @@
 */
 
 nextflow.enable.dsl = 2
+// every module emits its tools' versions on the `versions` topic (eval outputs); Nextflow 24.10 needs the flag
+nextflow.preview.topic = true
 
 include { PIPELINE_INITIALISATION } from './subworkflows/local/utils_desweep_pipeline'
 include { PIPELINE_COMPLETION     } from './subworkflows/local/utils_desweep_pipeline'
@@ -28,10 +30,9 @@ workflow {
         INPUT_CHECK.out.input,
         params.models,
         params.grid ? file(params.grid, checkIfExists: true) : [],
-        params.de_keys_per_task,
+        params.de_split,
         params.multiqc_config ? file(params.multiqc_config, checkIfExists: true) : [],
         PIPELINE_INITIALISATION.out.params_yaml,
-        INPUT_CHECK.out.versions,
         params.outdir
     )
 

@@ -25,17 +25,13 @@ workflow DESWEEP {
     ch_input          // channel: [ val(meta), path(input), path(samples) ]
     models            // integer: scVI models trained (replicates; model k with seed + k)
     grid              // path: grid.yaml for the DE sweep, or [] for the default grid
-    de_keys_per_task  // integer: sampling keys per DE task
+    de_split          // string: what one DE task runs: 'seed', 'comparison' or 'sampling_key' (docs/usage.md)
     multiqc_config    // path: MultiQC config, or [] for desweep's
     ch_params_yaml    // channel: path(params.yaml)
-    ch_versions_in    // channel: [ path(versions.yml) ] of the steps before VALIDATE
     outdir            // string: where pipeline_info/software_versions.yml goes
 
     main:
-    ch_versions = ch_versions_in
-
     VALIDATE(ch_input)
-    ch_versions = ch_versions.mix(VALIDATE.out.versions)
 
     // one INTEGRATE task per model replicate (meta.model); groups and clusters come from model 0
     INTEGRATE(
@@ -43,7 +39,6 @@ workflow DESWEEP {
             .combine(Channel.of(0..<(models as int)))
             .map { meta, h5ad, model -> [ meta + [ model: model ], h5ad ] }
     )
-    ch_versions = ch_versions.mix(INTEGRATE.out.versions.first())
     ch_model0   = firstModel(INTEGRATE.out.model)
     ch_h5ad0    = firstModel(INTEGRATE.out.h5ad)
     ch_history0 = firstModel(INTEGRATE.out.history)
@@ -52,19 +47,16 @@ workflow DESWEEP {
     ch_models = INTEGRATE.out.model.map { meta, model -> [ meta.findAll { key, value -> key != 'model' }, meta.model, model ] }
 
     CLUSTER(ch_h5ad0)
-    ch_versions = ch_versions.mix(CLUSTER.out.versions)
 
     COMPOSITION(CLUSTER.out.h5ad)
-    ch_versions = ch_versions.mix(COMPOSITION.out.versions)
 
     DE_SWEEP(
         COMPOSITION.out.comparisons.join(COMPOSITION.out.counts),
         CLUSTER.out.h5ad,
         ch_models,
         grid,
-        de_keys_per_task
+        de_split
     )
-    ch_versions = ch_versions.mix(DE_SWEEP.out.versions)
 
     // after the sweep: the layers hold the top genes of its tables (every model's); decoded with model 0
     NORMALIZE(
@@ -73,14 +65,12 @@ workflow DESWEEP {
             .join(DE_SWEEP.out.plan)
             .join(DE_SWEEP.out.tables)
     )
-    ch_versions = ch_versions.mix(NORMALIZE.out.versions)
 
     BASELINES(
         CLUSTER.out.h5ad
             .join(COMPOSITION.out.comparisons)
             .join(NORMALIZE.out.means)
     )
-    ch_versions = ch_versions.mix(BASELINES.out.versions)
 
     DIAGNOSE(
         CLUSTER.out.h5ad
@@ -92,10 +82,10 @@ workflow DESWEEP {
             .join(COMPOSITION.out.counts)
             .join(NORMALIZE.out.h5ad)
     )
-    ch_versions = ch_versions.mix(DIAGNOSE.out.versions)
 
-    // OUTDIR/pipeline_info/software_versions.yml, then the report over everything
-    ch_software_versions = softwareVersionsToYaml(ch_versions)
+    // OUTDIR/pipeline_info/software_versions.yml from every task's versions (the `versions` topic: each
+    // module's eval outputs, so a missing tool fails its task), then the report over everything
+    ch_software_versions = softwareVersionsToYaml(channel.topic('versions'))
         .collectFile(name: 'software_versions.yml', storeDir: "${outdir}/pipeline_info")
 
     REPORT(
@@ -133,7 +123,6 @@ workflow DESWEEP {
     report      = REPORT.out.report             // channel: [ val(meta), path(multiqc_report.html) ]
     clustered   = CLUSTER.out.h5ad              // channel: [ val(meta), path(clustered.h5ad) ]
     model       = ch_model0                     // channel: [ val(meta), path(model) ] (model 0)
-    versions    = ch_versions                   // channel: [ path(versions.yml) ]
 }
 
 // [ meta + [model: k], file ] of every replicate -> [ meta, [ files of models 1, 2, ... in model order ] ] ([] with one model)

@@ -12,7 +12,9 @@ process BASELINES {
     tuple val(meta), path('baselines/pseudobulk.csv')        , emit: pseudobulk
     tuple val(meta), path('baselines/baseline_patterns.csv') , emit: patterns
     tuple val(meta), path('baselines/baseline_scores.csv')   , emit: scores
-    path 'versions.yml'                                      , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version')                                                                  , emit: versions_desweep, topic: versions
+    tuple val("${task.process}"), val('scanpy'), eval("python3 -c 'from importlib.metadata import version; print(version(\"scanpy\"))'")     , emit: versions_scanpy, topic: versions
+    tuple val("${task.process}"), val('pydeseq2'), eval("python3 -c 'from importlib.metadata import version; print(version(\"pydeseq2\"))'") , emit: versions_pydeseq2, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -21,20 +23,12 @@ process BASELINES {
     def args = task.ext.args ?: ''
     """
     desweep-baselines \\
-        --adata ${h5ad} \\
+        --input ${h5ad} \\
         --comparisons ${comparisons} \\
         --means ${means} \\
         --threads ${task.cpus} \\
         ${args} \\
         --outdir baselines
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        scanpy: \$(python3 -c "from importlib.metadata import version; print(version('scanpy'))")
-        pydeseq2: \$(python3 -c "from importlib.metadata import version; print(version('pydeseq2'))")
-    END_VERSIONS
     """
 
     stub:
@@ -44,13 +38,5 @@ process BASELINES {
     touch baselines/pseudobulk.csv
     touch baselines/baseline_patterns.csv
     touch baselines/baseline_scores.csv
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        scanpy: \$(python3 -c "from importlib.metadata import version; print(version('scanpy'))")
-        pydeseq2: \$(python3 -c "from importlib.metadata import version; print(version('pydeseq2'))")
-    END_VERSIONS
     """
 }

@@ -10,7 +10,9 @@ process CLUSTER {
     output:
     tuple val(meta), path('cluster/clustered.h5ad')     , emit: h5ad
     tuple val(meta), path('cluster/cluster_metrics.csv'), emit: metrics
-    path 'versions.yml'                                 , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version')                                                                    , emit: versions_desweep, topic: versions
+    tuple val("${task.process}"), val('scanpy'), eval("python3 -c 'from importlib.metadata import version; print(version(\"scanpy\"))'")       , emit: versions_scanpy, topic: versions
+    tuple val("${task.process}"), val('leidenalg'), eval("python3 -c 'from importlib.metadata import version; print(version(\"leidenalg\"))'") , emit: versions_leidenalg, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -22,14 +24,6 @@ process CLUSTER {
         --input ${h5ad} \\
         ${args} \\
         --outdir cluster
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        scanpy: \$(python3 -c "from importlib.metadata import version; print(version('scanpy'))")
-        leidenalg: \$(python3 -c "from importlib.metadata import version; print(version('leidenalg'))")
-    END_VERSIONS
     """
 
     stub:
@@ -37,13 +31,5 @@ process CLUSTER {
     mkdir -p cluster
     touch cluster/clustered.h5ad
     touch cluster/cluster_metrics.csv
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        scanpy: \$(python3 -c "from importlib.metadata import version; print(version('scanpy'))")
-        leidenalg: \$(python3 -c "from importlib.metadata import version; print(version('leidenalg'))")
-    END_VERSIONS
     """
 }

@@ -11,7 +11,7 @@ process COMPOSITION {
     tuple val(meta), path('composition/cluster_batch_counts.csv'), emit: counts
     tuple val(meta), path('composition/clusters.csv')            , emit: clusters
     tuple val(meta), path('composition/comparisons.csv')         , emit: comparisons
-    path 'versions.yml'                                          , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version') , emit: versions_desweep, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -23,12 +23,6 @@ process COMPOSITION {
         --input ${h5ad} \\
         ${args} \\
         --outdir composition
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-    END_VERSIONS
     """
 
     stub:
@@ -37,11 +31,5 @@ process COMPOSITION {
     touch composition/cluster_batch_counts.csv
     touch composition/clusters.csv
     touch composition/comparisons.csv
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-    END_VERSIONS
     """
 }

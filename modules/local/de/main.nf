@@ -13,7 +13,9 @@ process DE {
     output:
     tuple val(meta), path('de/tables/*.csv') , emit: tables
     tuple val(meta), path('de/summary/*.csv'), emit: summaries
-    path 'versions.yml'                      , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version')                                                                      , emit: versions_desweep, topic: versions
+    tuple val("${task.process}"), val('scvi-tools'), eval("python3 -c 'from importlib.metadata import version; print(version(\"scvi-tools\"))'") , emit: versions_scvi_tools, topic: versions
+    tuple val("${task.process}"), val('torch'), eval("python3 -c 'from importlib.metadata import version; print(version(\"torch\"))'")           , emit: versions_torch, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -25,21 +27,13 @@ process DE {
     """
     desweep-de \\
         --plan ${plan} \\
-        --adata ${h5ad} \\
+        --input ${h5ad} \\
         --model ${model} \\
         ${sampling_keys} \\
         ${device} \\
         --threads ${task.cpus} \\
         ${args} \\
         --outdir de
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
-        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
-    END_VERSIONS
     """
 
     stub:
@@ -48,13 +42,5 @@ process DE {
     mkdir -p de/tables de/summary
     touch de/tables/${meta.sampling_keys[0]}.csv
     ${touch_summaries}
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
-        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
-    END_VERSIONS
     """
 }

@@ -11,7 +11,7 @@ process DE_MERGE {
     output:
     tuple val(meta), path('de/summary.csv')  , emit: summary
     tuple val(meta), path('de/stability.csv'), emit: stability
-    path 'versions.yml'                      , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version') , emit: versions_desweep, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -26,12 +26,6 @@ process DE_MERGE {
         --partials summary \\
         ${args} \\
         --outdir de
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-    END_VERSIONS
     """
 
     stub:
@@ -39,11 +33,5 @@ process DE_MERGE {
     mkdir -p de
     touch de/summary.csv
     touch de/stability.csv
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-    END_VERSIONS
     """
 }

@@ -23,7 +23,8 @@ process DIAGNOSE {
     tuple val(meta), path('diagnostics/thresholds.csv')                  , emit: thresholds
     tuple val(meta), path('diagnostics/top_gene_expression.csv')         , emit: top_gene_expression
     tuple val(meta), path('diagnostics/plots')                           , emit: plots, optional: true
-    path 'versions.yml'                                                  , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version')                                                                      , emit: versions_desweep, topic: versions
+    tuple val("${task.process}"), val('matplotlib'), eval("python3 -c 'from importlib.metadata import version; print(version(\"matplotlib\"))'") , emit: versions_matplotlib, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -32,7 +33,7 @@ process DIAGNOSE {
     def args = task.ext.args ?: ''
     """
     desweep-diagnose \\
-        --adata ${h5ad} \\
+        --input ${h5ad} \\
         --plan ${plan} \\
         --tables tables \\
         --comparisons ${comparisons} \\
@@ -42,13 +43,6 @@ process DIAGNOSE {
         --normalized ${normalized} \\
         ${args} \\
         --outdir diagnostics
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        matplotlib: \$(python3 -c "from importlib.metadata import version; print(version('matplotlib'))")
-    END_VERSIONS
     """
 
     stub:
@@ -67,12 +61,5 @@ process DIAGNOSE {
     touch diagnostics/thresholds.csv
     touch diagnostics/top_gene_expression.csv
     touch diagnostics/plots/umap.png
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        matplotlib: \$(python3 -c "from importlib.metadata import version; print(version('matplotlib'))")
-    END_VERSIONS
     """
 }

@@ -13,7 +13,9 @@ process INTEGRATE {
     tuple val(meta), path('integrate/integrated.h5ad') , emit: h5ad
     tuple val(meta), path('integrate/history.csv')     , emit: history
     tuple val(meta), path('integrate/metrics.csv')     , emit: metrics
-    path 'versions.yml'                                , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version')                                                                      , emit: versions_desweep, topic: versions
+    tuple val("${task.process}"), val('scvi-tools'), eval("python3 -c 'from importlib.metadata import version; print(version(\"scvi-tools\"))'") , emit: versions_scvi_tools, topic: versions
+    tuple val("${task.process}"), val('torch'), eval("python3 -c 'from importlib.metadata import version; print(version(\"torch\"))'")           , emit: versions_torch, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -29,14 +31,6 @@ process INTEGRATE {
         --threads ${task.cpus} \\
         ${args} \\
         --outdir integrate
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
-        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
-    END_VERSIONS
     """
 
     stub:
@@ -46,13 +40,5 @@ process INTEGRATE {
     touch integrate/integrated.h5ad
     touch integrate/history.csv
     touch integrate/metrics.csv
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
-        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
-    END_VERSIONS
     """
 }

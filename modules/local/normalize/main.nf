@@ -13,7 +13,9 @@ process NORMALIZE {
     tuple val(meta), path('normalized/normalized.h5ad')         , emit: h5ad
     tuple val(meta), path('normalized/cluster_batch_means.csv') , emit: means
     tuple val(meta), path('normalized/layer_genes.csv')         , emit: layer_genes
-    path 'versions.yml'                                         , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version')                                                                      , emit: versions_desweep, topic: versions
+    tuple val("${task.process}"), val('scvi-tools'), eval("python3 -c 'from importlib.metadata import version; print(version(\"scvi-tools\"))'") , emit: versions_scvi_tools, topic: versions
+    tuple val("${task.process}"), val('torch'), eval("python3 -c 'from importlib.metadata import version; print(version(\"torch\"))'")           , emit: versions_torch, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -23,7 +25,7 @@ process NORMALIZE {
     def device = task.ext.use_gpu ? '--accelerator gpu' : '--accelerator cpu'
     """
     desweep-normalize \\
-        --adata ${h5ad} \\
+        --input ${h5ad} \\
         --model ${model} \\
         --plan ${plan} \\
         --tables tables \\
@@ -31,14 +33,6 @@ process NORMALIZE {
         --threads ${task.cpus} \\
         ${args} \\
         --outdir normalized
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
-        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
-    END_VERSIONS
     """
 
     stub:
@@ -47,13 +41,5 @@ process NORMALIZE {
     touch normalized/normalized.h5ad
     touch normalized/cluster_batch_means.csv
     touch normalized/layer_genes.csv
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        scvi-tools: \$(python3 -c "from importlib.metadata import version; print(version('scvi-tools'))")
-        torch: \$(python3 -c "from importlib.metadata import version; print(version('torch'))")
-    END_VERSIONS
     """
 }

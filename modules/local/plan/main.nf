@@ -11,7 +11,7 @@ process PLAN {
     output:
     tuple val(meta), path('de/plan.csv')        , emit: plan
     tuple val(meta), path('de/plan_skipped.csv'), emit: skipped
-    path 'versions.yml'                         , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version') , emit: versions_desweep, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -26,12 +26,6 @@ process PLAN {
         ${grid_arg} \\
         ${args} \\
         --outdir de
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-    END_VERSIONS
     """
 
     stub:
@@ -40,11 +34,5 @@ process PLAN {
     mkdir -p de
     printf 'combination_id,sampling_key,setting_id,comparison_id,model\\nstub__nobc__vanilla__uniform__fdr0.05__seed0,stub__nobc__uniform__seed0,stub__nobc__vanilla__uniform__fdr0.05,stub,0\\n' > de/plan.csv
     touch de/plan_skipped.csv
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-    END_VERSIONS
     """
 }

@@ -24,7 +24,9 @@ process REPORT {
     tuple val(meta), path('multiqc/multiqc_report.html'), emit: report
     tuple val(meta), path('multiqc/multiqc_data')       , emit: data
     tuple val(meta), path('multiqc/custom_content')     , emit: custom_content
-    path 'versions.yml'                                 , emit: versions
+    // not on the versions topic: the report reads software_versions.yml, which waits for the topic to close
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version')                                                                , emit: versions_desweep
+    tuple val("${task.process}"), val('multiqc'), eval("python3 -c 'from importlib.metadata import version; print(version(\"multiqc\"))'") , emit: versions_multiqc
 
     when:
     task.ext.when == null || task.ext.when
@@ -38,13 +40,6 @@ process REPORT {
         ${config} \\
         ${args} \\
         --outdir multiqc
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        multiqc: \$(python3 -c "from importlib.metadata import version; print(version('multiqc'))")
-    END_VERSIONS
     """
 
     stub:
@@ -53,12 +48,5 @@ process REPORT {
     touch multiqc/multiqc_report.html
     touch multiqc/multiqc_data/multiqc.log
     touch multiqc/custom_content/section_order.yml
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        multiqc: \$(python3 -c "from importlib.metadata import version; print(version('multiqc'))")
-    END_VERSIONS
     """
 }

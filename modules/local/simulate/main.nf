@@ -9,7 +9,7 @@ process SIMULATE {
 
     output:
     tuple val(meta), path("${meta.id}.h5ad"), emit: h5ad
-    path 'versions.yml'                     , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version') , emit: versions_desweep, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -20,22 +20,10 @@ process SIMULATE {
     desweep-simulate \\
         ${args} \\
         --output ${meta.id}.h5ad
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-    END_VERSIONS
     """
 
     stub:
     """
     touch ${meta.id}.h5ad
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-    END_VERSIONS
     """
 }

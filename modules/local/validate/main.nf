@@ -12,7 +12,8 @@ process VALIDATE {
     output:
     tuple val(meta), path('validate/validated.h5ad')  , emit: h5ad
     tuple val(meta), path('validate/validation.json') , emit: report
-    path 'versions.yml'                               , emit: versions
+    tuple val("${task.process}"), val('desweep'), eval('desweep --version')                                                                , emit: versions_desweep, topic: versions
+    tuple val("${task.process}"), val('anndata'), eval("python3 -c 'from importlib.metadata import version; print(version(\"anndata\"))'") , emit: versions_anndata, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -24,13 +25,6 @@ process VALIDATE {
         --input ${input} \\
         ${args} \\
         --outdir validate
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        anndata: \$(python3 -c "from importlib.metadata import version; print(version('anndata'))")
-    END_VERSIONS
     """
 
     stub:
@@ -38,12 +32,5 @@ process VALIDATE {
     mkdir -p validate
     touch validate/validated.h5ad
     echo '{}' > validate/validation.json
-
-    desweep_version=\$(python3 -c "from importlib.metadata import version; print(version('desweep'))")
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        desweep: \${desweep_version}
-        anndata: \$(python3 -c "from importlib.metadata import version; print(version('anndata'))")
-    END_VERSIONS
     """
 }

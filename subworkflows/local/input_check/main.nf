@@ -25,12 +25,9 @@ workflow INPUT_CHECK {
     schema          // path: assets/schema_input.json, the samplesheet's JSON schema
 
     main:
-    ch_versions = Channel.empty()
-
     if (simulate_cells) {
         SIMULATE([id: 'simulated'])
         ch_input    = SIMULATE.out.h5ad.map { meta, h5ad -> [ meta, h5ad, [] ] }
-        ch_versions = ch_versions.mix(SIMULATE.out.versions)
     } else {
         def input_file = file(input, checkIfExists: true)
         if (input_file.name.toLowerCase().endsWith('.csv')) {
@@ -41,8 +38,7 @@ workflow INPUT_CHECK {
     }
 
     emit:
-    input    = ch_input     // channel: [ val(meta), path(input), path(samples) ]
-    versions = ch_versions  // channel: [ path(versions.yml) ]
+    input = ch_input  // channel: [ val(meta), path(input), path(samples) ]
 }
 
 /*

@@ -6,7 +6,7 @@
                              (no plugin needed, so runs stay offline), and writes
                              OUTDIR/pipeline_info/params.yaml
     PIPELINE_COMPLETION      the closing message
-    softwareVersionsToYaml() collates every task's versions.yml into
+    softwareVersionsToYaml() collates every task's versions (the `versions` topic) into
                              OUTDIR/pipeline_info/software_versions.yml (used by DESWEEP,
                              before the report)
 ----------------------------------------------------------------------------------------
@@ -179,22 +179,19 @@ def toYaml(Map data) {
     return new Yaml(options).dump(data)
 }
 
-// channel of versions.yml files -> channel of one YAML text keyed by process name
+// channel of [ process, tool, version ] (the `versions` topic) -> channel of one YAML text keyed by process name
 def softwareVersionsToYaml(ch_versions) {
     return ch_versions
-        .map { yml -> new Yaml().load(yml.text) as Map }
-        .collect()
-        .map { maps -> softwareVersions(maps) }
+        .collect(flat: false)
+        .map { entries -> softwareVersions(entries) }
 }
 
-// versions.yml maps ("NAME:SUB:PROCESS": {tool: version}) -> one YAML keyed by process name
-def softwareVersions(List maps) {
+// [ "NAME:SUB:PROCESS", tool, version ] of every task -> one YAML keyed by process name
+def softwareVersions(List entries) {
     def merged = new TreeMap()
-    maps.each { map ->
-        map.each { process, tools ->
-            def name = process.toString().tokenize(':').last()
-            merged[name] = new TreeMap((merged[name] ?: [:]) + tools.collectEntries { k, v -> [k.toString(), v.toString()] })
-        }
+    entries.each { process, tool, version ->
+        def name = process.toString().tokenize(':').last()
+        merged[name] = new TreeMap((merged[name] ?: [:]) + [(tool.toString()): version.toString()])
     }
     merged['Workflow'] = new TreeMap([
         desweep: workflow.manifest.version.toString(),
