@@ -122,11 +122,11 @@ def downstream(name: str, accelerator: str, args: argparse.Namespace, workdir: P
     comparisons = str(out / keys.STEP_COMPOSITION / keys.COMPARISONS_CSV)
     run_step(["plan", "--comparisons", comparisons, "--batch-counts", str(out / keys.STEP_COMPOSITION / keys.CLUSTER_BATCH_COUNTS_CSV),
               "--grid", str(GRID), "-o", str(out / keys.STEP_DE)])
-    sweep = run_step(["de", "--plan", plan, "--adata", clustered, "--model", model, "--all", "--accelerator", accelerator, *threads,
+    sweep = run_step(["de", "--plan", plan, "--input", clustered, "--model", model, "--all", "--accelerator", accelerator, *threads,
                       "-o", str(out / keys.STEP_DE)])
-    run_step(["normalize", "--adata", clustered, "--model", model, "--plan", plan, "--top-n", str(TOP_N), "--accelerator", accelerator,
+    run_step(["normalize", "--input", clustered, "--model", model, "--plan", plan, "--top-n", str(TOP_N), "--accelerator", accelerator,
               *threads, "-o", str(out / keys.STEP_NORMALIZE)])
-    run_step(["diagnose", "--adata", clustered, "--plan", plan, "--comparisons", comparisons, "--top-n", str(TOP_N), "--no-plots",
+    run_step(["diagnose", "--input", clustered, "--plan", plan, "--comparisons", comparisons, "--top-n", str(TOP_N), "--no-plots",
               "--means", str(out / keys.STEP_NORMALIZE / keys.CLUSTER_BATCH_MEANS_CSV), "-o", str(out / keys.STEP_DIAGNOSE)])
     setting, share = recommended_marker_share(out, data)
     return {"sweep_s (3 side by side)": sweep.seconds, "recommended_setting": setting, f"top{TOP_N}_planted_markers": share}

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import run_step  # noqa: E402
 
 from desweep import keys  # noqa: E402
-from desweep.runner import available_steps, load_config, step_arguments  # noqa: E402
+from desweep.runner import load_config, resolve_steps  # noqa: E402
 
 STEPS = ("validate", "integrate", "cluster", "composition", "plan", "de", "diagnose")
 TOP_N = 50
@@ -87,15 +87,15 @@ def run_pipeline(outdir: Path, *, preset: str, seed: int, models: int, epochs: i
     config = load_config(None, {
         "input": str(data), "outdir": str(outdir), "labels_key": "cell_type", "threads": threads, "seed": 0,
         "accelerator": "cpu", "models": models,
-        "steps": {"integrate": {"max_epochs": epochs}, "composition": {"max_comparisons": 3}, "diagnose": {"plots": False}},
-    })
-    for step in available_steps(config):
+    }, (f"integrate.max_epochs={epochs}", "composition.max_comparisons=3", "diagnose.plots=false"))
+    for item in resolve_steps(config).values():
+        step = item.step
         if step.command_name not in STEPS:
             continue
         folder = outdir / step.folder
         if all((folder / name).exists() for name in step.outputs):
             continue
-        measured = run_step([step.command_name, *step_arguments(step, config, outdir)])
+        measured = run_step([step.command_name, *item.args])
         timings[step.name] = measured.seconds
         print(f"{outdir.name:<16} {step.name:<24} {measured.seconds:8.1f} s {measured.peak_mib:7.0f} MiB "
               f"(load {os.getloadavg()[0]:.1f})", flush=True)

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import Measurement, run_step  # noqa: E402
 
 from desweep import keys  # noqa: E402
-from desweep.runner import available_steps, load_config, step_arguments  # noqa: E402
+from desweep.runner import load_config, resolve_steps  # noqa: E402
 
-#: extra rows: (name, the step's options), each written under OUTDIR/variants/<name>
-EXTRA = {"cluster": ("cluster_exact", {"neighbors": "exact"}), "normalize": ("normalize_all", {"all_genes": True})}
+#: extra rows: (name, the step's options as `desweep run --set` items), each written under OUTDIR/variants/<name>
+EXTRA = {"cluster": ("cluster_exact", ("cluster.neighbors=exact",)), "normalize": ("normalize_all", ("normalize.all_genes=true",))}
 
 
 def main() -> None:
@@ -70,23 +70,19 @@ def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> tuple[dict[
     if not args.from_step:
         measured["simulate"] = report(n_cells, "simulate", run_step(["simulate", "-o", str(data), "--n-cells",
                                                                      str(n_cells), "--n-genes", str(args.genes)]))
-    steps = {
-        "integrate": {"max_epochs": args.epochs, "early_stopping": False, "n_top_genes": 0},
-        "composition": {"comparisons": "only_batch0:only_batch1"},
-    }
-    if args.grid:
-        steps["plan"] = {"grid": str(args.grid)}
-    config = load_config(None, {"input": str(data), "outdir": str(outdir), "labels_key": "cell_type", "threads": args.threads,
-                                "steps": steps})
-    names = [step.name for step in available_steps()]
-    for step in available_steps()[names.index(args.from_step) if args.from_step else 0:]:
-        measured[step.name] = report(n_cells, step.name, run_step([step.name, *step_arguments(step, config, outdir)]))
+    values = {"input": str(data), "outdir": str(outdir), "labels_key": "cell_type", "threads": args.threads}
+    options = (f"integrate.max_epochs={args.epochs}", "integrate.early_stopping=false", "integrate.n_top_genes=0",
+               "composition.comparisons=only_batch0:only_batch1", *([f"plan.grid={args.grid}"] if args.grid else []))
+    resolved = resolve_steps(load_config(None, values, options))
+    names = list(resolved)
+    for item in list(resolved.values())[names.index(args.from_step) if args.from_step else 0:]:
+        step = item.step
+        measured[step.name] = report(n_cells, step.name, run_step([step.command_name, *item.args]))
         if step.name in EXTRA and not args.no_extra:
-            name, options = EXTRA[step.name]
-            variant = load_config(None, {**config, "steps": {**config["steps"], step.name: options}})
-            arguments = step_arguments(step, variant, outdir)
+            name, variant_options = EXTRA[step.name]
+            arguments = list(resolve_steps(load_config(None, values, options + variant_options))[step.name].args)
             arguments[arguments.index("--outdir") + 1] = str(outdir / "variants" / name)
-            measured[name] = report(n_cells, name, run_step([step.name, *arguments]))
+            measured[name] = report(n_cells, name, run_step([step.command_name, *arguments]))
     sizes = {"normalized.h5ad MiB": _mib(outdir / keys.STEP_NORMALIZE / keys.NORMALIZED_H5AD)}
     if not args.no_extra:
         sizes["normalized.h5ad --all-genes MiB"] = _mib(outdir / "variants" / EXTRA["normalize"][0] / keys.NORMALIZED_H5AD)

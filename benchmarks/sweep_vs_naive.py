@@ -74,13 +74,14 @@ def _measured(fn):
 def _naive():
     import scvi
 
-    from desweep.de import DEFAULT_BATCH_SIZE, safe_batch_size_for
+    from desweep.compute import safe_batch_size
+    from desweep.de import DEFAULT_BATCH_SIZE
 
     model, plan, sizes = STATE["model"], STATE["plan"], STATE["adata"].obs[GROUP_KEY].astype(str).value_counts()
     tables = {}
     for _, row in plan.iterrows():
         # the minibatch size desweep's scvi sampler uses (128, unless a group would end in a minibatch of 1-2 cells)
-        batch_size = safe_batch_size_for([int(sizes[row["group1"]]), int(sizes[row["group2"]])], DEFAULT_BATCH_SIZE)
+        batch_size = safe_batch_size([int(sizes[row["group1"]]), int(sizes[row["group2"]])], DEFAULT_BATCH_SIZE)
         scvi.settings.seed = int(row["seed"])
         kwargs = {"delta": float(row["delta"])} if row["mode"] == "change" else {}
         with warnings.catch_warnings():

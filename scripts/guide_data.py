@@ -11,7 +11,7 @@ cells stay in every batch (they carry the batch effects the model learns).
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import anndata as ad
@@ -32,4 +32,8 @@ def main(source: Path, destination: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="pbmc_3tech.h5ad")
+    parser.add_argument("destination", type=Path, help="The guide's input .h5ad to write.")
+    args = parser.parse_args()
+    main(args.source, args.destination)

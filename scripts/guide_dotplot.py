@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import matplotlib
 
@@ -24,4 +24,9 @@ def main(markers_h5ad: str, comparison_id: str, output: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("markers_h5ad", help="diagnostics/markers.h5ad")
+    parser.add_argument("comparison_id")
+    parser.add_argument("output", help="The PNG to write.")
+    args = parser.parse_args()
+    main(args.markers_h5ad, args.comparison_id, args.output)
