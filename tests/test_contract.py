@@ -294,3 +294,26 @@ def test_every_module_is_used_by_the_pipeline() -> None:
         process = process_name((module / "main.nf").read_text())
         pattern = r"include\s*\{[^}]*\bPROCESS\b[^}]*\}\s*from\s*['\"][./]*modules/local/MODULE/main['\"]"
         assert re.search(pattern.replace("PROCESS", process).replace("MODULE", module.name), sources), f"{process} is not included anywhere"
+
+
+DE_SWEEP = REPO / "subworkflows" / "local" / "de_sweep" / "main.nf"
+
+
+def de_task_columns() -> dict[str, list[str]]:
+    """``deTaskColumns``' map in subworkflows/local/de_sweep/main.nf: ``--de_split`` value -> plan columns."""
+    body = re.search(r"def deTaskColumns\(split\)\s*\{.*?def columns\s*=\s*\[(.*?)\]\s*\n", DE_SWEEP.read_text(), flags=re.S)
+    assert body, f"{DE_SWEEP}: no deTaskColumns map"
+    return {m.group(1): re.findall(r"'([^']+)'", m.group(2))
+            for m in re.finditer(r"(\w+)\s*:\s*\[([^\]]*)\]", body.group(1))}
+
+
+def test_de_task_columns_follow_the_de_split_param_and_the_plan() -> None:
+    """The subworkflow's split map restates ``--de_split``'s choices: it must name the same ones, and real plan columns."""
+    from desweep.params import NEXTFLOW_ONLY
+    from desweep.plan.row import PLAN_COLUMNS
+
+    split = next(p for p in NEXTFLOW_ONLY if p.name == "de_split")
+    columns = de_task_columns()
+    assert list(columns) == list(split.choices), f"{DE_SWEEP}: deTaskColumns splits {list(columns)}, --de_split offers {list(split.choices)}"
+    for value, names in columns.items():
+        assert names and set(names) <= set(PLAN_COLUMNS), f"{DE_SWEEP}: de_split '{value}' groups by {names}, not plan columns"

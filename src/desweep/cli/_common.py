@@ -192,10 +192,9 @@ def click_type(param: Param) -> click.ParamType | type:
     bounds = {"min": param.minimum if param.exclusive_minimum is None else param.exclusive_minimum,
               "max": param.maximum if param.exclusive_maximum is None else param.exclusive_maximum,
               "min_open": param.exclusive_minimum is not None, "max_open": param.exclusive_maximum is not None}
-    if param.type is int and (bounds["min"] is not None or bounds["max"] is not None):
-        return click.IntRange(bounds["min"], bounds["max"], min_open=bounds["min_open"], max_open=bounds["max_open"])
-    if param.type is float and (bounds["min"] is not None or bounds["max"] is not None):
-        return click.FloatRange(bounds["min"], bounds["max"], min_open=bounds["min_open"], max_open=bounds["max_open"])
+    range_type = {int: click.IntRange, float: click.FloatRange}.get(param.type)
+    if range_type is not None and (bounds["min"] is not None or bounds["max"] is not None):
+        return range_type(bounds["min"], bounds["max"], min_open=bounds["min_open"], max_open=bounds["max_open"])
     return param.type if param.type in (int, float) else click.STRING
 
 
