@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -53,3 +54,21 @@ def test_nf_core_settings_skip_only_network_and_false_positive_checks() -> None:
     assert settings["repository_type"] == "pipeline"
     assert settings["lint"] == {"nfcore_components": False, "actions_schema_validation": False,
                                 "template_strings": ["scripts/build_images"]}
+
+
+#: what ``nf-core pipelines lint``'s ``template_strings`` takes for a Jinja placeholder left from its template
+JINJA_PLACEHOLDER = re.compile(r"[^$]" + "{" * 2 + r"[^:}]*" + "}" * 2)  # written in parts: lint reads this file too
+
+
+def test_no_jinja_placeholder_outside_the_files_lint_is_told_to_skip() -> None:
+    """lint reads every tracked file for double-brace placeholders; a Go template or an example in the docs counts too."""
+    skipped = set(yaml.safe_load((REPO / ".nf-core.yml").read_text())["lint"]["template_strings"])
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    found = []
+    for name in filter(None, tracked):
+        path = REPO / name
+        if name in skipped or not path.is_file() or b"\0" in path.read_bytes()[:8192]:
+            continue
+        found += [f"{name}:{number}" for number, line in enumerate(path.read_text(encoding="latin1").splitlines(), 1)
+                  if JINJA_PLACEHOLDER.search(line)]
+    assert not found, f"nf-core lint's template_strings would fail on: {found}"
