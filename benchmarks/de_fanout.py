@@ -9,8 +9,9 @@ on the same inputs:
 - ``desweep de --all``: every sampling key in one process;
 - the Nextflow fan-out (``benchmarks/de_fanout/main.nf``: the pipeline's DE_SWEEP
   subworkflow, local executor, one core per task) for each ``--de_split`` asked:
-  ``seed`` (one task per model and seed, the default), ``comparison`` (per model,
-  comparison and seed) and ``sampling_key`` (one task per key, the old default).
+  ``model`` (one task per model, the default), ``seed`` (per model and seed),
+  ``comparison`` (per model, comparison and seed) and ``sampling_key`` (one task per
+  key, the first default).
   With ``--time-limit S`` a fan-out still running after S seconds is stopped and its
   row extrapolated from the DE tasks that completed (marked as such: CPU and passes
   x tasks planned / tasks completed).
@@ -26,7 +27,7 @@ fan-out whose run was interrupted.
 
 Usage::
 
-    PATH=$PWD/.venv/bin:$PATH .venv/bin/python benchmarks/de_fanout.py [--splits seed,comparison,sampling_key] \\
+    PATH=$PWD/.venv/bin:$PATH .venv/bin/python benchmarks/de_fanout.py [--splits model,seed,comparison,sampling_key] \\
         [--n-cells 4000] [--n-genes 1000] [--epochs 5] [--threads 1] [--max-forks 2] [--time-limit S] [--workdir DIR]
 """
 
@@ -55,7 +56,7 @@ from desweep.runner import load_config, resolve_steps  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW = REPO / "benchmarks" / "de_fanout" / "main.nf"
 #: the plan columns whose values make one DE task, per --de_split (as subworkflows/local/de_sweep/main.nf groups them)
-TASK_COLUMNS = {"seed": ("model", "seed"), "comparison": ("model", "comparison_id", "seed"), "sampling_key": ("sampling_key",)}
+TASK_COLUMNS = {"model": ("model",), "seed": ("model", "seed"), "comparison": ("model", "comparison_id", "seed"), "sampling_key": ("sampling_key",)}
 SPLITS = tuple(TASK_COLUMNS)
 ALL = "`desweep de --all`"
 PASSES = re.compile(r"sampling keys in [\d.]+ s \(decoding [\d.]+ s in (\d+) passes")

@@ -16,7 +16,9 @@ For every ``modules/local/<step>/main.nf``:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import click
@@ -317,3 +319,15 @@ def test_de_task_columns_follow_the_de_split_param_and_the_plan() -> None:
     assert list(columns) == list(split.choices), f"{DE_SWEEP}: deTaskColumns splits {list(columns)}, --de_split offers {list(split.choices)}"
     for value, names in columns.items():
         assert names and set(names) <= set(PLAN_COLUMNS), f"{DE_SWEEP}: de_split '{value}' groups by {names}, not plan columns"
+
+
+def test_de_fanout_benchmark_counts_tasks_as_the_subworkflow_makes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/de_fanout.py scales interrupted runs by its own task count: the subworkflow's grouping, model always in."""
+    spec = importlib.util.spec_from_file_location("de_fanout", REPO / "benchmarks" / "de_fanout.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, benchmark)  # its dataclasses look their module up there
+    monkeypatch.setattr(sys, "path", list(sys.path))  # it puts benchmarks/ on the path
+    spec.loader.exec_module(benchmark)
+    # the subworkflow adds the model to every split's columns (a sampling key names its model already)
+    expected = {split: {"model", *names} for split, names in de_task_columns().items()}
+    assert {split: {"model", *names} for split, names in benchmark.TASK_COLUMNS.items()} == expected

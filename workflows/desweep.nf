@@ -25,7 +25,7 @@ workflow DESWEEP {
     ch_input          // channel: [ val(meta), path(input), path(samples) ]
     models            // integer: scVI models trained (replicates; model k with seed + k)
     grid              // path: grid.yaml for the DE sweep, or [] for the default grid
-    de_split          // string: what one DE task runs: 'seed', 'comparison' or 'sampling_key' (docs/usage.md)
+    de_split          // string: what one DE task runs: 'model', 'seed', 'comparison' or 'sampling_key' (docs/usage.md)
     multiqc_config    // path: MultiQC config, or [] for desweep's
     ch_params_yaml    // channel: path(params.yaml)
     outdir            // string: where pipeline_info/software_versions.yml goes

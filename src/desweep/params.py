@@ -317,13 +317,15 @@ NEXTFLOW_ONLY: tuple[Param, ...] = (
           steps="plan", default_doc="built-in grid",
           schema={"format": "file-path", "exists": True, "pattern": r"^\S+\.ya?ml$",
                   "help_text": "Keys left out take the default; print the default grid with `desweep plan --show-default-grid`."}),
-    Param("de_split", Literal["seed", "comparison", "sampling_key"], "seed",
-          "What one DE task runs: every comparison of one model and seed (`seed`), one comparison of one model and seed "
-          "(`comparison`), or one sampling key (`sampling_key`).", group="de_options", cli=False, steps="de",
+    Param("de_split", Literal["model", "seed", "comparison", "sampling_key"], "model",
+          "What one DE task runs: the whole sweep of one model (`model`), every comparison of one model and seed "
+          "(`seed`), one comparison of one model and seed (`comparison`), or one sampling key (`sampling_key`).",
+          group="de_options", cli=False, steps="de",
           schema={"help_text": "A task decodes each group once per batch for all the sampling keys it runs, and pays for "
-                               "loading the data and model once. `seed` does the decoding passes of one `desweep de --all` "
-                               "in models x seeds tasks; `comparison` and `sampling_key` spread wider and redo passes "
-                               "(docs/benchmarks.md, DE fan-out)."}),
+                               "starting, loading the data and loading the model once; the DE work of a key does not grow "
+                               "with cells, loading does. `model` does one `desweep de --all` per model; `seed` spreads "
+                               "its seeds over tasks (the same decoding passes, one more load each); `comparison` and "
+                               "`sampling_key` spread wider and redo passes (docs/benchmarks.md, DE fan-out)."}),
     Param("multiqc_config", str, None, "A MultiQC config to use instead of desweep's (assets/multiqc_config.yml).",
           group="report_options", cli=False, steps="report", default_doc="desweep's",
           schema={"format": "file-path", "exists": True, "pattern": r"^\S+\.ya?ml$"}),

@@ -60,7 +60,7 @@ workflow DE_SWEEP {
 
 // the plan columns whose values make one DE task, per value of --de_split (the model is always one per task)
 def deTaskColumns(split) {
-    def columns = [ seed: [ 'seed' ], comparison: [ 'comparison_id', 'seed' ], sampling_key: [ 'sampling_key' ] ]
+    def columns = [ model: [ 'model' ], seed: [ 'seed' ], comparison: [ 'comparison_id', 'seed' ], sampling_key: [ 'sampling_key' ] ]
     if (!columns.containsKey(split)) {
         error "de_split: must be one of ${columns.keySet().join(', ')}, got '${split}'"
     }
