@@ -10,7 +10,7 @@ when Nextflow exposes it, its ``nextflow_schema.json`` group. From these records
   (:mod:`desweep.nextflow_sync`); a test fails when a committed file is stale.
 
 A choice is a ``Literal`` type, and its values are read from the type
-(:func:`literal_values`, scanpy's ``get_literal_vals``), never retyped.
+(:func:`desweep.choices.literal_values`, scanpy's ``get_literal_vals``), never retyped.
 
 To add a training option: one :class:`Param` in :data:`INTEGRATE`, the keyword in
 :func:`desweep.integrate.integrate`; with ``group`` set it becomes a Nextflow
@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, get_origin
 
 from desweep import keys
+from desweep.choices import literal_values
 from desweep.cluster import Neighbors
 from desweep.compute import Accelerator
 from desweep.de import DEFAULT_N_SAMPLES, Sampling
@@ -39,13 +40,6 @@ NAMES = "names"
 #: nextflow_schema.json pattern of a text param that conf/modules.config passes in single quotes
 QUOTABLE = r"^[^'\s][^']*$"
 SEED_MAX = 2**32 - 1
-
-
-def literal_values(tp: Any) -> tuple[str, ...]:
-    """The values of a ``Literal`` type, in order (scanpy's ``get_literal_vals``)."""
-    if get_origin(tp) is not Literal:
-        raise TypeError(f"{tp!r} is not a Literal")
-    return tuple(get_args(tp))
 
 
 @dataclass(frozen=True)
