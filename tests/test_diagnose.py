@@ -348,6 +348,13 @@ def test_cli_errors_are_one_line(planted, tmp_path):
     result = CliRunner().invoke(cli, [*base, "--plan", str(paths["plan"]), "--tables", str(empty)])
     assert result.exit_code == 1
     assert "no <combination_id>.csv" in result.output
+    # without --tables: the error names the tables/ folder beside the plan
+    lone = tmp_path / "lone_plan"
+    (lone / keys.DE_TABLES_DIR).mkdir(parents=True)
+    (lone / keys.PLAN_CSV).write_bytes(paths["plan"].read_bytes())
+    result = CliRunner().invoke(cli, [*base, "--plan", str(lone / keys.PLAN_CSV)])
+    assert result.exit_code == 1
+    assert f"{lone / keys.DE_TABLES_DIR}: tables: no <combination_id>.csv" in result.output, result.output
     assert not (tmp_path / "o").exists()
 
 

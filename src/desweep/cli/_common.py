@@ -129,6 +129,32 @@ comparisons_option = click.option(
     "--comparisons", "comparisons_path", type=click.Path(path_type=Path), required=True,
     help=f"{keys.STEP_COMPOSITION}/{keys.COMPARISONS_CSV}.",
 )
+tables_option = click.option(
+    "--tables", "tables_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help=f"Folder of DE tables <combination_id>.csv (default: {keys.DE_TABLES_DIR}/ beside the plan).",
+)
+
+
+def plan_tables_dir(plan_path: Path, tables_dir: Path | None) -> Path:
+    """``--tables``, or ``tables/`` beside the plan; the folder must exist."""
+    tables_dir = tables_dir or plan_path.parent / keys.DE_TABLES_DIR
+    if not tables_dir.is_dir():
+        raise DesweepInputError(tables_dir, "--tables", "folder does not exist: run `desweep de` first")
+    return tables_dir
+
+
+def read_plan_tables(plan: Any, tables_dir: Path) -> dict:
+    """``combination_id`` -> its DE table for every plan row whose ``<tables_dir>/<id>.csv`` exists."""
+    from desweep.io import read_csv
+
+    tables = {}
+    for cid in plan["combination_id"].astype(str):
+        path = tables_dir / f"{cid}.csv"
+        if path.exists():
+            tables[cid] = read_csv(path, required=("gene",), what="DE table")
+    return tables
+
+
 means_option = click.option(
     "--means", "means_path", type=click.Path(path_type=Path), default=None,
     help=f"Optional {keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}: classify in every scVI normalized choice too.",

@@ -7,7 +7,18 @@ from pathlib import Path
 import click
 
 from desweep import keys, params
-from desweep.cli._common import comparisons_option, input_option, means_option, options_from, outdir_option, prepare_outdir, step_command
+from desweep.cli._common import (
+    comparisons_option,
+    input_option,
+    means_option,
+    options_from,
+    outdir_option,
+    plan_tables_dir,
+    prepare_outdir,
+    read_plan_tables,
+    step_command,
+    tables_option,
+)
 
 
 def optional_input(path: Path | None, option: str) -> Path | None:
@@ -32,24 +43,11 @@ TABLES = {
 }
 
 
-def read_tables(plan, tables_dir: Path) -> dict:
-    """``combination_id`` -> its DE table for every plan row whose ``<tables_dir>/<id>.csv`` exists."""
-    from desweep.io import read_csv
-
-    tables = {}
-    for cid in plan["combination_id"].astype(str):
-        path = tables_dir / f"{cid}.csv"
-        if path.exists():
-            tables[cid] = read_csv(path, required=("gene",), what="DE table")
-    return tables
-
-
 @click.command(name="diagnose")
 @input_option(f"The clustered .h5ad with raw counts in X ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).", dest="adata_path")
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path), required=True,
               help=f"The DE plan ({keys.STEP_DE}/{keys.PLAN_CSV}).")
-@click.option("--tables", "tables_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help=f"Folder of DE tables <combination_id>.csv (default: {keys.DE_TABLES_DIR}/ beside the plan).")
+@tables_option
 @comparisons_option
 @means_option
 @click.option("--history", "history_path", type=click.Path(path_type=Path), default=None,
@@ -83,10 +81,8 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
     from desweep.io import read_csv, read_h5ad, write_csv, write_h5ad
 
     plan = read_csv(plan_path, required=dg.PLAN_REQUIRED, what="plan")
-    tables_dir = tables_dir or plan_path.parent / keys.DE_TABLES_DIR
-    if not tables_dir.is_dir():
-        raise DesweepInputError(tables_dir, "--tables", "folder does not exist: run `desweep de` first")
-    tables = read_tables(plan, tables_dir)
+    tables_dir = plan_tables_dir(plan_path, tables_dir)
+    tables = read_plan_tables(plan, tables_dir)
     comparisons = read_csv(comparisons_path, required=dg.COMPARISON_REQUIRED, what="comparisons")
     means_path, history_path, counts_path, normalized_path = (optional_input(p, what) for p, what in (
         (means_path, "--means"), (history_path, "--history"), (counts_path, "--counts"), (normalized_path, "--normalized")))

@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING
 import click
 
 from desweep import keys, params
-from desweep.cli._common import input_option, name_list, options_from, outdir_option, prepare_outdir, step_command
+from desweep.cli._common import (
+    input_option,
+    name_list,
+    options_from,
+    outdir_option,
+    plan_tables_dir,
+    prepare_outdir,
+    read_plan_tables,
+    step_command,
+    tables_option,
+)
 from desweep.errors import DesweepInputError
 
 if TYPE_CHECKING:
@@ -36,16 +46,13 @@ def read_gene_list(value: str) -> list[str]:
     return lines
 
 
-def read_plan_tables(plan_path: Path, tables_dir: Path | None) -> dict:
-    """The DE tables of every row of ``plan_path`` (``tables/`` beside it unless ``tables_dir``)."""
-    from desweep.cli.diagnose import read_tables
+def read_top_gene_tables(plan_path: Path, tables_dir: Path | None) -> dict:
+    """The DE tables of every row of ``plan_path`` (``tables/`` beside it unless ``tables_dir``); at least one."""
     from desweep.io import read_csv
 
     plan = read_csv(plan_path, required=("combination_id",), what="plan")
-    tables_dir = tables_dir or plan_path.parent / keys.DE_TABLES_DIR
-    if not tables_dir.is_dir():
-        raise DesweepInputError(tables_dir, "--tables", "folder does not exist: run `desweep de` first")
-    tables = read_tables(plan, tables_dir)
+    tables_dir = plan_tables_dir(plan_path, tables_dir)
+    tables = read_plan_tables(plan, tables_dir)
     if not tables:
         raise DesweepInputError(tables_dir, "tables", f"no <combination_id>.csv for any row of {plan_path}")
     return tables
@@ -68,8 +75,7 @@ def write_normalized_h5ad(normalized: AnnData, destination: Path) -> Path:
               help=f"The scVI model folder ({keys.STEP_INTEGRATE}/{keys.MODEL_DIR}).")
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path), default=None,
               help=f"The DE plan ({keys.STEP_DE}/{keys.PLAN_CSV}): the layers hold the top --top-n genes of each of its tables.")
-@click.option("--tables", "tables_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help=f"Folder of DE tables <combination_id>.csv (default: {keys.DE_TABLES_DIR}/ beside the plan).")
+@tables_option
 @options_from(params.NORMALIZE)
 @outdir_option(f"writes {keys.NORMALIZED_H5AD}, {keys.CLUSTER_BATCH_MEANS_CSV} and {keys.LAYER_GENES_CSV}.")
 @step_command
@@ -99,7 +105,7 @@ def normalize(adata_path: Path, model_dir: Path, choices: tuple[str, ...], batch
     from desweep.io import read_h5ad, write_csv
     from desweep.normalize import describe_layer_genes, export_normalized, select_layer_genes
 
-    tables = read_plan_tables(plan_path, tables_dir) if plan_path else None
+    tables = read_top_gene_tables(plan_path, tables_dir) if plan_path else None
     selection = select_layer_genes(tables, top_n=top_n, requested=genes, all_genes=all_genes)
 
     compute.configure(threads=threads, seed=seed)
