@@ -37,9 +37,9 @@ NO_TABLES = "shared2_vs_only_batch1"  # planned, never computed: status no_setti
 RECOMMENDED_TEXT = "batch_correction=True, decoding=own, mode=change, delta=0.25"
 
 CONTRACT: dict[str, list[str]] = {
-    keys.MARKERS_CSV: ["comparison_id", "group1", "group2", "gene", "high_group", "rank", "lfc_mean", "proba_de",
-                       "n_settings_supporting", "n_seeds_supporting", "n_models_supporting", "within_lfc",
-                       "batch_shift_lfc", "pattern"],
+    keys.MARKERS_CSV: ["comparison_id", "group1", "group2", "gene", "rank", "confidence", "high_group", "lfc_mean", "proba_de",
+                       "bridge_lfc", "bridge_padj", "support", "n_settings_supporting", "n_seeds_supporting",
+                       "n_models_supporting", "pattern", "group_lfc", "within_lfc", "batch_shift_lfc", "heterogeneous"],
     keys.REJECTED_CSV: ["comparison_id", "group1", "group2", "gene", "default_rank", "high_group", "lfc_mean", "proba_de",
                         "group_lfc", "within_lfc", "batch_shift_lfc", "n_replicates_batch_wide", "n_replicates", "reason"],
     keys.SETTING_SCORES_CSV: ["comparison_id", "setting_id", "setting", "batch_correction", "decoding", "batchid1", "batchid2",
@@ -53,7 +53,7 @@ CONTRACT: dict[str, list[str]] = {
     keys.RECOMMENDATIONS_CSV: ["comparison_id", "group1", "group2", "design", "status", "recommended_setting_id",
                                "recommended_setting", "n_recommended_settings", "all_settings_agree", "share_cluster_specific",
                                "share_batch_wide", "default_setting_id", "default_share_batch_wide", "default_n_batch_wide",
-                               "n_top", "n_markers", "n_rejected", "n_models", "model_spread_sd", "reason"],
+                               "n_top", "n_markers", "n_rejected", "n_models", "model_spread_sd", "reason", "n_high_confidence"],
     keys.RECOMMENDED_SETTINGS_CSV: ["comparison_id", "setting_id", "setting", "is_best"],
     keys.CONCORDANCE_SETTINGS_CSV: ["comparison_id", "setting_id_1", "setting_id_2", "jaccard_top_mean", "spearman_lfc_mean",
                                     "n_pairs"],
@@ -253,7 +253,9 @@ def _markers(patterns: pd.DataFrame, scores: pd.DataFrame, comparisons: pd.DataF
             "comparison_id": c["comparison_id"], "group1": c["group1"], "group2": c["group2"], "gene": kept["gene"],
             "high_group": kept["high_group"], "rank": np.arange(1, len(kept) + 1), "lfc_mean": kept["lfc_mean"], "proba_de": 0.99,
             "n_settings_supporting": 1, "n_seeds_supporting": len(SEEDS), "n_models_supporting": len(MODELS),
-            "within_lfc": kept["within_lfc"], "batch_shift_lfc": kept["batch_shift_lfc"], "pattern": "cluster_specific"}))
+            "within_lfc": kept["within_lfc"], "batch_shift_lfc": kept["batch_shift_lfc"], "pattern": "cluster_specific",
+            "confidence": "high", "bridge_lfc": kept["lfc_mean"], "bridge_padj": 0.001, "support": 1.0,
+            "group_lfc": kept["lfc_mean"], "heterogeneous": False}))
         default = part[part["is_default"]]["setting_id"].iloc[0]
         first = patterns[patterns["setting_id"] == default]
         bw = first[(first["combination_id"] == first["combination_id"].iloc[0]) & (first["pattern"] == "batch_wide")]
@@ -291,6 +293,7 @@ def _recommendations(scores: pd.DataFrame, comparisons: pd.DataFrame, markers: p
                      "default_share_batch_wide": default["share_batch_wide_mean"],
                      "default_n_batch_wide": int(round(default["share_batch_wide_mean"] * TOP_N)), "n_top": TOP_N,
                      "n_markers": int((markers["comparison_id"] == cid).sum()), "n_rejected": int((rejected["comparison_id"] == cid).sum()),
+                     "n_high_confidence": int((markers["comparison_id"] == cid).sum()),
                      "model_spread_sd": 0.02, "reason": f"{best['setting']} has the most cluster-specific top genes."})
     return pd.DataFrame(rows).reindex(columns=CONTRACT[keys.RECOMMENDATIONS_CSV])
 

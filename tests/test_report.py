@@ -115,7 +115,7 @@ def test_verdict_cards_carry_the_answer(items, results_dir):
             assert html.escape(row.reason) in card
             continue
         assert f"<span class='setting'>{html.escape(row.recommended_setting)}</span>" in card
-        assert f">{row.n_markers}</span>consensus markers" in card
+        assert f">{row.n_markers}</span>genes in the answer, {int(row.n_high_confidence)} with high confidence" in card
         assert f">{row.default_share_batch_wide:.0%}</span>of scVI's default top {TOP_N}" in card
     assert RECOMMENDED_TEXT in html.unescape(cards)
 

@@ -53,7 +53,7 @@ GENE_PATTERNS_CSV = "gene_patterns.csv"
 SETTING_SCORES_CSV = "setting_scores.csv"
 CONCORDANCE_CSV = "concordance.csv"
 RECOMMENDATIONS_CSV = "recommendations.csv"
-# --- the answer (issue #13): consensus markers, rejected genes, settings not seeds
+# --- the answer: the ranked genes, rejected genes, settings not seeds
 MARKERS_CSV = "markers.csv"
 REJECTED_CSV = "rejected.csv"
 MARKERS_H5AD = "markers.h5ad"

@@ -66,7 +66,7 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
              history_path: Path | None, counts_path: Path | None, normalized_path: Path | None, top_n: int,
              explained_fraction: float, alpha: float, plots: bool, plot_genes: int, outdir: Path) -> None:
     """Classify every setting's top genes as cluster-specific, batch-wide or other; rank settings; recommend;
-    write the consensus markers.
+    write the ranked answer.
 
     Example:
 
@@ -125,4 +125,4 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
         click.echo(f"wrote {n} plots to {outdir / keys.PLOTS_DIR}")
     rec = results["recommendations"]
     click.echo(rec[["comparison_id", "status", "recommended_setting_id", "share_cluster_specific", "share_batch_wide",
-                    "n_markers"]].to_string(index=False))
+                    "n_markers", "n_high_confidence"]].to_string(index=False))

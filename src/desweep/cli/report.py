@@ -22,7 +22,7 @@ def report(results_dir: Path, config_path: Path | None, title: str | None, outdi
     """One self-contained MultiQC HTML report of a desweep run (offline), opening with the verdict.
 
     First, per comparison: the recommended DE setting, the share of batch-wide
-    genes scVI's default lets into its top genes, the consensus markers and the
+    genes scVI's default lets into its top genes, the ranked answer and the
     genes the default would have reported wrongly; then the evidence (heatmaps,
     setting scores, concordance, the sweep) and the run's QC. Missing optional
     inputs give a "not available" note in their section.

@@ -3,16 +3,17 @@
 For every DE combination of the plan (a setting on one trained model with one
 posterior seed) the top ``N`` genes are classified from the expression of each
 cluster in each batch; settings are scored and ranked with seeds and models
-averaged, one is recommended per comparison, and the consensus markers (genes
-cluster-specific in the recommended settings over seeds and models) are the
-answer. The rules are in ``docs/diagnostics.md``; the package, by concern:
+averaged, one is recommended per comparison, and the answer is one ranked
+list of genes per comparison, pooled over the recommended settings' replicates
+and the bridge contrast, with batch-wide genes vetoed and a confidence column. The rules are in ``docs/diagnostics.md``; the package, by concern:
 
 - :mod:`~desweep.diagnose.profiles`: expression per cluster x batch with its sampling noise;
 - :mod:`~desweep.diagnose.classify`: the per-gene call;
 - :mod:`~desweep.diagnose.tables`: the DE tables' top genes, and each comparison's calls computed once;
 - :mod:`~desweep.diagnose.replicates`: settings, models and seeds of the plan;
 - :mod:`~desweep.diagnose.rank`: scores, tie band and recommendations;
-- :mod:`~desweep.diagnose.markers`: consensus markers, rejected genes, ``markers.h5ad``;
+- :mod:`~desweep.diagnose.answer`: the ranked answer (``markers.csv``);
+- :mod:`~desweep.diagnose.markers`: rejected genes, ``markers.h5ad``;
 - :mod:`~desweep.diagnose.concordance`: agreement between settings.
 """
 
@@ -28,7 +29,8 @@ from desweep import keys
 from desweep.composition import PresenceRule
 from desweep.diagnose.classify import PATTERNS, SCORE_COLUMNS, Thresholds, classify_genes
 from desweep.diagnose.concordance import concordance, concordance_settings
-from desweep.diagnose.markers import consensus_markers, markers_adata, rejected_genes
+from desweep.diagnose.answer import MIN_SUPPORT, answer_table, ranked_answer
+from desweep.diagnose.markers import markers_adata, rejected_genes
 from desweep.diagnose.profiles import (
     MEANS_REQUIRED,
     RAW,
@@ -50,9 +52,9 @@ if TYPE_CHECKING:
 __all__ = [
     "COMPARISON_REQUIRED", "MEANS_REQUIRED", "PATTERNS", "PLAN_REQUIRED", "RAW", "SCORE_COLUMNS", "ComparisonCalls",
     "ExpressionProfile", "Thresholds", "build_profiles", "check_inputs", "classify_genes", "classify_plan", "classify_setting",
-    "concordance", "concordance_settings", "consensus_markers", "describe_setting", "diagnose", "markers_adata",
-    "means_profiles", "presence_counts", "raw_profile", "recommendations", "recommended_settings", "rejected_genes",
-    "replicate_plan", "replicate_scores", "setting_scores", "shares", "table_lfc", "top_gene_expression", "top_genes",
+    "answer_table", "concordance", "concordance_settings", "describe_setting", "diagnose", "markers_adata",
+    "means_profiles", "presence_counts", "raw_profile", "recommendations", "recommended_settings", "ranked_answer",
+    "rejected_genes", "replicate_plan", "replicate_scores", "setting_scores", "shares", "table_lfc", "top_gene_expression", "top_genes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ def diagnose(
     heatmap_genes: int = 30,
     source: str = keys.CLUSTERED_H5AD,
 ) -> dict[str, pd.DataFrame]:
-    """Classify every combination's top genes, score and rank the settings, recommend one, and find the consensus markers.
+    """Classify every combination's top genes, score and rank the settings, recommend one, and rank the answer.
 
     Parameters
     ----------
@@ -142,7 +144,8 @@ def diagnose(
     patterns = classify_plan(plan, tables, comparisons, profiles, top_n=top_n, thresholds=thresholds)
     by_replicate = replicate_scores(patterns, plan)
     scores = setting_scores(by_replicate, plan)
-    markers = consensus_markers(patterns, by_replicate, scores, comparisons)
+    markers, vetoed = answer_table(plan, tables, scores, by_replicate, patterns, comparisons, profiles[RAW],
+                                   top_n=top_n, thresholds=thresholds)
     rejected = rejected_genes(patterns, by_replicate, scores, comparisons)
     pairs = concordance(plan, tables, top_n=top_n)
     first_replicates = set(plan.drop_duplicates("setting_id")["combination_id"])
@@ -154,13 +157,15 @@ def diagnose(
         "concordance_settings": concordance_settings(pairs),
         "recommendations": recommendations(scores, by_replicate, comparisons,
                                            n_markers=markers["comparison_id"].value_counts().to_dict(),
+                                           n_high_confidence=markers.loc[markers["confidence"] == "high", "comparison_id"]
+                                           .value_counts().to_dict(), n_vetoed=vetoed,
                                            n_rejected=rejected["comparison_id"].value_counts().to_dict()),
         "recommended_settings": recommended_settings(scores),
         "markers": markers,
         "rejected": rejected,
         "thresholds": pd.DataFrame([{**asdict(thresholds), "z": thresholds.z, "top_n": top_n,
                                      "min_cells_present": presence.min_cells, "min_enrichment": presence.min_enrichment,
-                                     "min_marker_support": 0.5}]),
+                                     "min_marker_support": MIN_SUPPORT}]),
         "top_gene_expression": top_gene_expression(patterns[patterns["combination_id"].isin(first_replicates)],
                                                    profiles[RAW], max_genes=heatmap_genes),
     }

@@ -1,18 +1,7 @@
-"""The answer: consensus markers per comparison, and the batch-wide genes scvi-tools' default would report.
+"""The rejected genes scvi-tools' default would report, and ``markers.h5ad`` for the answer.
 
-Consensus markers
------------------
-For a comparison, take its recommended settings (the tie band of
-:mod:`desweep.diagnose.rank`) and every replicate of them (every trained model
-x every posterior seed). A replicate *supports* a gene when the gene is in that
-replicate's top ``N`` and classified ``cluster_specific``. A gene is a marker
-when at least half of these replicates support it (``support >= 0.5``), so a
-marker is cluster-specific in the recommended settings consistently over seeds
-and models, and is always in the top ``N`` of the settings that support it.
-Markers are ranked by support, then by their median rank in the supporting
-tables, then by name; ``lfc_mean`` and ``proba_de`` are medians over the
-supporting replicates (``lfc_mean`` keeps the DE table's sign: positive when
-higher in ``group1``).
+The answer itself, ``markers.csv`` (one ranked list per comparison with a
+confidence column), is built in :mod:`desweep.diagnose.answer`.
 
 Rejected genes
 --------------
@@ -26,7 +15,7 @@ with the evidence (the raw group, within-batch and batch-shift lfcs and the reas
 Every cell, the marker and rejected genes, raw counts in ``X``, the group and
 batch columns, the ``scvi_norm__`` layers of those genes when given, and
 ``uns['desweep_markers']`` in scanpy's ``rank_genes_groups`` structure (one field
-per group that has markers: its markers in rank order, ``scores`` = support),
+per group that has genes in the answer: in rank order, ``scores`` = the consensus support),
 so ``sc.pl.rank_genes_groups_dotplot(adata, key="desweep_markers")`` draws them;
 ``uns['desweep_markers__<comparison_id>']`` holds each comparison's two groups.
 scanpy's structure needs equally long lists: a group with fewer markers than the
@@ -50,10 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MIN_SUPPORT = 0.5
-MARKER_COLUMNS = ["comparison_id", "group1", "group2", "gene", "high_group", "rank", "lfc_mean", "proba_de",
-                  "n_settings_supporting", "n_seeds_supporting", "n_models_supporting", "within_lfc", "batch_shift_lfc",
-                  "pattern", "support", "n_replicates_supporting", "n_replicates", "median_rank", "group_lfc"]
 REJECTED_COLUMNS = ["comparison_id", "group1", "group2", "gene", "default_rank", "high_group", "lfc_mean", "proba_de",
                     "group_lfc", "within_lfc", "batch_shift_lfc", "n_replicates_batch_wide", "n_replicates", "reason"]
 UNS_MARKERS = keys.UNS_MARKERS
@@ -69,34 +54,6 @@ def _calls(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, setting_ids:
 
 def _groups_of(comparisons: pd.DataFrame) -> dict[str, tuple[str, str]]:
     return {str(r["comparison_id"]): (str(r["group1"]), str(r["group2"])) for _, r in comparisons.iterrows()}
-
-
-def consensus_markers(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, scores: pd.DataFrame,
-                      comparisons: pd.DataFrame, *, min_support: float = MIN_SUPPORT) -> pd.DataFrame:
-    """``markers.csv``: the consensus markers of every comparison (module docstring), by comparison then rank."""
-    groups = _groups_of(comparisons)
-    frames = []
-    for cid, part in scores[scores["recommended"].astype(bool)].groupby("comparison_id", sort=False):
-        n_reps, supporting = _calls(gene_patterns, by_replicate, set(part["setting_id"]), "cluster_specific")
-        if supporting.empty:
-            continue
-        summary = supporting.groupby(["gene", "high_group"], sort=False).agg(
-            n_replicates_supporting=("combination_id", "nunique"), n_settings_supporting=("setting_id", "nunique"),
-            n_seeds_supporting=("seed", "nunique"), n_models_supporting=("model", "nunique"),
-            median_rank=("rank", "median"), lfc_mean=("lfc", "median"), proba_de=("proba_de", "median"),
-            group_lfc=("group_lfc", "first"), within_lfc=("within_lfc", "first"), batch_shift_lfc=("batch_shift_lfc", "first"),
-        ).reset_index()
-        summary["n_replicates"] = n_reps
-        summary["support"] = summary["n_replicates_supporting"] / n_reps
-        kept = summary[summary["support"] >= min_support - 1e-12]
-        kept = kept.sort_values(["support", "median_rank", "gene"], ascending=[False, True, True], kind="stable")
-        kept = kept.drop_duplicates("gene")  # a gene called in both directions keeps its better-supported one
-        g1, g2 = groups.get(str(cid), ("", ""))
-        kept = kept.assign(comparison_id=str(cid), group1=g1, group2=g2, rank=np.arange(1, len(kept) + 1), pattern="cluster_specific")
-        frames.append(kept)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MARKER_COLUMNS)
-    logger.info("%d consensus markers in %d comparisons", len(out), out["comparison_id"].nunique() if len(out) else 0)
-    return out.reindex(columns=MARKER_COLUMNS).reset_index(drop=True)
 
 
 def rejected_genes(gene_patterns: pd.DataFrame, by_replicate: pd.DataFrame, scores: pd.DataFrame,
@@ -180,7 +137,7 @@ def rank_genes_groups_structure(markers: pd.DataFrame, genes: list[str], *, grou
     """
     by_group: dict[str, pd.DataFrame] = {}
     for group, part in markers.groupby("high_group", sort=True):
-        part = part.sort_values(["support", "rank"], ascending=[False, True], kind="stable").drop_duplicates("gene")
+        part = part.sort_values(["comparison_id", "rank"], kind="stable").drop_duplicates("gene")
         by_group[str(group)] = part[part["gene"].astype(str).isin(genes)]
     length = max((len(p) for p in by_group.values()), default=0)
     fields: dict[str, list[np.ndarray]] = {"names": [], "scores": [], "logfoldchanges": [], "pvals": [], "pvals_adj": []}

@@ -10,6 +10,13 @@ lfc of their cluster-specific genes, then ``setting_id``. The *tie band*: the
 best setting and every setting whose mean cluster-specific share is within one
 binomial standard error ``sqrt(p (1 - p) / N)`` (at least ``1 / N``) of the best's
 ``p`` with no larger mean batch-wide share; these are the recommended settings.
+
+The one setting named for users who call scvi-tools by hand resists the
+winner's curse: the best-scoring of many settings on one dataset is biased
+upward, so when the pre-declared robust setting (:data:`ROBUST_SETTING`:
+``batch_correction=True`` over every batch, ``mode="change"``, ``delta=0.5``)
+is in the tie band it is named instead of the best (the one-standard-error
+rule towards a simpler, pre-declared choice); otherwise the best is named.
 """
 
 from __future__ import annotations
@@ -37,7 +44,11 @@ SETTING_SCORE_COLUMNS = ["comparison_id", "setting_id", "setting", *SETTING_COLU
 RECOMMENDATION_COLUMNS = ["comparison_id", "group1", "group2", "design", "status", "recommended_setting_id",
                           "recommended_setting", "n_recommended_settings", "all_settings_agree", "share_cluster_specific",
                           "share_batch_wide", "default_setting_id", "default_share_batch_wide", "default_n_batch_wide", "n_top",
-                          "n_markers", "n_rejected", "n_models", "model_spread_sd", "reason", "best_combination_id"]
+                          "n_markers", "n_rejected", "n_models", "model_spread_sd", "reason", "best_combination_id",
+                          "best_setting_id", "n_high_confidence", "n_vetoed"]
+#: the pre-declared robust setting (module docstring); the other setting columns at scvi-tools' defaults
+ROBUST_SETTING = {"batch_correction": True, "decoding": "all", "mode": "change", "delta": 0.5, "weights": "uniform",
+                  "filter_outlier_cells": False}
 RECOMMENDED_SETTINGS_COLUMNS = ["comparison_id", "setting_id", "setting", "is_best"]
 
 
@@ -129,8 +140,33 @@ def model_spread(by_replicate: pd.DataFrame, setting_id: str) -> float:
     return sd(reps.groupby("model")["share_cluster_specific"].mean())
 
 
+def is_robust_setting(setting: pd.Series) -> bool:
+    """Whether a ``setting_scores.csv`` row is :data:`ROBUST_SETTING`."""
+    for column, value in ROBUST_SETTING.items():
+        if column not in setting.index or is_missing(setting[column]):
+            return False
+        have = setting[column]
+        if isinstance(value, bool):
+            if str(have).lower() not in (("true", "1") if value else ("false", "0")):
+                return False
+        elif isinstance(value, float):
+            if not math.isclose(float(have), value):
+                return False
+        elif str(have) != value:
+            return False
+    return True
+
+
+def named_setting(ranked: pd.DataFrame) -> pd.Series:
+    """The setting named for the comparison: the robust setting when it is in the tie band, else the best (module docstring)."""
+    band = ranked[ranked["recommended"].astype(bool)]
+    robust = [i for i, row in band.iterrows() if is_robust_setting(row)]
+    return band.loc[robust[0]] if robust else ranked.iloc[0]
+
+
 def recommendations(scores: pd.DataFrame, by_replicate: pd.DataFrame, comparisons: pd.DataFrame, *,
-                    n_markers: dict[str, int] | None = None, n_rejected: dict[str, int] | None = None) -> pd.DataFrame:
+                    n_markers: dict[str, int] | None = None, n_rejected: dict[str, int] | None = None,
+                    n_high_confidence: dict[str, int] | None = None, n_vetoed: dict[str, int] | None = None) -> pd.DataFrame:
     """``recommendations.csv``: per comparison the recommended setting, the default's batch-wide share and why.
 
     ``status``: ``ok`` (the best setting's mean cluster-specific share >= 0.5),
@@ -145,12 +181,13 @@ def recommendations(scores: pd.DataFrame, by_replicate: pd.DataFrame, comparison
             continue
         part = scores[(scores["comparison_id"] == cid) & (scores["status"] == "ok")].sort_values("rank_in_comparison")
         base = {"comparison_id": cid, "group1": comp["group1"], "group2": comp["group2"], "design": comp.get("design", ""),
-                "n_markers": (n_markers or {}).get(cid, 0), "n_rejected": (n_rejected or {}).get(cid, 0)}
+                "n_markers": (n_markers or {}).get(cid, 0), "n_rejected": (n_rejected or {}).get(cid, 0),
+                "n_high_confidence": (n_high_confidence or {}).get(cid, 0), "n_vetoed": (n_vetoed or {}).get(cid, 0)}
         if part.empty:
             rows.append({**base, "status": "no_settings", "n_recommended_settings": 0, "all_settings_agree": False,
                          "n_models": 0, "reason": "No DE table for this comparison."})
             continue
-        best = part.iloc[0]
+        top, best = part.iloc[0], named_setting(part)
         band = part[part["recommended"].astype(bool)]
         default = part[part["is_default"].astype(bool)]
         default_row = default.iloc[0] if len(default) else None
@@ -166,20 +203,25 @@ def recommendations(scores: pd.DataFrame, by_replicate: pd.DataFrame, comparison
                "default_share_batch_wide": float(default_row["share_batch_wide_mean"]) if default_row is not None else float("nan"),
                "default_n_batch_wide": float(default_reps["n_batch_wide"].mean()) if len(default_reps) else float("nan"),
                "n_models": int(n_models_all.get(cid, 0)), "model_spread_sd": model_spread(by_replicate, best["setting_id"]),
-               "best_combination_id": first_rep["combination_id"].iloc[0] if len(first_rep) else ""}
-        row["reason"] = _reason(row, best, part, band, comp)
+               "best_combination_id": first_rep["combination_id"].iloc[0] if len(first_rep) else "",
+               "best_setting_id": top["setting_id"]}
+        row["reason"] = _reason(row, best, part, band, comp, top)
         rows.append(row)
     return pd.DataFrame(rows).reindex(columns=RECOMMENDATION_COLUMNS)
 
 
-def _reason(row: dict, best: pd.Series, part: pd.DataFrame, band: pd.DataFrame, comp: pd.Series) -> str:
-    """The recommendation in plain sentences."""
+def _reason(row: dict, best: pd.Series, part: pd.DataFrame, band: pd.DataFrame, comp: pd.Series, top: pd.Series) -> str:
+    """The recommendation in plain sentences (``best``: the named setting; ``top``: the best-scoring one)."""
     n, p, q = row["n_top"], row["share_cluster_specific"], row["share_batch_wide"]
     replicates = int(best["n_replicates"])
     spread = f" (SD {best['share_cluster_specific_sd']:.0%} over {replicates} replicates)" if replicates > 1 else ""
     sentences = [f"{best['setting']}: on average {p:.0%} of its top {n} genes are cluster-specific{spread} and {q:.0%} "
-                 f"batch-wide, the best of {len(part)} settings (median {part['share_cluster_specific_mean'].median():.0%} "
-                 "cluster-specific)."]
+                 f"batch-wide, {'the best' if best['setting_id'] == top['setting_id'] else 'within one standard error of the best'}"
+                 f" of {len(part)} settings (median {part['share_cluster_specific_mean'].median():.0%} cluster-specific)."]
+    if best["setting_id"] != top["setting_id"]:
+        sentences.append(f"It is named instead of the best-scoring setting ({top['setting']}, {top['share_cluster_specific_mean']:.0%}) "
+                         "because it is the pre-declared robust choice and ties with it: the best of many settings on one "
+                         "dataset scores higher than it will on the next (the winner's curse).")
     if row["all_settings_agree"]:
         sentences.append(f"Every setting agrees: all {len(part)} are within one standard error of the best, so the choice of "
                          "setting does not matter here.")
@@ -194,7 +236,9 @@ def _reason(row: dict, best: pd.Series, part: pd.DataFrame, band: pd.DataFrame, 
     if row["n_models"] > 1:
         sentences.append(f"Between the {row['n_models']} trained models its cluster-specific share varies by "
                          f"{row['model_spread_sd']:.0%} (SD).")
-    sentences.append(f"{row['n_markers']} consensus marker(s).")
+    sentences.append(f"The answer ranks {row['n_markers']} gene(s), {row['n_high_confidence']} with high confidence "
+                     f"(the consensus of the recommended settings), and {row['n_vetoed']} gene(s) ranked higher were vetoed as "
+                     "batch-wide or heterogeneous across bridges.")
     if str(comp.get("design", "")) == "confounded":
         sentences.append("Group and batch are confounded: check the top genes in the plots before trusting them.")
     if row["status"] == "weak":

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 #: (section id, title, description) in report order; the ids are stable anchors of the HTML report
 SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("desweep_verdict", "The verdict",
-     "Per comparison: the DE setting to use, what scVI's default would have told you, and the consensus markers (diagnostics/)."),
-    ("desweep_markers", "Consensus markers",
-     "The genes kept per comparison (diagnostics/markers.csv) and their expression in every cluster x batch (markers.h5ad)."),
+     "Per comparison: the DE setting to use, what scVI's default would have told you, and the answer (diagnostics/)."),
+    ("desweep_markers", "The answer",
+     "The ranked genes per comparison (diagnostics/markers.csv) and their expression in every cluster x batch (markers.h5ad)."),
     ("desweep_top_genes", "scVI's default against the recommended setting",
      "The top genes of each, side by side, in every cluster x batch; and the recommended setting's volcano plot."),
     ("desweep_scores", "Setting scores",

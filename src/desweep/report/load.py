@@ -82,7 +82,7 @@ class ReportInputs:
         ``combination_id`` -> DE table, for the combinations the report draws
         (scVI's default and the recommended setting of each comparison).
     marker_expression
-        The consensus markers and rejected genes in every present cluster x
+        The answer's genes and rejected genes in every present cluster x
         batch (:func:`cluster_batch_expression`), from ``markers.h5ad``.
     marker_expression_source
         What ``marker_expression['mean']`` was computed from, in words.

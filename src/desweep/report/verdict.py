@@ -1,5 +1,5 @@
 """The answer first: one card per comparison, the genes scVI's default would have reported wrongly,
-and the consensus markers. Builders take :class:`ReportInputs`, read no files."""
+and the answer. Builders take :class:`ReportInputs`, read no files."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def verdict_section(inputs: ReportInputs) -> list[Item]:
         return [missing(section, "recommendations", where("recommendations"), "Run `desweep diagnose`.")]
     markers, rejected = inputs.get("markers"), inputs.get("rejected")
     cards = "".join(_card(row, _of(markers, row), _of(rejected, row)) for row in rec.to_dict("records"))
-    items = [Item(section, "cards", "Recommended settings and consensus markers", "html",
+    items = [Item(section, "cards", "Recommended settings and the answer", "html",
                   f"{CSS}<div class='desweep-cards'>{cards}</div>")]
     if rejected is None:
         items.append(missing(section, "rejected genes", where("rejected")))
@@ -102,7 +102,8 @@ def _card(row: dict, markers: pd.DataFrame | None, rejected: pd.DataFrame | None
     else:
         extra = ""
     numbers = (
-        f"<div><span class='big'>{count(row.get('n_markers'))}</span>consensus markers</div>"
+        f"<div><span class='big'>{count(row.get('n_markers'))}</span>genes in the answer, "
+        f"{count(row.get('n_high_confidence'))} with high confidence</div>"
         f"<div><span class='big'>{percent(row.get('default_share_batch_wide'))}</span>of scVI's default top {n_top} "
         f"are batch-wide ({count(row.get('default_n_batch_wide'))} genes)</div>"
         f"<div><span class='big'>{percent(row.get('share_cluster_specific'))}</span>of the recommended top {n_top} "
@@ -114,7 +115,7 @@ def _card(row: dict, markers: pd.DataFrame | None, rejected: pd.DataFrame | None
     groups = (str(row["group1"]), str(row["group2"]))
     marker_lines = "".join(_genes_line(f"Higher in {g}", None if markers is None else markers[markers["high_group"].astype(str) == g],
                                        "rank") for g in groups) if markers is not None and len(markers) else \
-        "<div class='genes'><b>Consensus markers:</b> none</div>"
+        "<div class='genes'><b>The answer:</b> no gene</div>"
     return (f"<div class='desweep-card status-{e(status)}' data-comparison='{e(str(row['comparison_id']))}'>{head}"
             f"<div>Recommended setting: <span class='setting'>{e(setting)}</span></div>"
             f"<div class='small'>{e(extra.strip())}</div><div class='numbers'>{numbers}</div>{marker_lines}"
@@ -132,24 +133,27 @@ def _genes_line(title: str, genes: pd.DataFrame | None, rank: str) -> str:
     return f"<div class='genes'><b>{html.escape(title)}:</b> {html.escape(', '.join(first['gene'].astype(str)))}{more}</div>"
 
 
-# --------------------------------------------------------------------------- consensus markers
+# --------------------------------------------------------------------------- the answer
 def markers_section(inputs: ReportInputs) -> list[Item]:
     section = "desweep_markers"
     markers = inputs.get("markers")
     if markers is None:
-        return [missing(section, "consensus markers", where("markers"), "Run `desweep diagnose`.")]
+        return [missing(section, "the answer", where("markers"), "Run `desweep diagnose`.")]
     items: list[Item] = []
     if markers.empty:
-        items.append(note(section, "table", "Consensus markers", "No gene is a consensus marker in any comparison."))
+        items.append(note(section, "table", "The answer", "No gene is in the answer of any comparison."))
     else:
-        items.append(table(section, "table", "Consensus markers", markers, row_id=["comparison_id", "gene"],
-                           columns=["high_group", "rank", "lfc_mean", "proba_de", "n_settings_supporting", "n_seeds_supporting",
-                                    "n_models_supporting", "within_lfc", "batch_shift_lfc", "pattern"],
-                           titles={"high_group": "higher in", "n_settings_supporting": "settings", "n_seeds_supporting": "seeds",
-                                   "n_models_supporting": "models"},
-                           description="Genes kept per comparison: cluster-specific in the recommended setting(s) consistently "
-                                       "over seeds and models (docs/diagnostics.md); lfc_mean and proba_de are medians over the "
-                                       "supporting runs (diagnostics/markers.csv). Click a header to sort."))
+        items.append(table(section, "table", "The answer", markers, row_id=["comparison_id", "gene"],
+                           columns=["rank", "confidence", "high_group", "lfc_mean", "bridge_lfc", "bridge_padj", "support",
+                                    "n_models_supporting", "pattern", "group_lfc", "batch_shift_lfc", "heterogeneous"],
+                           titles={"high_group": "higher in", "lfc_mean": "scVI lfc", "bridge_lfc": "bridge lfc",
+                                   "bridge_padj": "bridge padj", "n_models_supporting": "models"},
+                           description="One ranked list per comparison, pooled over the recommended settings' runs (every "
+                                       "model and seed) and the bridge contrast, with batch-wide genes and genes whose batch "
+                                       "shift differs between bridges left out. Confidence: high = cluster-specific in the top "
+                                       "genes of at least half the recommended runs; medium = the expression call agrees; low = "
+                                       "ranked by the evidence only (docs/diagnostics.md, diagnostics/markers.csv). "
+                                       "Click a header to sort."))
     expression = inputs.marker_expression
     if expression is None:
         items.append(missing(section, "marker expression", where("markers_h5ad")))
@@ -166,7 +170,7 @@ def markers_section(inputs: ReportInputs) -> list[Item]:
                              title=f"{row['group1']} vs {row['group2']}")
         items.append(Item(section, f"dotplot_{i:02d}", f"{row['comparison_id']}: markers across cluster x batch", "html",
                           figure_html(fig, alt=f"dotplot of {row['comparison_id']}"),
-                          f"The consensus markers (best first) and the rejected genes in every cluster of every batch. "
+                          f"The answer's genes (best first) and the rejected genes in every cluster of every batch. "
                           f"Dot size: share of cells with counts; colour: {html.escape(inputs.marker_expression_source)}, "
                           "scaled per gene. A marker is high in its group's columns in every batch; a rejected gene is "
                           "high in a whole batch."))
