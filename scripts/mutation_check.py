@@ -63,7 +63,8 @@ PRELOAD = ("numpy", "pandas", "scipy.sparse", "sklearn.covariance", "anndata", "
 
 
 ORIGINS = {"#19": "named in issue #19", "#19a": "tried by hand in #19 part A", "#19b": "added with this check",
-           "#13": "the diagnose rules' mutations of #13 (docs/diagnostics.md)"}
+           "#13": "the diagnose rules' mutations of #13 (docs/diagnostics.md)",
+           "#24-answer": "the ranked answer and the named setting"}
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ T_RESUME = "tests/test_reliability.py::test_resume_reruns_the_changed_step_and_o
 
 DIAG_C = "src/desweep/diagnose/classify.py"
 DIAG_R = "src/desweep/diagnose/rank.py"
+DIAG_A = "src/desweep/diagnose/answer.py"
+T_ANSWER = ("tests/test_answer.py", "tests/test_markers.py")
 T_DIAG = ("tests/test_diagnose_rules.py",) + tuple(f"tests/test_diagnose.py::{t}" for t in (
     "test_confounded_without_shared_cluster_is_not_measurable", "test_standard_errors_match_the_sampling_noise",
     "test_the_call_follows_each_genes_own_noise", "test_a_within_batch_difference_must_be_clear",
@@ -294,6 +297,30 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("rank-default-share-from-best", "diagnose ranking", DIAG_R, '               "default_share_batch_wide": float(default_row["share_batch_wide_mean"]) if default_row is not None else float("nan"),',
              '               "default_share_batch_wide": float(best["share_batch_wide_mean"]) if default_row is not None else float("nan"),',
              "default's batch-wide share from the best setting", T_DIAG, origin="#13"),
+    # ----------------------------------------------------------------- the ranked answer
+    Mutation("answer-no-batch-wide-veto", "the answer", DIAG_A, '            if row["pattern"] == "batch_wide" or heterogeneous[i]:',
+             "            if heterogeneous[i]:", "batch-wide genes kept in the answer", T_ANSWER, origin="#24-answer"),
+    Mutation("answer-no-heterogeneity-veto", "the answer", DIAG_A, '            if row["pattern"] == "batch_wide" or heterogeneous[i]:',
+             '            if row["pattern"] == "batch_wide":', "genes heterogeneous across bridges kept", T_ANSWER,
+             origin="#24-answer"),
+    Mutation("answer-reversed-order", "the answer", DIAG_A, "    pooled = np.mean(list(families.values()), axis=0)",
+             "    pooled = -np.mean(list(families.values()), axis=0)", "the answer ranked worst first", T_ANSWER,
+             origin="#24-answer"),
+    Mutation("answer-tables-not-families", "the answer", DIAG_A, "    pooled = np.mean(list(families.values()), axis=0)",
+             "    pooled = np.mean([normalized_log_ranks(t, genes) for t in [*tables, *([bridge_table] if bridge_table is not None else [])]], axis=0)",
+             "every table weighs the same, so many scVI replicates drown the bridge", T_ANSWER, origin="#24-answer"),
+    Mutation("answer-high-above-half-only", "the answer", DIAG_A, '        high = s["support"] >= min_support - 1e-12 if np.isfinite(s["support"]) else False',
+             '        high = s["support"] > min_support if np.isfinite(s["support"]) else False',
+             "high confidence needs more than half the replicates", T_ANSWER, origin="#24-answer"),
+    Mutation("answer-direction-ignored", "the answer", DIAG_A, '        medium = call["pattern"] == "cluster_specific" and bool(agrees[i])',
+             '        medium = call["pattern"] == "cluster_specific"', "medium confidence despite families disagreeing on the direction",
+             T_ANSWER, origin="#24-answer"),
+    Mutation("answer-bridge-direction-ignored", "the answer", DIAG_A, "    direction = np.where(np.isfinite(bridge_lfc) & (bridge_lfc != 0), bridge_lfc, scvi_lfc)",
+             "    direction = scvi_lfc", "the answer's direction from scVI even where the bridge contrast has one", T_ANSWER,
+             origin="#24-answer"),
+    Mutation("rank-robust-setting-ignored", "diagnose ranking", DIAG_R, "    return band.loc[robust[0]] if robust else ranked.iloc[0]",
+             "    return ranked.iloc[0]", "the best-scoring setting named even when the robust one ties with it (winner's curse)",
+             ("tests/test_answer.py",), origin="#24-answer"),
     # ----------------------------------------------------------------- the suite's own guards
     Mutation("suite-real-data-skips-in-ci", "suite guards", "tests/test_real_data.py",
              'pytest.fail(f"CI=true: {message}", pytrace=False)', "pytest.skip(message)",
