@@ -11,15 +11,24 @@ from the gene's own sampling noise (counts, cells, and samples where known):
     ``H`` against ``L``, each pooled over its cells (cell-weighted over its batches).
 ``batch_shift_lfc`` (``s``)
     The same-direction difference between *batches* in clusters other than
-    ``H`` (the *bridges*): ``H``'s batches (less ``L``'s, when any remain)
-    against ``L``'s batches (less ``H``'s, when any remain), in every cluster
-    present on both sides; NaN when no cluster is. The bridges' shifts are
+    ``H`` (the *bridges*: clusters present in one of ``H``'s batches that
+    ``L`` lacks, when any, and in one of ``L``'s batches that ``H`` lacks, when
+    any; NaN when no cluster is, or when both groups have the same batches).
+    Each bridge is averaged over ``H``'s batches weighted by ``H``'s cells,
+    and over ``L``'s batches weighted by ``L``'s cells (over the batches the
+    bridge is present in): the difference ``d`` would show between two
+    clusters that differ only by their batches. The bridges' shifts are
     pooled with a random-effects model (:func:`desweep.meta.random_effects`):
     the groups are one more, unseen cluster, so ``se_batch_shift_lfc`` is the
     *prediction* standard error, which includes the spread between bridges
     (``shift_tau2``, ``shift_i2``; ``shift_heterogeneous`` when Cochran's Q
     test of equal shifts rejects at ``alpha``). With one bridge the spread
     cannot be measured and the prediction error is that bridge's own.
+``between_batch_lfc``
+    The bridges' shift between the groups' own batches only (those the other
+    group lacks), each batch equally, pooled the same way: what a table that
+    compares the batches themselves would show. It serves the second
+    ``batch_wide`` rule only, where pooling over shared batches hides ``d``.
 ``net_lfc`` (``d - s``)
     The user's contrast: ``H`` against ``L`` net of the batch shift, with
     ``se_net_lfc = sqrt(se_d^2 + se_s^2)`` (``d`` and ``s`` use different cells).
@@ -43,9 +52,9 @@ least ``min_abs_lfc`` (log2 1.2). With ``f = explained_fraction`` (0.5):
 ``batch_wide``
     ``d`` clear, ``s`` clearly at least ``f d`` (``s - z se_s >= f d``) and
     ``d - s`` not clear; or ``d`` not clear (pooling over batches can hide it)
-    but ``s`` clear, ``w < f s`` and ``s - z se_s >= f |lfc|``, ``lfc`` being
-    the DE table's log2 fold change (the shift clearly explains the difference
-    the table reports).
+    but ``b = between_batch_lfc`` clear, ``w < f b`` and ``b - z se_b >= f |lfc|``,
+    ``lfc`` being the DE table's log2 fold change (the shift clearly explains
+    the difference the table reports).
 ``other``
     Everything else, with the reason: no clear raw difference, both a clear
     net contrast and a clear shift of at least ``f d``, a shift reaching
@@ -82,12 +91,12 @@ Pattern = Literal["cluster_specific", "batch_wide", "other"]
 PATTERNS = literal_values(Pattern)
 SCORE_COLUMNS = ["group_lfc", "net_lfc", "within_lfc", "within_lfc_vs_next", "batch_shift_lfc", "n_shift_clusters",
                  "se_group_lfc", "se_net_lfc", "se_within_lfc", "se_batch_shift_lfc", "shift_tau2", "shift_i2",
-                 "shift_heterogeneous", "own_cluster_only"]
+                 "shift_heterogeneous", "own_cluster_only", "between_batch_lfc", "se_between_batch_lfc"]
 #: the scores :func:`_call` reads, in its argument order
-CALL_COLUMNS = ("group_lfc", "within_lfc", "batch_shift_lfc", "net_lfc", "se_group_lfc", "se_within_lfc",
-                "se_batch_shift_lfc", "se_net_lfc")
+CALL_COLUMNS = ("group_lfc", "within_lfc", "batch_shift_lfc", "net_lfc", "between_batch_lfc", "se_group_lfc",
+                "se_within_lfc", "se_batch_shift_lfc", "se_net_lfc", "se_between_batch_lfc")
 #: the score columns written once more per scVI choice (``<column>__<choice>``)
-CHOICE_COLUMNS = ["pattern", "group_lfc", "within_lfc", "batch_shift_lfc"]
+CHOICE_COLUMNS = ["pattern", "group_lfc", "within_lfc", "batch_shift_lfc", "between_batch_lfc"]
 
 
 @dataclass(frozen=True)
@@ -171,22 +180,10 @@ def side_scores(profile: ExpressionProfile, side: Side, genes: pd.Index) -> dict
     within_lfc, var_w = _mean_of(within, var_within, n)
     within_next, _ = _mean_of(vs_next, [np.zeros(n)] * len(vs_next), n)
 
-    hi = sorted(set(side.high_batches) - set(side.low_batches)) or sorted(side.high_batches)
-    lo = sorted(set(side.low_batches) - set(side.high_batches)) or sorted(side.low_batches)
-    shifts, var_shifts = [], []
-    if set(hi) != set(lo):
-        for cluster in profile.clusters:
-            if cluster == side.high:
-                continue
-            on_hi = [b for b in hi if profile.cells(cluster, b) > 0]
-            on_lo = [b for b in lo if profile.cells(cluster, b) > 0]
-            if on_hi and on_lo:
-                hi_log, var_hi = _mean_of(*zip(*[profile.log2(cluster, b, genes) for b in on_hi], strict=True), n)
-                lo_log, var_lo = _mean_of(*zip(*[profile.log2(cluster, b, genes) for b in on_lo], strict=True), n)
-                shifts.append(hi_log - lo_log)
-                var_shifts.append(var_hi + var_lo)
+    matched, between = _bridge_shifts(profile, side, genes)
     # the groups are one more, unseen bridge: their shift is uncertain by the bridges' spread too
-    pooled = random_effects(np.vstack(shifts), np.vstack(var_shifts)) if shifts else None
+    pooled = random_effects(*matched) if matched else None
+    pooled_between = random_effects(*between) if between else None
     nan = np.full(n, np.nan)
     shift = pooled.mean if pooled else nan
     se_shift = pooled.se_prediction if pooled else nan
@@ -195,7 +192,43 @@ def side_scores(profile: ExpressionProfile, side: Side, genes: pd.Index) -> dict
             "batch_shift_lfc": shift, "n_shift_clusters": pooled.n_units.astype(float) if pooled else np.zeros(n),
             "se_group_lfc": se_group, "se_net_lfc": np.sqrt(se_group**2 + se_shift**2), "se_within_lfc": np.sqrt(var_w),
             "se_batch_shift_lfc": se_shift, "shift_tau2": pooled.tau2 if pooled else nan,
-            "shift_i2": pooled.i2 if pooled else nan, "shift_q_pvalue": pooled.q_pvalue if pooled else nan}
+            "shift_i2": pooled.i2 if pooled else nan, "shift_q_pvalue": pooled.q_pvalue if pooled else nan,
+            "between_batch_lfc": pooled_between.mean if pooled_between else nan,
+            "se_between_batch_lfc": pooled_between.se_prediction if pooled_between else nan}
+
+
+def _bridge_shifts(profile: ExpressionProfile, side: Side, genes: np.ndarray
+                   ) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray] | None]:
+    """Per bridge (rows) the shift with the groups' batch mix, and the shift between the groups' own batches.
+
+    Each as ``(estimates, variances)``, ``None`` without a bridge (module docstring, ``batch_shift_lfc`` and
+    ``between_batch_lfc``).
+    """
+    n = len(genes)
+    hi = sorted(set(side.high_batches) - set(side.low_batches)) or sorted(side.high_batches)
+    lo = sorted(set(side.low_batches) - set(side.high_batches)) or sorted(side.low_batches)
+    if set(hi) == set(lo):
+        return None, None
+    matched, var_matched, between, var_between = [], [], [], []
+    for cluster in profile.clusters:
+        if cluster == side.high:
+            continue
+        on_hi = [b for b in hi if profile.cells(cluster, b) > 0]
+        on_lo = [b for b in lo if profile.cells(cluster, b) > 0]
+        if not (on_hi and on_lo):
+            continue
+        # the bridge seen with each group's own mix of batches: the batch part of d
+        hi_log, var_hi = profile.weighted_log2(cluster, {b: profile.cells(side.high, b) for b in side.high_batches}, genes)
+        lo_log, var_lo = profile.weighted_log2(cluster, {b: profile.cells(side.low, b) for b in side.low_batches}, genes)
+        matched.append(hi_log - lo_log)
+        var_matched.append(var_hi + var_lo)
+        hi_log, var_hi = _mean_of(*zip(*[profile.log2(cluster, b, genes) for b in on_hi], strict=True), n)
+        lo_log, var_lo = _mean_of(*zip(*[profile.log2(cluster, b, genes) for b in on_lo], strict=True), n)
+        between.append(hi_log - lo_log)
+        var_between.append(var_hi + var_lo)
+    if not matched:
+        return None, None
+    return (np.vstack(matched), np.vstack(var_matched)), (np.vstack(between), np.vstack(var_between))
 
 
 def classify_genes(
@@ -278,13 +311,13 @@ HIDDEN = "raw group difference not clear"
 def check_hidden_shift(calls: pd.DataFrame, magnitude: np.ndarray, thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
     """The second ``batch_wide`` rule's last condition: the shift clearly explains ``f`` of the table's ``|lfc|``.
 
-    ``calls`` from :func:`classify_genes` (with ``se_batch_shift_lfc`` when known);
+    ``calls`` from :func:`classify_genes` (with ``se_between_batch_lfc`` when known);
     ``magnitude``: ``|lfc|`` of the DE table per row (NaN or 0: unknown, the call stands).
     """
     f = thresholds.explained_fraction
     magnitude = np.asarray(magnitude, dtype=float)
-    shift = calls["batch_shift_lfc"].to_numpy(dtype=float)
-    se = calls["se_batch_shift_lfc"].to_numpy(dtype=float) if "se_batch_shift_lfc" in calls else np.zeros(len(calls))
+    shift = calls["between_batch_lfc"].to_numpy(dtype=float)
+    se = calls["se_between_batch_lfc"].to_numpy(dtype=float) if "se_between_batch_lfc" in calls else np.zeros(len(calls))
     weak = ((calls["pattern"] == "batch_wide") & calls["reason"].str.startswith(HIDDEN)).to_numpy() \
         & np.isfinite(magnitude) & (magnitude > 0) & ~(shift - thresholds.z * se >= f * magnitude)
     if weak.any():
@@ -295,8 +328,8 @@ def check_hidden_shift(calls: pd.DataFrame, magnitude: np.ndarray, thresholds: T
     return calls
 
 
-def _call(known: bool, d: float, w: float, s: float, net: float, se_d: float, se_w: float, se_s: float, se_net: float,
-          thresholds: Thresholds) -> tuple[str, str]:
+def _call(known: bool, d: float, w: float, s: float, net: float, between: float, se_d: float, se_w: float, se_s: float,
+          se_net: float, se_between: float, thresholds: Thresholds) -> tuple[str, str]:
     """The pattern of one gene and why (module docstring)."""
     if not known:
         return "other", "gene not in the expression profile"
@@ -309,9 +342,9 @@ def _call(known: bool, d: float, w: float, s: float, net: float, se_d: float, se
 
     if not clear(d, se_d):
         # pooling over batches can hide a batch-wide gene's difference: a clear batch shift still explains its rank
-        if clear(s, se_s) and not (np.isfinite(w) and w >= f * s):
+        if clear(between, se_between) and not (np.isfinite(w) and w >= f * between):
             return "batch_wide", (f"{HIDDEN} ({d:.2f} +- {se_d:.2f}) but a clear shift between "
-                                  f"the groups' batches in other clusters ({s:.2f} +- {se_s:.2f})")
+                                  f"the groups' batches in other clusters ({between:.2f} +- {se_between:.2f})")
         return "other", f"{HIDDEN} ({d:.2f} +- {se_d:.2f} log2)"
     if not np.isfinite(s):
         return _within_call(d, w, se_w, thresholds)

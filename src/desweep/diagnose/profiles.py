@@ -139,10 +139,16 @@ class ExpressionProfile:
 
     def pooled_log2(self, cluster: str, batches: list[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``log2`` of the cell-weighted mean of ``cluster`` over ``batches``, and its variance."""
+        return self.weighted_log2(cluster, {b: self.cells(cluster, b) for b in batches}, rows)
+
+    def weighted_log2(self, cluster: str, weights: dict[str, float], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``log2`` of the ``weights``-weighted mean of ``cluster`` over batches (weight per batch), and its variance.
+
+        Batches where ``cluster`` is absent or the weight is not positive are left out.
+        """
         total, var, weight = np.zeros(len(rows)), np.zeros(len(rows)), 0.0
-        for batch in batches:
-            n = self.cells(cluster, batch)
-            if n <= 0:
+        for batch, n in weights.items():
+            if n <= 0 or self.cells(cluster, batch) <= 0:
                 continue
             mean, var_b = self.linear(cluster, batch, rows)
             total += n * np.nan_to_num(mean)
