@@ -136,6 +136,22 @@ def test_one_bridge_cannot_measure_the_spread():
     assert row["se_batch_shift_lfc"] == pytest.approx(np.sqrt(2 * PRECISE) / np.log(2), rel=0.01)
 
 
+def test_the_shift_is_measured_with_the_groups_own_mix_of_batches():
+    """B spans b0 (100 cells) and b1 (300), A only b0; the gene is 4 times higher in b1 in every cluster.
+
+    B against A is log2(6.5 / 2) = 1.70, all of it batch: C seen with B's mix (6.5) against A's (2) shifts by
+    as much, so the net contrast is 0 and the gene batch-wide. C's b1 against b0 alone would say 2.
+    """
+    layout = [("A", "b0"), ("C", "b0"), ("B", "b0"), ("B", "b1"), ("C", "b1")]
+    cells = pd.DataFrame({"b0": [100, 200, 100], "b1": [0, 200, 300]}, index=["A", "C", "B"])
+    prof = profile({"g": [2.0, 2.0, 2.0, 8.0, 8.0]}, layout=layout, n_cells=cells)
+    row = call(["g"], [-1.7], prof).loc["g"]
+    assert row["high_group"] == "B" and row["group_lfc"] == pytest.approx(np.log2(6.5 / 2), abs=0.01)
+    assert row["batch_shift_lfc"] == pytest.approx(row["group_lfc"], abs=0.01) and row["net_lfc"] == pytest.approx(0, abs=0.01)
+    assert row["between_batch_lfc"] == pytest.approx(2.0, abs=0.01)
+    assert row["pattern"] == "batch_wide"
+
+
 # No bridge: A, C and D in b0, B alone in b1. d = log2(16 / 2) = 3; f d = 1.5.
 NO_BRIDGE = [("A", "b0"), ("C", "b0"), ("D", "b0"), ("B", "b1")]
 NO_BRIDGE_CELLS = pd.DataFrame({"b0": [200, 200, 200, 0], "b1": [0, 0, 0, 200]}, index=["A", "C", "D", "B"])
