@@ -64,7 +64,8 @@ PRELOAD = ("numpy", "pandas", "scipy.sparse", "sklearn.covariance", "anndata", "
 
 ORIGINS = {"#19": "named in issue #19", "#19a": "tried by hand in #19 part A", "#19b": "added with this check",
            "#13": "the diagnose rules' mutations of #13 (docs/diagnostics.md)",
-           "#24-answer": "the ranked answer and the named setting"}
+           "#24-answer": "the ranked answer and the named setting",
+           "#28": "survivors named in issue #28", "#24": "the per-gene call's error bars of #24"}
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ DIAG_C = "src/desweep/diagnose/classify.py"
 DIAG_R = "src/desweep/diagnose/rank.py"
 DIAG_A = "src/desweep/diagnose/answer.py"
 T_ANSWER = ("tests/test_answer.py", "tests/test_markers.py")
+DIAG_P = "src/desweep/diagnose/profiles.py"
 T_DIAG = ("tests/test_diagnose_rules.py",) + tuple(f"tests/test_diagnose.py::{t}" for t in (
     "test_confounded_without_shared_cluster_is_not_measurable", "test_standard_errors_match_the_sampling_noise",
     "test_the_call_follows_each_genes_own_noise", "test_a_within_batch_difference_must_be_clear",
@@ -240,16 +242,17 @@ MUTATIONS: tuple[Mutation, ...] = (
              'write_csv(results["baseline_scores"].head(0), ', "baseline_scores.csv written with its header only",
              ("tests/test_baselines.py::test_cli_writes_tables_and_reports_errors",)),
     # ----------------------------------------------------------------- diagnose (#13's rules, docs/diagnostics.md)
-    Mutation("diag-both-explanations-cs", "diagnose call", DIAG_C, "    if within_ok and not shift_high:",
-             "    if within_ok:",
+    Mutation("diag-both-explanations-cs", "diagnose call", DIAG_C, "    if net_ok and not shift_high:",
+             "    if net_ok:",
              "both explanations called cluster-specific", T_DIAG, origin="#13"),
-    Mutation("diag-batch-wide-despite-within", "diagnose call", DIAG_C, "    if shift_ok and not within_high:",
+    Mutation("diag-batch-wide-despite-within", "diagnose call", DIAG_C, "    if shift_ok and not net_ok:",
              "    if shift_ok:",
-             "batch-wide despite a high within-batch lfc", T_DIAG, origin="#13"),
-    Mutation("diag-rival-needs-no-clarity", "diagnose call", DIAG_C, "    shift_ok = shift_high and clear(s, se_s) and s - z * se_s >= f * d",
+             "batch-wide despite a clear net contrast", T_DIAG, origin="#13"),
+    Mutation("diag-rival-needs-no-clarity", "diagnose call", DIAG_C, "    shift_ok = clear(s, se_s) and s - z * se_s >= f * d",
              "    shift_ok = shift_high",
              "a rival explanation needs no clarity (shift_ok = shift_high)", T_DIAG, origin="#13"),
-    Mutation("diag-within-need-not-be-clear", "diagnose call", DIAG_C, "    within_ok = within_high and clear(w, se_w)",
+    Mutation("diag-within-need-not-be-clear", "diagnose call", DIAG_C,
+             "    within_ok = within_high and w >= max(z * (se_w if np.isfinite(se_w) else np.inf), floor)",
              "    within_ok = within_high",
              "within-batch specificity need not be clear", T_DIAG, origin="#13"),
     Mutation("diag-table-direction-ignored", "diagnose call", DIAG_C, "    sign = np.where((de_sign != 0) & ~contrary, de_sign, raw_sign)",
@@ -273,6 +276,29 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("diag-hidden-shift-unchecked", "diagnose call", DIAG_C, "        & np.isfinite(magnitude) & (magnitude > 0) & ~(shift - thresholds.z * se >= f * magnitude)",
              "        & False",
              "hidden shift need not explain the table's lfc", T_DIAG, origin="#13"),
+    Mutation("diag-within-max-reference", "diagnose call", DIAG_C, "        within.append(h - other_log.mean(axis=0))",
+             "        within.append(h - other_log.max(axis=0))",
+             "the within-batch reference taken as the highest other cluster instead of the mean", T_DIAG, origin="#28"),
+    Mutation("diag-within-se-over-n", "diagnose call", DIAG_C, "/ len(others) ** 2)",
+             "/ len(others))",
+             "the within-batch SE of the others' mean divided by n instead of n^2", T_DIAG, origin="#28"),
+    Mutation("diag-net-need-not-be-clear", "diagnose call", DIAG_C, "    net_ok = clear(net, se_net)",
+             "    net_ok = net >= floor",
+             "the net contrast d - s need not be clear under its error", T_DIAG, origin="#24"),
+    Mutation("diag-shift-fixed-effect", "diagnose call", DIAG_C, "    se_shift = pooled.se_prediction if pooled else nan",
+             "    se_shift = pooled.se if pooled else nan",
+             "the groups' shift judged by the pooled SE, not the prediction SE (bridges' spread ignored)", T_DIAG, origin="#24"),
+    Mutation("diag-shift-unmatched-batches", "diagnose call", DIAG_C,
+             "        hi_log, var_hi = profile.weighted_log2(cluster, {b: profile.cells(side.high, b) for b in side.high_batches}, genes)",
+             "        hi_log, var_hi = profile.weighted_log2(cluster, {b: profile.cells(cluster, b) for b in on_hi}, genes)",
+             "the bridge's shift not weighted by the groups' batch mix (a group spanning the other's batch)", T_DIAG, origin="#24"),
+    Mutation("diag-no-count-prior", "diagnose profile", DIAG_P, "            variance = np.maximum(variance, poisson)",
+             "            variance = variance",
+             "zeros and single counts are exact (no Poisson floor)", T_DIAG, origin="#24"),
+    Mutation("diag-cells-as-replicates", "diagnose profile", DIAG_P,
+             "            variances.append(variance if between is None else np.maximum(variance, between))",
+             "            variances.append(variance)",
+             "cells counted as replicates although a sample column names donors", T_DIAG, origin="#24"),
     Mutation("rank-ok-above-half-only", "diagnose ranking", DIAG_R, '        row = {**base, "status": "ok" if best["share_cluster_specific_mean"] >= 0.5 else "weak",',
              '        row = {**base, "status": "ok" if best["share_cluster_specific_mean"] > 0.5 else "weak",',
              "status ok above half only", T_DIAG, origin="#13"),

@@ -35,7 +35,7 @@ PROFILE_GENES = {
     "batch_wide": [8.0, 8.0, 2.0, 2.0],  # d 2, w 0, s 2
     "both": [16.0, 4.0, 2.0, 1.0],  # d 3, w 2, s 2: each explains half
     "shift_unclear": [16.0, 4.0, 2.0, 1.0],  # as "both", with C in b1 too noisy for a clear shift
-    "neither": [8.0, 6.0, 2.0, 6.0],  # d 2, w 0.42, s 0
+    "also_in_c": [8.0, 6.0, 2.0, 6.0],  # d 2, w 0.42, s 0: a marker of A against B that C expresses too
     "flat": [2.1, 2.0, 2.0, 2.0],  # d 0.07: below log2 1.2
     "marker_of_b": [2.0, 2.0, 8.0, 2.0],  # d -2: higher in B, against C of b1
 }
@@ -77,25 +77,169 @@ def test_batch_shift_alone_is_batch_wide():
 
 
 def test_both_explanations_are_neither_call():
-    """Within-batch specificity and batch shift each clearly explain half the difference: no call."""
+    """A clear difference net of the shift, and a shift clearly explaining half the difference: no call."""
     row = call(["both"], [3.0]).loc["both"]
-    d, w, s = row["group_lfc"], row["within_lfc"], row["batch_shift_lfc"]
-    assert w >= d / 2 and s >= d / 2 and s - 2.33 * row["se_batch_shift_lfc"] >= d / 2
-    assert row["pattern"] == "other" and row["reason"].startswith("both cluster-specific")
+    d, s, net = row["group_lfc"], row["batch_shift_lfc"], row["net_lfc"]
+    assert net == pytest.approx(d - s) and net >= 2.33 * row["se_net_lfc"]
+    assert s >= d / 2 and s - 2.33 * row["se_batch_shift_lfc"] >= d / 2
+    assert row["pattern"] == "other" and row["reason"].startswith("both a clear difference")
 
 
-def test_an_unclear_rival_explanation_blocks_the_call():
-    """Within-batch specificity is clear, the batch shift reaches half the difference but is not clear: no call."""
+def test_an_unclear_shift_reaching_half_blocks_the_call():
+    """The batch shift reaches half the difference but is not clear, nor is the net contrast: no call."""
     row = call(["shift_unclear"], [3.0]).loc["shift_unclear"]
     d, s, se_s = row["group_lfc"], row["batch_shift_lfc"], row["se_batch_shift_lfc"]
-    assert s >= d / 2 and s < 2.33 * se_s
-    assert row["pattern"] == "other" and "only one of them clearly" in row["reason"]
+    assert s >= d / 2 and s < 2.33 * se_s and row["net_lfc"] < 2.33 * row["se_net_lfc"]
+    assert row["pattern"] == "other" and "not clearly" in row["reason"]
 
 
-def test_neither_explanation_is_other():
-    row = call(["neither"], [2.0]).loc["neither"]
-    assert row["within_lfc"] < row["group_lfc"] / 2 and row["batch_shift_lfc"] < row["group_lfc"] / 2
+def test_a_marker_also_expressed_in_a_third_cluster_is_cluster_specific():
+    """A against B net of a zero batch shift is 2 log2; C expresses it too, so it is not high only in its own cluster.
+
+    The question is A against B: the call follows the net contrast, ``own_cluster_only`` says the rest.
+    """
+    row = call(["also_in_c"], [2.0]).loc["also_in_c"]
+    assert row["within_lfc"] < row["group_lfc"] / 2 and row["batch_shift_lfc"] == pytest.approx(0.0, abs=0.01)
+    assert row["net_lfc"] == pytest.approx(2.0, abs=0.01)
+    assert row["pattern"] == "cluster_specific" and not row["own_cluster_only"]
+    assert call(["marker"], [2.0]).loc["marker", "own_cluster_only"]
+
+
+# Three bridges C1-C3 in both batches. "disagree": the bridges shift by 0, 0 and 3 log2, each measured precisely;
+# "agree": all three shift by 1. A = 2 * 2^3.5 against B = 2: d = 3.5.
+BRIDGES = [("A", "b0"), ("C1", "b0"), ("C2", "b0"), ("C3", "b0"), ("B", "b1"), ("C1", "b1"), ("C2", "b1"), ("C3", "b1")]
+BRIDGE_CELLS = pd.DataFrame({"b0": [200, 200, 200, 200, 0], "b1": [0, 200, 200, 200, 200]}, index=["A", "C1", "C2", "C3", "B"])
+HIGH = 2 * 2**3.5
+BRIDGE_GENES = {"disagree": [HIGH, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 0.25], "agree": [HIGH, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0]}
+
+
+def test_bridges_that_disagree_leave_the_groups_shift_undetermined():
+    """Shifts 0, 0 and 3: the pooled shift is 1, but an unseen cluster's could be 0 or 3 (prediction SE 2): no call.
+
+    A fixed-effect average gives 1 +- 0.01 and a clear net contrast of 2.5.
+    """
+    rows = call(["disagree", "agree"], [3.5, 3.5], profile(BRIDGE_GENES, layout=BRIDGES, n_cells=BRIDGE_CELLS))
+    row = rows.loc["disagree"]
+    # (eps = 0.01 makes the third bridge's shift log2(2.01 / 0.26) = 2.95)
+    assert row["batch_shift_lfc"] == pytest.approx(1.0, abs=0.03) and row["n_shift_clusters"] == 3
+    assert row["se_batch_shift_lfc"] == pytest.approx(2.0, abs=0.05) and row["shift_tau2"] == pytest.approx(3.0, abs=0.1)
+    assert row["shift_i2"] > 0.99 and row["shift_heterogeneous"]
     assert row["pattern"] == "other" and row["reason"].startswith("neither")
+    agree = rows.loc["agree"]
+    assert agree["batch_shift_lfc"] == pytest.approx(1.0, abs=0.01) and agree["shift_tau2"] == pytest.approx(0.0)
+    assert not agree["shift_heterogeneous"] and agree["pattern"] == "cluster_specific"
+
+
+def test_one_bridge_cannot_measure_the_spread():
+    row = call(["marker"], [2.0]).loc["marker"]
+    assert row["n_shift_clusters"] == 1 and np.isnan(row["shift_tau2"]) and not row["shift_heterogeneous"]
+    assert row["se_batch_shift_lfc"] == pytest.approx(np.sqrt(2 * PRECISE) / np.log(2), rel=0.01)
+
+
+def test_the_shift_is_measured_with_the_groups_own_mix_of_batches():
+    """B spans b0 (100 cells) and b1 (300), A only b0; the gene is 4 times higher in b1 in every cluster.
+
+    B against A is log2(6.5 / 2) = 1.70, all of it batch: C seen with B's mix (6.5) against A's (2) shifts by
+    as much, so the net contrast is 0 and the gene batch-wide. C's b1 against b0 alone would say 2.
+    """
+    layout = [("A", "b0"), ("C", "b0"), ("B", "b0"), ("B", "b1"), ("C", "b1")]
+    cells = pd.DataFrame({"b0": [100, 200, 100], "b1": [0, 200, 300]}, index=["A", "C", "B"])
+    prof = profile({"g": [2.0, 2.0, 2.0, 8.0, 8.0]}, layout=layout, n_cells=cells)
+    row = call(["g"], [-1.7], prof).loc["g"]
+    assert row["high_group"] == "B" and row["group_lfc"] == pytest.approx(np.log2(6.5 / 2), abs=0.01)
+    assert row["batch_shift_lfc"] == pytest.approx(row["group_lfc"], abs=0.01) and row["net_lfc"] == pytest.approx(0, abs=0.01)
+    assert row["between_batch_lfc"] == pytest.approx(2.0, abs=0.01)
+    assert row["pattern"] == "batch_wide"
+
+
+# No bridge: A, C and D in b0, B alone in b1. d = log2(16 / 2) = 3; f d = 1.5.
+NO_BRIDGE = [("A", "b0"), ("C", "b0"), ("D", "b0"), ("B", "b1")]
+NO_BRIDGE_CELLS = pd.DataFrame({"b0": [200, 200, 200, 0], "b1": [0, 0, 0, 200]}, index=["A", "C", "D", "B"])
+NO_BRIDGE_GENES = {
+    "mean_reference": [16.0, 2.0, 8.0, 2.0],  # w = 4 - (1 + 3) / 2 = 2 against the mean log; 1 against the highest
+    "noisy_others": [16.0, 4.0, 4.0, 2.0],  # w = 2, C and D each with relative variance 0.5
+    "low_within": [16.0, 8.0, 8.0, 2.0],  # w = 1 < f d
+}
+
+
+def no_bridge_call(gene: str):
+    noisy = {("noisy_others", ("C", "b0")): 0.5, ("noisy_others", ("D", "b0")): 0.5}
+    prof = profile(NO_BRIDGE_GENES, layout=NO_BRIDGE, n_cells=NO_BRIDGE_CELLS, noisy=noisy)
+    return call([gene], [3.0], prof).loc[gene]
+
+
+def test_without_bridges_the_within_batch_rule_decides_against_the_mean_of_the_others():
+    row = no_bridge_call("mean_reference")
+    assert np.isnan(row["batch_shift_lfc"]) and row["n_shift_clusters"] == 0
+    assert row["within_lfc"] == pytest.approx(2.0, abs=0.01) and row["within_lfc_vs_next"] == pytest.approx(1.0, abs=0.01)
+    assert row["pattern"] == "cluster_specific" and "batch shift not measurable" in row["reason"]
+    low = no_bridge_call("low_within")
+    assert low["pattern"] == "other" and "does not clearly reach" in low["reason"]
+
+
+def test_the_within_batch_error_averages_the_other_clusters():
+    """Two noisy others (relative variance 0.5 each) enter as their mean: variance (0.5 + 0.5) / 2^2 (ln units).
+
+    se_w = 0.72 log2 and w = 2 >= 2.33 se_w: clear. Divided by 2 instead of 4, se_w = 1.02 and w is not clear.
+    """
+    row = no_bridge_call("noisy_others")
+    expected = np.sqrt(PRECISE + (0.5 + 0.5) / 4) / np.log(2)
+    assert row["se_within_lfc"] == pytest.approx(expected, rel=0.01)
+    assert row["pattern"] == "cluster_specific"
+
+
+# --------------------------------------------------------------------------- error bars from counts
+def counts_adata(counts: dict[str, list[float]], cells: list[tuple[str, str, int]], samples: list[str] | None = None):
+    """AnnData of raw counts: ``cells`` (cluster, batch, n) in order, ``counts[gene]`` one value per cell."""
+    import anndata as ad
+
+    obs = pd.DataFrame({"cell_type": [c for c, _, n in cells for _ in range(n)], "batch": [b for _, b, n in cells for _ in range(n)]})
+    if samples is not None:
+        obs["sample"] = samples
+    obs.index = [f"cell{i}" for i in range(len(obs))]
+    x = np.column_stack([np.asarray(v, dtype=float) for v in counts.values()])
+    return ad.AnnData(x, obs=obs, var=pd.DataFrame(index=list(counts)))
+
+
+def test_a_few_single_counts_are_not_exact():
+    """3 single counts in 20 cells of A, none elsewhere (an exact test: p = 0.125): not a marker.
+
+    20 cells of A, C, B and C per batch; a housekeeping gene of 20 counts and ten genes seen in every tenth cell
+    (the median gene mean 0.1 sets eps 0.01). Without a count floor the zero means have no error and d = 4 is clear.
+    60 counts in A against none stays clear.
+    """
+    from desweep.diagnose import classify_genes, raw_profile
+
+    cells = [("A", "b0", 20), ("C", "b0", 20), ("B", "b1", 20), ("C", "b1", 20)]
+    n = 80
+    counts = {"hk": [20.0] * n, **{f"s{g}": [float(i % 10 == g) for i in range(n)] for g in range(10)},
+              "null": [1.0 if i < 3 else 0.0 for i in range(n)], "real": [3.0 if i < 20 else 0.0 for i in range(n)]}
+    prof = raw_profile(counts_adata(counts, cells), group_key="cell_type", batch_key="batch")
+    calls = classify_genes(prof, ["null", "real"], np.array([1.0, 1.0]), group1="A", group2="B")
+    assert calls.loc["null", "pattern"] == "other" and calls.loc["null", "reason"].startswith("raw group difference not clear")
+    assert calls.loc["real", "pattern"] == "cluster_specific"
+
+
+def test_donors_are_the_replicates_when_a_sample_column_exists():
+    """A's two donors (20 cells each) express the gene at 10 and 1 counts, B's and C's at 1: one donor's marker.
+
+    Counting cells as replicates, A's mean 5.5 is precise and the call clear; with the donors as replicates its
+    error is the donors' spread (10 against 1), and no call.
+    """
+    from desweep.diagnose import classify_genes, raw_profile
+
+    cells = [("A", "b0", 40), ("C", "b0", 40), ("B", "b1", 40), ("C", "b1", 40)]
+    n = 160
+    gene = [10.0 if i < 20 else 1.0 for i in range(n)]
+    samples = [f"donor{i // 20}" for i in range(n)]
+    adata = counts_adata({"hk": [200.0] * n, **{f"s{g}": [1.0] * n for g in range(10)}, "m": gene}, cells, samples)  # eps 0.1
+    by_donor = raw_profile(adata, group_key="cell_type", batch_key="batch")
+    by_cell = raw_profile(adata, group_key="cell_type", batch_key="batch", sample_key=None)
+    calls = {name: classify_genes(prof, ["m"], np.array([1.0]), group1="A", group2="B").loc["m"]
+             for name, prof in (("donor", by_donor), ("cell", by_cell))}
+    assert calls["cell"]["group_lfc"] > 2  # about log2(5.4 / 1.1)
+    assert calls["cell"]["pattern"] == "cluster_specific"
+    assert calls["donor"]["pattern"] == "other" and calls["donor"]["se_group_lfc"] > 3 * calls["cell"]["se_group_lfc"]
 
 
 def test_no_clear_raw_difference_is_other():

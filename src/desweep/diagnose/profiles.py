@@ -1,18 +1,39 @@
 """Expression of every gene in every present cluster x batch, with its sampling noise.
 
 ``raw`` (always): from the raw counts, each cell scaled to the median library
-size; per present cluster x batch the mean of these depth-normalized counts,
-and the squared *relative* standard error of that mean,
-``rel_var = var(x) / n / (mean + eps)^2`` (``var`` over the cells, ``n`` the
-cells): by the delta method the variance of ``ln(mean + eps)``.
+size; per present cluster x batch the mean of these depth-normalized counts
+with a count-scale prior, and the squared *relative* standard error of that
+mean, ``rel_var = var(mean) / (mean + eps)^2``: by the delta method the
+variance of ``ln(mean + eps)``.
+
+The prior: ``u`` is one count in depth-normalized units (the cells' mean scale
+factor times the smallest positive count in the data, 1 for integer counts),
+``T = mean n / u`` the counts behind a mean of ``n`` cells. The mean is the
+posterior mean of a Poisson rate given ``T`` counts and a prior worth ``c0``
+counts (:data:`DEFAULT_PRIOR_COUNT`), ``(T + c0) u / n``, and ``var(mean)`` is
+the largest of three estimates, since each alone can be too small:
+
+- the spread over the cells, ``var(x) / n``;
+- the Poisson variance of that rate, ``(T + c0) u^2 / n^2``: an all-zero
+  cluster x batch, or a few single counts, are never exact (without it, a
+  gene seen three times in one group and never elsewhere has a difference with
+  no error at all; with it, its error is that of three counts against none);
+- with a sample column (``sample_key``, obs ``sample`` by default) and at least
+  two samples in the cluster x batch: the spread of the samples' means over the
+  number of samples, since cells of one donor are not independent replicates
+  of the group.
+
+With hundreds of cells the prior moves a mean by half a count over all of
+them: it matters only where counts are few.
 
 scVI choices (``cluster_batch_means.csv``): one further profile per choice. Its
 means are scVI's; a choice has no per-cell spread of its own, so it borrows
 the raw profile's relative standard errors (the same cells): a conservative
 noise level, since scVI's means are smoother than raw ones.
 
-``eps`` is one tenth of the profile's median gene mean: multiplying a profile
-by any constant changes no log fold change and no relative error (scale-free).
+``eps`` is one tenth of the profile's median gene mean, and the count unit is
+measured in the data: multiplying every count by a constant changes no log
+fold change and no relative error (scale-free).
 """
 
 from __future__ import annotations
@@ -37,6 +58,8 @@ logger = logging.getLogger(__name__)
 RAW = "raw"
 MEANS_REQUIRED = ("gene", "cluster", "batch", "choice", "mean")
 DEFAULT_PSEUDOCOUNT_FRACTION = 0.1
+#: prior count of the Poisson floor (module docstring): half a count per cluster x batch
+DEFAULT_PRIOR_COUNT = 0.5
 
 
 @dataclass
@@ -116,10 +139,16 @@ class ExpressionProfile:
 
     def pooled_log2(self, cluster: str, batches: list[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``log2`` of the cell-weighted mean of ``cluster`` over ``batches``, and its variance."""
+        return self.weighted_log2(cluster, {b: self.cells(cluster, b) for b in batches}, rows)
+
+    def weighted_log2(self, cluster: str, weights: dict[str, float], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``log2`` of the ``weights``-weighted mean of ``cluster`` over batches (weight per batch), and its variance.
+
+        Batches where ``cluster`` is absent or the weight is not positive are left out.
+        """
         total, var, weight = np.zeros(len(rows)), np.zeros(len(rows)), 0.0
-        for batch in batches:
-            n = self.cells(cluster, batch)
-            if n <= 0:
+        for batch, n in weights.items():
+            if n <= 0 or self.cells(cluster, batch) <= 0:
                 continue
             mean, var_b = self.linear(cluster, batch, rows)
             total += n * np.nan_to_num(mean)
@@ -154,9 +183,44 @@ def presence_counts(obs: pd.DataFrame, *, group_key: str, batch_key: str, rule: 
     return present
 
 
+def count_unit(x) -> float:
+    """One count in the data's own units: the smallest positive value (1 for integer counts; scale-free)."""
+    values = x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else np.asarray(x).ravel()
+    positive = values[values > 0]
+    return float(positive.min()) if positive.size else 1.0
+
+
+def count_prior(mean: np.ndarray, unit: float, n: int, prior_count: float) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and Poisson variance of a mean of ``n`` cells given a prior of ``prior_count`` counts.
+
+    ``unit``: one count in the mean's units; ``T = mean n / u`` counts give
+    ``(T + c0) u / n`` and ``(T + c0) u^2 / n^2``.
+    """
+    posterior = mean + prior_count * unit / n
+    return posterior, posterior * unit / n
+
+
+def between_sample_variance(normalized, cells: np.ndarray, samples: np.ndarray) -> np.ndarray | None:
+    """Variance of a mean from the spread of its samples' means (``None`` with fewer than two samples)."""
+    import scipy.sparse as sp
+
+    codes, members = np.unique(samples[cells], return_inverse=True)
+    if codes.size < 2:
+        return None
+    indicator = sp.csr_matrix((np.ones(cells.size), (members, np.arange(cells.size))), shape=(codes.size, cells.size))
+    sizes = np.asarray(indicator.sum(axis=1)).ravel()
+    sample_means = sp.diags(1.0 / sizes) @ indicator @ normalized[cells]
+    sample_means = np.asarray(sample_means.todense() if sp.issparse(sample_means) else sample_means)
+    return sample_means.var(axis=0, ddof=1) / codes.size
+
+
 def raw_profile(adata: AnnData, *, group_key: str, batch_key: str, rule: PresenceRule = PresenceRule(),
-                pseudocount_fraction: float = DEFAULT_PSEUDOCOUNT_FRACTION) -> ExpressionProfile:
-    """Mean depth-normalized counts per present cluster x batch from raw counts in ``adata.X``, with their errors."""
+                pseudocount_fraction: float = DEFAULT_PSEUDOCOUNT_FRACTION, sample_key: str | None = keys.SAMPLE,
+                prior_count: float = DEFAULT_PRIOR_COUNT) -> ExpressionProfile:
+    """Mean depth-normalized counts per present cluster x batch from raw counts in ``adata.X``, with their errors.
+
+    ``sample_key``: obs column of biological samples (donors); used where present (module docstring).
+    """
     import scipy.sparse as sp
 
     n_cells = presence_counts(adata.obs, group_key=group_key, batch_key=batch_key, rule=rule)
@@ -165,10 +229,12 @@ def raw_profile(adata: AnnData, *, group_key: str, batch_key: str, rule: Presenc
     library = np.asarray(x.sum(axis=1)).ravel().astype(float)
     median = float(np.median(library[library > 0])) if (library > 0).any() else 1.0
     scale = np.divide(median, library, out=np.zeros_like(library), where=library > 0)
+    unit = count_unit(x)
     normalized = sp.diags(scale) @ x
     squared = normalized.multiply(normalized).tocsr()
     groups = adata.obs[group_key].astype(str).to_numpy()
     batches = adata.obs[batch_key].astype(str).to_numpy()
+    samples = adata.obs[sample_key].astype(str).to_numpy() if sample_key and sample_key in adata.obs.columns else None
     columns, means, variances = [], [], []
     for cluster in n_cells.index:
         for batch in n_cells.columns:
@@ -178,7 +244,11 @@ def raw_profile(adata: AnnData, *, group_key: str, batch_key: str, rule: Presenc
             mean = np.asarray(normalized[cells].mean(axis=0)).ravel()
             spread = np.asarray(squared[cells].mean(axis=0)).ravel() - mean**2
             n = cells.size
-            variances.append(np.clip(spread, 0, None) * n / max(n - 1, 1) / n)  # variance of the mean
+            variance = np.clip(spread, 0, None) * n / max(n - 1, 1) / n  # variance of the mean over cells
+            between = between_sample_variance(normalized, cells, samples) if samples is not None else None
+            mean, poisson = count_prior(mean, unit * float(scale[cells].mean()), n, prior_count)
+            variance = np.maximum(variance, poisson)
+            variances.append(variance if between is None else np.maximum(variance, between))
             means.append(mean)
             columns.append((cluster, batch))
     index = pd.MultiIndex.from_tuples(columns, names=["cluster", "batch"])
@@ -215,9 +285,11 @@ def means_profiles(means: pd.DataFrame, raw: ExpressionProfile, *, source: str =
 
 def build_profiles(adata: AnnData, means: pd.DataFrame | None, *, group_key: str, batch_key: str,
                    presence: PresenceRule = PresenceRule(),
-                   pseudocount_fraction: float = DEFAULT_PSEUDOCOUNT_FRACTION) -> dict[str, ExpressionProfile]:
+                   pseudocount_fraction: float = DEFAULT_PSEUDOCOUNT_FRACTION,
+                   sample_key: str | None = keys.SAMPLE) -> dict[str, ExpressionProfile]:
     """``{"raw": ..., <choice>: ...}``: the raw profile first, then one per scVI choice in ``means``."""
-    raw = raw_profile(adata, group_key=group_key, batch_key=batch_key, rule=presence, pseudocount_fraction=pseudocount_fraction)
+    raw = raw_profile(adata, group_key=group_key, batch_key=batch_key, rule=presence, pseudocount_fraction=pseudocount_fraction,
+                      sample_key=sample_key)
     profiles = {RAW: raw}
     if means is not None:
         for name, profile in means_profiles(means, raw, pseudocount_fraction=pseudocount_fraction).items():
