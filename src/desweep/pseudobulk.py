@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 UNIT_COLUMN = "_desweep_unit"
 
 
-def sum_counts(adata: AnnData, units: pd.Series | np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+def sum_counts(adata: AnnData, units: pd.Series | np.ndarray, *, with_variance: bool = False,
+               ) -> tuple[pd.DataFrame, np.ndarray] | tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Raw counts of ``adata.X`` summed per unit label.
 
     Parameters
@@ -40,7 +41,9 @@ def sum_counts(adata: AnnData, units: pd.Series | np.ndarray) -> tuple[pd.DataFr
     Returns
     -------
     ``(counts, n_cells)``: units x genes integer counts (index: the unit labels,
-    columns: ``adata.var_names`` as text) and the cells per unit.
+    columns: ``adata.var_names`` as text) and the cells per unit; with
+    ``with_variance`` also the variance of each sum with the unit's cells as
+    replicates (``n_cells`` times the cells' variance), same shape as ``counts``.
     """
     import anndata as ad
     import scanpy as sc
@@ -48,13 +51,17 @@ def sum_counts(adata: AnnData, units: pd.Series | np.ndarray) -> tuple[pd.DataFr
     labels = pd.Categorical(np.asarray(units, dtype=str))
     labels = labels.reorder_categories(sorted(labels.categories))
     light = ad.AnnData(X=adata.X, obs=pd.DataFrame({UNIT_COLUMN: labels}, index=np.arange(adata.n_obs).astype(str)))
-    summed = sc.get.aggregate(light, by=UNIT_COLUMN, func="sum")
+    summed = sc.get.aggregate(light, by=UNIT_COLUMN, func=["sum", "var"] if with_variance else "sum")
     order = [str(u) for u in summed.obs[UNIT_COLUMN]]
     values = np.asarray(summed.layers["sum"])
     counts = pd.DataFrame(np.rint(values).astype(np.int64), index=order, columns=adata.var_names.astype(str))
     n_cells = pd.Series(np.asarray(labels.codes)).value_counts().reindex(range(len(labels.categories)), fill_value=0)
     by_label = dict(zip(labels.categories, n_cells.to_numpy(), strict=True))
-    return counts, np.array([by_label[u] for u in order], dtype=np.int64)
+    cells = np.array([by_label[u] for u in order], dtype=np.int64)
+    if not with_variance:
+        return counts, cells
+    variance = np.nan_to_num(np.asarray(summed.layers["var"], dtype=float)) * cells[:, None]
+    return counts, cells, pd.DataFrame(variance, index=counts.index, columns=counts.columns)
 
 
 @contextlib.contextmanager

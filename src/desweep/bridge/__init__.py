@@ -62,7 +62,7 @@ def _choose_design(units: Units, pairs: list[tuple[str, str]]) -> tuple[Units, s
 
 def _subset(units: Units, batches: frozenset[str]) -> Units:
     rows = units.meta["batch"].isin(batches).to_numpy()
-    return Units(counts=units.counts.loc[rows], meta=units.meta.loc[rows], present=units.present, samples=units.samples)
+    return Units(counts=units.counts.loc[rows], variance=units.variance.loc[rows], meta=units.meta.loc[rows], present=units.present, samples=units.samples)
 
 
 def _ranked(table: pd.DataFrame) -> pd.DataFrame:
@@ -75,8 +75,7 @@ def _ranked(table: pd.DataFrame) -> pd.DataFrame:
 def _comparison_rows(dds, units: Units, comp: pd.Series, ident: Identifiability, *, alpha: float, threads: int) -> pd.DataFrame:
     g1, g2 = str(comp["group1"]), str(comp["group2"])
     table = contrast(dds, g1, g2, threads=threads)
-    dispersion = dds.var["dispersions"].reindex(table["gene"]).to_numpy(float)
-    shifts, variances = bridge_shifts(units, ident.bridges, ident.batches1, ident.batches2, dispersion)
+    shifts, variances = bridge_shifts(units, ident.bridges, ident.batches1, ident.batches2)
     shift = shift_table(table["lfc"].to_numpy(float), shifts, variances, alpha=alpha)
     table["lfc_lower"] = lower_bound(table["lfc"].to_numpy(float), table["se"].to_numpy(float), alpha=alpha,
                                      extra_var=shift["shift_tau2"].to_numpy(float))

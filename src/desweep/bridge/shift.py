@@ -4,9 +4,13 @@ In each bridge (a cluster present in one of group1's batches and one of
 group2's) the shift is ``log2 CPM`` in group1's batches minus ``log2 CPM`` in
 group2's batches, from the bridge's pseudobulk counts ``y`` over a library of
 ``N`` counts: ``log2((y + 0.5) / (N + 1) * 1e6)``. Its variance on the natural
-log scale is ``1 / (y + 0.5)`` (Poisson, with the same half count as the
-estimate, so an all-zero unit has a finite, non-zero variance) plus the GLM's
-dispersion over the units summed, then divided by ``ln(2)^2``. The bridges are
+log scale (delta method) is ``var(y) / (y + 0.5)^2`` with ``var(y)`` from the
+cells as replicates (so overdispersion between cells counts), floored at the
+Poisson ``1 / (y + 0.5)`` (the same half count as the estimate, so an all-zero
+unit has a finite, non-zero variance), then divided by ``ln(2)^2``. The GLM's
+dispersion is not used here: without samples it is measured on the residuals
+of ``~ batch + cluster``, which are the very differences between bridges that
+this test is meant to detect. The bridges are
 pooled with :func:`desweep.meta.random_effects`; the GLM's contrast already
 removes a common shift, and the spread of the shift across bridges says how
 far the compared groups' own, unseen shift may be from it.
@@ -28,26 +32,24 @@ SHIFT_COLUMNS = ["shift_lfc", "se_shift_prediction", "shift_tau2", "shift_i2", "
 LN2_SQUARED = np.log(2.0) ** 2
 
 
-def _side(units: Units, cluster: str, batches: list[str], dispersion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rows = (units.meta["cluster"] == cluster) & units.meta["batch"].isin(batches)
-    y = units.counts.loc[rows.to_numpy()].to_numpy(float).sum(axis=0)
+def _side(units: Units, cluster: str, batches: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    rows = ((units.meta["cluster"] == cluster) & units.meta["batch"].isin(batches)).to_numpy()
+    y = units.counts.loc[rows].to_numpy(float).sum(axis=0)
+    var_y = units.variance.loc[rows].to_numpy(float).sum(axis=0)
     library = float(units.meta.loc[rows, "library_size"].sum())
-    n_units = int(rows.sum())
     log2_cpm = np.log2((y + 0.5) / (library + 1.0) * 1e6)
-    variance = (1.0 / (y + 0.5) + dispersion / max(n_units, 1)) / LN2_SQUARED
+    variance = np.maximum(var_y / (y + 0.5) ** 2, 1.0 / (y + 0.5)) / LN2_SQUARED
     return log2_cpm, variance
 
 
-def bridge_shifts(units: Units, bridges: list[str], batches1: list[str], batches2: list[str],
-                  dispersion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bridge_shifts(units: Units, bridges: list[str], batches1: list[str], batches2: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per bridge and gene: the log2 shift (group1's batches minus group2's) and its variance (bridges x genes)."""
-    dispersion = np.nan_to_num(np.asarray(dispersion, dtype=float), nan=0.0)
     shifts, variances = [], []
     for cluster in bridges:
         in1 = [b for b in units.present[cluster] if b in batches1]
         in2 = [b for b in units.present[cluster] if b in batches2]
-        level1, var1 = _side(units, cluster, in1, dispersion)
-        level2, var2 = _side(units, cluster, in2, dispersion)
+        level1, var1 = _side(units, cluster, in1)
+        level2, var2 = _side(units, cluster, in2)
         shifts.append(level1 - level2)
         variances.append(var1 + var2)
     n_genes = units.counts.shape[1]

@@ -35,6 +35,8 @@ class Units:
     ----------
     counts
         Units x genes summed raw counts (index ``u0``, ``u1``, ...).
+    variance
+        The variance of each sum with the unit's cells as replicates (same shape).
     meta
         Per unit: ``cluster``, ``batch``, ``sample`` (``""`` without samples), ``n_cells``, ``library_size``.
     present
@@ -44,6 +46,7 @@ class Units:
     """
 
     counts: pd.DataFrame
+    variance: pd.DataFrame
     meta: pd.DataFrame
     present: dict[str, list[str]]
     samples: bool
@@ -93,7 +96,7 @@ def build_units(adata: AnnData, present: dict[str, list[str]], *, group_key: str
     # fixed-width codes sort like the names they stand for, whatever characters the names hold
     labels = np.array([f"{cluster_code[c]:06d}|{batch_code[b]:06d}|{sample_code[s]:06d}"
                        for c, b, s in zip(cluster[keep], batch[keep], sample[keep], strict=True)], dtype=object)
-    counts, n_cells = sum_counts(adata[keep], labels)
+    counts, n_cells, variance = sum_counts(adata[keep], labels, with_variance=True)
     clusters, batches, samples = sorted(cluster_code), sorted(batch_code), sorted(sample_code)
     codes = [tuple(int(x) for x in label.split("|")) for label in counts.index]
     meta = pd.DataFrame({
@@ -101,7 +104,7 @@ def build_units(adata: AnnData, present: dict[str, list[str]], *, group_key: str
         "sample": [samples[s] for _, _, s in codes], "n_cells": n_cells,
         "library_size": counts.sum(axis=1).to_numpy(),
     }, index=[f"u{i}" for i in range(len(codes))])
-    return Units(counts=counts.set_axis(meta.index, axis=0), meta=meta, present=present, samples=bool(sample_key))
+    return Units(counts=counts.set_axis(meta.index, axis=0), variance=variance.set_axis(meta.index, axis=0), meta=meta, present=present, samples=bool(sample_key))
 
 
 def components(present: dict[str, list[str]]) -> dict[str, frozenset[str]]:
