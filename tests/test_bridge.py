@@ -91,6 +91,8 @@ def test_heterogeneous_bridges_widen_the_prediction():
     g0 = table.loc[BATCH_GENE]
     assert bool(g0["heterogeneous"]) and g0["shift_q_pvalue"] < 0.01 and g0["shift_i2"] > 0.9
     assert g0["se_shift_prediction"] > 1.0 and g0["lobo_lfc_max"] - g0["lobo_lfc_min"] > 0.5
+    # leaving out the bridge that shifted (3 of the pooled ~1 log2) raises the contrast most
+    assert g0["lobo_lfc_max"] - g0["lfc"] > g0["lfc"] - g0["lobo_lfc_min"] > 0
     assert not bool(table.loc[MARKER, "heterogeneous"])
 
 
@@ -98,6 +100,15 @@ def test_heterogeneous_is_relative_to_the_contrast():
     lfc = np.array([0.1, 10.0])
     assert list(heterogeneous(lfc, np.array([0.5, 0.5]), np.array([1e-4, 1e-4]), alpha=0.01)) == [True, False]
     assert list(heterogeneous(lfc, np.array([0.5, 0.5]), np.array([0.5, 0.5]), alpha=0.01)) == [False, False]
+
+
+def test_lower_bound_widens_with_the_shift_spread():
+    from desweep.bridge.fit import lower_bound
+
+    lfc, se = np.array([3.0, -3.0, 0.1]), np.array([0.1, 0.1, 0.1])
+    assert lower_bound(lfc, se, alpha=0.01) == pytest.approx([3.0 - 0.2576, 3.0 - 0.2576, 0.0], abs=1e-3)
+    assert lower_bound(lfc, se, alpha=0.01, extra_var=np.array([1.0, np.nan, 0.0])) == pytest.approx(
+        [max(0.0, 3.0 - 2.5758 * np.sqrt(1.01)), 3.0 - 0.2576, 0.0], abs=1e-3)
 
 
 def test_single_bridge():
