@@ -135,6 +135,14 @@ def test_no_bridge_gives_no_numbers():
     assert summary.loc["H_vs_B", "verdict"] == "same_batch"
 
 
+def test_no_residual_degree_of_freedom_gives_no_numbers():
+    """One bridge between two batches: 4 units for 4 coefficients, so no dispersion can be estimated."""
+    result = run(counts({"H": ["b1"], "L": ["b2"], "B": ["b1", "b2"]}), comparisons(("H", "L")))
+    summary = result["bridge_summary"].iloc[0]
+    assert summary["verdict"] == "not_identifiable" and "no residual degree of freedom" in summary["reason"]
+    assert summary["bridges"] == "B" and result["bridge"].empty
+
+
 def test_nothing_identifiable_gives_empty_table():
     result = run(counts({"H": ["b1"], "L": ["b2"]}), comparisons(("H", "L")))
     assert result["bridge"].empty and list(result["bridge"].columns) == BRIDGE_COLUMNS

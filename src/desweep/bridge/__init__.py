@@ -87,6 +87,35 @@ def _comparison_rows(dds, units: Units, comp: pd.Series, ident: Identifiability,
     return _ranked(table).reindex(columns=BRIDGE_COLUMNS)
 
 
+def _fit_component(units: Units, members: pd.DataFrame, verdicts: dict[str, Identifiability], *, alpha: float,
+                   threads: int) -> tuple[list[pd.DataFrame], dict[str, tuple[int, str]]]:
+    """One GLM over a linked set of batches and every estimable comparison in it; ``verdicts`` updated in place."""
+    pairs = list(zip(members["group1"], members["group2"], strict=True))
+    units, term, note = _choose_design(units, pairs)
+    for cid, g1, g2 in members[["comparison_id", "group1", "group2"]].itertuples(index=False):
+        ok, why = estimable(units.meta, term, [(g1, g2)])
+        if not ok:
+            v = verdicts[cid]
+            verdicts[cid] = Identifiability("not_identifiable", v.bridges, v.batches1, v.batches2, v.component,
+                                            f"the GLM ~ {term} + cluster cannot estimate it: {why}")
+    members = members[[verdicts[c].verdict != "not_identifiable" for c in members["comparison_id"]]]
+    if members.empty:
+        return [], {}
+    start = time.perf_counter()
+    dds = fit(units, term, threads=threads)
+    logger.info("bridge GLM ~ %s + cluster: %d units x %d genes in %.1f s", term, len(units.meta), units.counts.shape[1],
+                time.perf_counter() - start)
+    tables, designs = [], {}
+    for _, comp in members.iterrows():
+        cid = comp["comparison_id"]
+        tables.append(_comparison_rows(dds, units, comp, verdicts[cid], alpha=alpha, threads=threads))
+        if note:
+            v = verdicts[cid]
+            verdicts[cid] = Identifiability(v.verdict, v.bridges, v.batches1, v.batches2, v.component, f"{v.reason}; {note}")
+        designs[cid] = (len(units.meta), f"~ {term} + cluster")
+    return tables, designs
+
+
 def bridge_contrast(
     adata: AnnData,
     comparisons: pd.DataFrame,
@@ -138,31 +167,13 @@ def bridge_contrast(
     verdicts = {cid: identify(g1, g2, present) for cid, g1, g2 in comps[["comparison_id", "group1", "group2"]].itertuples(index=False)}
     wanted = {v.component for v in verdicts.values() if v.verdict != "not_identifiable"}
     all_units = build_units(adata, present, group_key=group_key, batch_key=batch_key, sample_key=sample_key) if wanted else None
-    tables, summary = [], []
+    tables, fitted = [], {}
     for component in sorted(wanted, key=sorted):
         members = comps[[verdicts[c].component == component and verdicts[c].verdict != "not_identifiable"
                          for c in comps["comparison_id"]]]
-        pairs = list(zip(members["group1"], members["group2"], strict=True))
-        units, term, note = _choose_design(_subset(all_units, component), pairs)
-        ok, why = estimable(units.meta, term, pairs)
-        if not ok:
-            for cid in members["comparison_id"]:
-                v = verdicts[cid]
-                verdicts[cid] = Identifiability("not_identifiable", v.bridges, v.batches1, v.batches2, v.component,
-                                                f"the GLM ~ {term} + cluster cannot be fitted: {why}")
-            continue
-        start = time.perf_counter()
-        dds = fit(units, term, threads=threads)
-        logger.info("bridge GLM ~ %s + cluster: %d units x %d genes in %.1f s", term, len(units.meta),
-                    units.counts.shape[1], time.perf_counter() - start)
-        for _, comp in members.iterrows():
-            cid = comp["comparison_id"]
-            tables.append(_comparison_rows(dds, units, comp, verdicts[cid], alpha=alpha, threads=threads))
-            reason = verdicts[cid].reason + (f"; {note}" if note else "")
-            verdicts[cid] = Identifiability(verdicts[cid].verdict, verdicts[cid].bridges, [], [], component,
-                                            reason)
-            summary.append((cid, len(units.meta), f"~ {term} + cluster"))
-    fitted = {cid: (n, design) for cid, n, design in summary}
+        part, designs = _fit_component(_subset(all_units, component), members, verdicts, alpha=alpha, threads=threads)
+        tables += part
+        fitted.update(designs)
     rows = []
     for cid, g1, g2 in comps[["comparison_id", "group1", "group2"]].itertuples(index=False):
         v = verdicts[cid]
