@@ -105,6 +105,10 @@ T_DIAG = ("tests/test_diagnose_rules.py",) + tuple(f"tests/test_diagnose.py::{t}
     "test_the_call_follows_each_genes_own_noise", "test_a_within_batch_difference_must_be_clear",
     "test_a_hidden_shift_must_explain_the_tables_fold_change"))
 
+BRIDGE_SHIFT = "src/desweep/bridge/shift.py"
+BRIDGE_UNITS = "src/desweep/bridge/units.py"
+T_BRIDGE = "tests/test_bridge.py"
+
 MUTATIONS: tuple[Mutation, ...] = (
     # ----------------------------------------------------------------- DE samplers
     Mutation("de-filter-ignored", "DE sampler", DE_SAMPLING, "        if filt:\n            idx = _filter_outliers(",
@@ -302,8 +306,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("rank-ok-above-half-only", "diagnose ranking", DIAG_R, '        row = {**base, "status": "ok" if best["share_cluster_specific_mean"] >= 0.5 else "weak",',
              '        row = {**base, "status": "ok" if best["share_cluster_specific_mean"] > 0.5 else "weak",',
              "status ok above half only", T_DIAG, origin="#13"),
-    Mutation("rank-every-setting-recommended", "diagnose ranking", DIAG_R, '        scores.loc[tie_band(order).index, "recommended"] = True',
-             '        scores.loc[order.index, "recommended"] = True',
+    Mutation("rank-every-setting-recommended", "diagnose ranking", DIAG_R, '            scores.loc[tie_band(settings).index, "recommended"] = True',
+             '            scores.loc[settings.index, "recommended"] = True',
              "every setting recommended", T_DIAG, origin="#13"),
     Mutation("rank-no-tie-band", "diagnose ranking", DIAG_R, '    band = band_width(p, int(best["n_top"]))',
              "    band = 0.0",
@@ -347,6 +351,42 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("rank-robust-setting-ignored", "diagnose ranking", DIAG_R, "    return band.loc[robust[0]] if robust else ranked.iloc[0]",
              "    return ranked.iloc[0]", "the best-scoring setting named even when the robust one ties with it (winner's curse)",
              ("tests/test_answer.py",), origin="#24-answer"),
+    # ----------------------------------------------------------------- the bridge contrast
+    Mutation("bridge-shift-sign", "bridge contrast", BRIDGE_SHIFT, "        shifts.append(level1 - level2)",
+             "        shifts.append(level2 - level1)", "the batch shift measured from group2's batches to group1's",
+             (T_BRIDGE,)),
+    Mutation("bridge-no-poisson-floor", "bridge contrast", BRIDGE_SHIFT,
+             "    variance = np.maximum(var_y / (y + 0.5) ** 2, 1.0 / (y + 0.5)) / LN2_SQUARED",
+             "    variance = var_y / (y + 0.5) ** 2 / LN2_SQUARED", "an all-zero bridge has variance 0 and takes all the weight",
+             (T_BRIDGE,)),
+    Mutation("bridge-heterogeneous-without-q", "bridge contrast", BRIDGE_SHIFT,
+             "        return (np.nan_to_num(q_pvalue, nan=1.0) < alpha) & ",
+             "        return ", "heterogeneity flagged without a significant Q test", (T_BRIDGE,)),
+    Mutation("bridge-heterogeneous-absolute", "bridge contrast", BRIDGE_SHIFT,
+             "(z * np.sqrt(np.nan_to_num(tau2)) >= np.abs(np.nan_to_num(lfc)) / 2)",
+             "(z * np.sqrt(np.nan_to_num(tau2)) >= 0)", "heterogeneity not judged against the gene's own contrast",
+             (T_BRIDGE,)),
+    Mutation("bridge-lobo-sign", "bridge contrast", BRIDGE_SHIFT,
+             "            lobo[i] = lfc + pooled.mean - random_effects(shifts[rest], variances[rest]).mean",
+             "            lobo[i] = lfc - pooled.mean + random_effects(shifts[rest], variances[rest]).mean",
+             "leaving a bridge out moves the contrast the wrong way", (T_BRIDGE,)),
+    Mutation("bridge-lower-bound-no-tau", "bridge contrast", "src/desweep/bridge/fit.py",
+             "    variance = se**2 + (0.0 if extra_var is None else np.nan_to_num(extra_var))",
+             "    variance = se**2", "the lower bound of |lfc| ignores the spread of the shift across bridges", (T_BRIDGE,)),
+    Mutation("bridge-one-bridge-identifiable", "bridge contrast", BRIDGE_UNITS, "    if len(bridges) >= 2:",
+             "    if len(bridges) >= 1:", "one bridge called identifiable (its heterogeneity cannot be measured)", (T_BRIDGE,)),
+    Mutation("bridge-same-batch-ignored", "bridge contrast", BRIDGE_UNITS, "    if shared:\n",
+             "    if False:\n", "groups sharing a batch judged through bridges", (T_BRIDGE,)),
+    Mutation("bridge-unlinked-batches", "bridge contrast", BRIDGE_UNITS,
+             "    if not any(linked[b] == component for b in b2):", "    if False:",
+             "groups in unlinked batches not refused up front", (T_BRIDGE,)),
+    Mutation("bridge-samples-ignored", "bridge contrast", "src/desweep/bridge/__init__.py",
+             '        if ok:\n            return units, "sample", ""', '        if False:\n            return units, "sample", ""',
+             "a sample column never used", (T_BRIDGE,)),
+    Mutation("rank-bridge-recommended", "diagnose ranking", DIAG_R, '        settings = order[order["method"] == "scvi"]',
+             "        settings = order", "the bridge contrast may be recommended as an scVI setting",
+             ("tests/test_markers.py::test_setting_scores_average_models_and_seeds",
+              "tests/test_diagnose.py::test_on_real_scvi_de_tables")),
     # ----------------------------------------------------------------- the suite's own guards
     Mutation("suite-real-data-skips-in-ci", "suite guards", "tests/test_real_data.py",
              'pytest.fail(f"CI=true: {message}", pytrace=False)', "pytest.skip(message)",

@@ -365,7 +365,7 @@ CONFOUNDED = "only_batch0_vs_only_batch1"
 @pytest.mark.slow
 def test_on_real_scvi_de_tables(pipeline_dirs, tmp_path):
     """`desweep plan` + `desweep de` on the trained fixture (small grid), then diagnose: planted truth on scVI output."""
-    from desweep.io import read_csv, read_h5ad
+    from desweep.io import is_true, read_csv, read_h5ad
 
     runner = CliRunner()
     comparisons_path = pipeline_dirs[keys.STEP_COMPOSITION] / keys.COMPARISONS_CSV
@@ -403,7 +403,17 @@ def test_on_real_scvi_de_tables(pipeline_dirs, tmp_path):
     default = f"{CONFOUNDED}__nobc__vanilla__uniform__fdr0.05"
     assert rec["default_setting_id"] == default and bool(scores.loc[default, "is_default"])
     assert scores.loc[default, "share_batch_wide_mean"] > scores.loc[rec["recommended_setting_id"], "share_batch_wide_mean"]
-    assert (scores["n_replicates"] == 2).all()
+    settings = scores[scores["method"] == "scvi"]
+    assert len(settings) == plan["setting_id"].nunique() and (settings["n_replicates"] == 2).all()
+    # the bridge contrast is scored and ranked beside the settings, never recommended
+    bridge = scores.loc[f"{CONFOUNDED}__bridge"]
+    assert bridge["method"] == "bridge" and bridge["n_replicates"] == 1 and not is_true(bridge["recommended"])
+    assert bridge["rank_in_comparison"] >= 1 and bridge["share_cluster_specific_mean"] >= 0.5
+    assert rec["recommended_setting_id"] != f"{CONFOUNDED}__bridge"
+    summary = read_csv(out / keys.BRIDGE_SUMMARY_CSV).set_index("comparison_id").loc[CONFOUNDED]
+    assert summary["verdict"] in ("identifiable", "single_bridge") and summary["n_units"] >= 4
+    bridge_table = read_csv(out / keys.BRIDGE_CSV)
+    assert (bridge_table["comparison_id"] == CONFOUNDED).sum() == adata.n_vars
     # the answer from a trained model's tables: planted markers, never a planted batch-wide gene
     markers = read_csv(out / keys.MARKERS_CSV)
     assert len(markers) == 50 and rec["n_markers"] == len(markers)

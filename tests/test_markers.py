@@ -55,7 +55,12 @@ def planted_markers(var: pd.DataFrame, comp: pd.Series) -> set[str]:
 def test_setting_scores_average_models_and_seeds(planted, answer):
     _, comparisons, plan, _ = planted
     by_rep, scores = answer["setting_scores_by_replicate"], answer["setting_scores"]
-    assert list(by_rep["combination_id"]) == list(plan["combination_id"])
+    bridges = [f"{cid}__bridge" for cid in comparisons["comparison_id"]]
+    # the bridge contrast of each comparison follows the plan's combinations, scored like one more setting
+    assert list(by_rep["combination_id"]) == [*plan["combination_id"], *bridges]
+    assert (by_rep.set_index("combination_id").loc[bridges, "status"] == "ok").all()
+    assert not scores.loc[scores["method"] == "bridge", "recommended"].any()
+    scores = scores[scores["method"] == "scvi"]
     assert {"setting_id", "model", "seed", "share_cluster_specific", "status"} <= set(by_rep.columns)
     assert len(scores) == plan["setting_id"].nunique() == 3 * len(comparisons)
     assert (scores["n_replicates"] == len(MODELS) * len(SEEDS)).all()

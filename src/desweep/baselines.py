@@ -39,6 +39,7 @@ from desweep.choices import literal_values
 from desweep.composition import PresenceRule
 from desweep.diagnose import Thresholds, build_profiles, classify_setting, shares
 from desweep.errors import DesweepInputError
+from desweep.pseudobulk import fit_deseq2, sum_counts, wald_test
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -106,8 +107,6 @@ def pseudobulk_counts(
     ``(counts, metadata, unit)``: units x genes integer counts, their metadata
     (``group`` = ``group1``/``group2``, ``batch``, ``n_cells``) and the unit kind.
     """
-    import scipy.sparse as sp
-
     g1, g2 = str(comparison["group1"]), str(comparison["group2"])
     sub = _two_groups(adata, group_key, g1, g2)
     obs = sub.obs
@@ -121,16 +120,13 @@ def pseudobulk_counts(
         unit_kind = f"batch x {pseudo_replicates} pseudo-replicates"
     group = np.where(obs[group_key].astype(str) == g1, "group1", "group2")
     key = pd.Series(group, index=obs.index) + "|" + unit
-    codes, labels = pd.factorize(key, sort=True)
-    indicator = sp.csr_matrix((np.ones(sub.n_obs), (codes, np.arange(sub.n_obs))), shape=(len(labels), sub.n_obs))
-    x = sub.X if sp.issparse(sub.X) else sp.csr_matrix(np.asarray(sub.X))
-    summed = np.asarray((indicator @ x).todense() if sp.issparse(indicator @ x) else indicator @ x)
-    n_cells = np.bincount(codes, minlength=len(labels))
+    summed, n_cells = sum_counts(sub, key)
+    labels = list(summed.index)
     batch_of = obs[batch_key].astype(str).groupby(key.to_numpy(), observed=True).agg(lambda s: s.mode().iloc[0])
     meta = pd.DataFrame({"group": [k.split("|")[0] for k in labels], "batch": [batch_of[k] for k in labels],
                          "n_cells": n_cells}, index=[f"u{i}" for i in range(len(labels))])
     meta["unit"] = [k.split("|", 1)[1] for k in labels]
-    counts = pd.DataFrame(np.rint(summed).astype(np.int64), index=meta.index, columns=sub.var_names.astype(str))
+    counts = summed.set_axis(meta.index, axis=0)
     keep = meta["n_cells"] >= min_cells
     return counts[keep.to_numpy()], meta[keep], unit_kind
 
@@ -183,28 +179,10 @@ def pseudobulk_deseq2(
 
 
 def _run_deseq2(counts: pd.DataFrame, meta: pd.DataFrame, formula: str, *, threads: int) -> pd.DataFrame:
-    import contextlib
-    import io
-    import warnings
-
-    from pydeseq2.dds import DeseqDataSet
-    from pydeseq2.default_inference import DefaultInference
-    from pydeseq2.ds import DeseqStats
-
     metadata = pd.DataFrame({"group": pd.Categorical(meta["group"], categories=["group2", "group1"]),
                              "batch": pd.Categorical(["b_" + str(b) for b in meta["batch"]])}, index=meta.index)
-    inference = DefaultInference(n_cpus=threads)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        dds = DeseqDataSet(counts=counts, metadata=metadata, design=formula, refit_cooks=True, inference=inference, quiet=True)
-        dds.deseq2()
-        stats = DeseqStats(dds, contrast=["group", "group1", "group2"], inference=inference, quiet=True)
-        stats.summary()
-    for warning in caught:
-        logger.debug("pydeseq2: %s", str(warning.message).splitlines()[0] if str(warning.message) else warning.category.__name__)
-    res = stats.results_df.copy()
-    res.index.name = "gene"
-    return res.reset_index().assign(gene=lambda d: d["gene"].astype(str))
+    dds = fit_deseq2(counts, metadata, formula, threads=threads)
+    return wald_test(dds, ["group", "group1", "group2"], threads=threads)
 
 
 def _not_estimable(cid: str, status: str, note: str, unit: str, n_units: int, formula: str) -> pd.DataFrame:

@@ -89,6 +89,9 @@ BASELINE_SCORES_CSV = "baseline_scores.csv"
 MULTIQC_CONFIG = "multiqc_config.yml"
 MULTIQC_CUSTOM_CONTENT_DIR = "custom_content"
 TOP_GENE_EXPRESSION_CSV = "top_gene_expression.csv"
+# the bridge contrast: group1 vs group2 net of the batch shift measured on shared clusters
+BRIDGE_CSV = "bridge.csv"
+BRIDGE_SUMMARY_CSV = "bridge_summary.csv"
 
 # --- table columns that hold names (read back as text, never as numbers or NA) ---
 #: :func:`desweep.io.read_csv` reads these columns as strings without NA inference,
@@ -99,7 +102,7 @@ NAME_COLUMNS = frozenset({
     "sampling_key", "setting_id", "batchid1", "batchid2", "group1_batches", "group2_batches", "shared_batches",
     "batches", "specific_to", "choice", "transform_batch", "top_genes", "ood_decoding",
     "setting_id_1", "setting_id_2", "recommended_setting_id", "default_setting_id", "recommended_setting", "setting",
-    "model", "design", "decoding", "mode", "weights",
+    "model", "design", "decoding", "mode", "weights", "bridges", "method", "verdict",
 })
 
 # --- DE sweep (desweep plan / desweep de) -----------------------------------

@@ -262,6 +262,9 @@ DIAGNOSE = (
           "errors.", exclusive_minimum=0, exclusive_maximum=0.5),
     Param("plots", bool, True, "Write the PNG plots under plots/.", negatable=True),
     Param("plot_genes", int, 30, "Genes per top-gene heatmap.", minimum=1),
+    Param("sample_key", str, None, "obs column of samples (donors) nested in batches: the bridge contrast then sums counts per "
+          "cluster x sample (default: per cluster x batch).", default_doc="none"),
+    THREADS,
 )
 
 BASELINES = (

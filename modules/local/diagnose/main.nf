@@ -22,6 +22,8 @@ process DIAGNOSE {
     tuple val(meta), path('diagnostics/concordance_settings.csv')        , emit: concordance_settings
     tuple val(meta), path('diagnostics/thresholds.csv')                  , emit: thresholds
     tuple val(meta), path('diagnostics/top_gene_expression.csv')         , emit: top_gene_expression
+    tuple val(meta), path('diagnostics/bridge.csv')                      , emit: bridge
+    tuple val(meta), path('diagnostics/bridge_summary.csv')              , emit: bridge_summary
     tuple val(meta), path('diagnostics/plots')                           , emit: plots, optional: true
     tuple val("${task.process}"), val('desweep'), eval('desweep --version')                                                                      , emit: versions_desweep, topic: versions
     tuple val("${task.process}"), val('matplotlib'), eval("python3 -c 'from importlib.metadata import version; print(version(\"matplotlib\"))'") , emit: versions_matplotlib, topic: versions
@@ -41,6 +43,7 @@ process DIAGNOSE {
         --history ${history} \\
         --counts ${counts} \\
         --normalized ${normalized} \\
+        --threads ${task.cpus} \\
         ${args} \\
         --outdir diagnostics
     """
@@ -60,6 +63,8 @@ process DIAGNOSE {
     touch diagnostics/concordance_settings.csv
     touch diagnostics/thresholds.csv
     touch diagnostics/top_gene_expression.csv
+    touch diagnostics/bridge.csv
+    touch diagnostics/bridge_summary.csv
     touch diagnostics/plots/umap.png
     """
 }

@@ -40,6 +40,7 @@ TABLES = {
     "setting_scores_by_replicate": keys.SETTING_SCORES_BY_REPLICATE_CSV, "gene_patterns": keys.GENE_PATTERNS_CSV,
     "concordance": keys.CONCORDANCE_CSV, "concordance_settings": keys.CONCORDANCE_SETTINGS_CSV,
     "thresholds": keys.DIAGNOSE_THRESHOLDS_CSV, "top_gene_expression": keys.TOP_GENE_EXPRESSION_CSV,
+    "bridge": keys.BRIDGE_CSV, "bridge_summary": keys.BRIDGE_SUMMARY_CSV,
 }
 
 
@@ -60,11 +61,13 @@ TABLES = {
 @outdir_option(f"writes {keys.MARKERS_CSV}, {keys.REJECTED_CSV}, {keys.MARKERS_H5AD}, {keys.RECOMMENDATIONS_CSV}, "
                f"{keys.RECOMMENDED_SETTINGS_CSV}, {keys.SETTING_SCORES_CSV}, {keys.SETTING_SCORES_BY_REPLICATE_CSV}, "
                f"{keys.GENE_PATTERNS_CSV}, {keys.CONCORDANCE_CSV}, {keys.CONCORDANCE_SETTINGS_CSV}, "
-               f"{keys.DIAGNOSE_THRESHOLDS_CSV}, {keys.TOP_GENE_EXPRESSION_CSV} and {keys.PLOTS_DIR}/.")
+               f"{keys.DIAGNOSE_THRESHOLDS_CSV}, {keys.TOP_GENE_EXPRESSION_CSV}, {keys.BRIDGE_CSV}, "
+               f"{keys.BRIDGE_SUMMARY_CSV} and {keys.PLOTS_DIR}/.")
 @step_command
 def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, comparisons_path: Path, means_path: Path | None,
              history_path: Path | None, counts_path: Path | None, normalized_path: Path | None, top_n: int,
-             explained_fraction: float, alpha: float, plots: bool, plot_genes: int, outdir: Path) -> None:
+             explained_fraction: float, alpha: float, plots: bool, plot_genes: int, sample_key: str | None,
+             threads: int | None, outdir: Path) -> None:
     """Classify every setting's top genes as cluster-specific, batch-wide or other; rank settings; recommend;
     write the ranked answer.
 
@@ -101,7 +104,8 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
             raise DesweepInputError(tables_dir, "tables", f"no <combination_id>.csv for any row of {plan_path}") from err
         raise
     results = dg.diagnose(adata, plan, tables, comparisons, means, top_n=top_n, thresholds=thresholds,
-                          heatmap_genes=plot_genes, source=str(adata_path))
+                          heatmap_genes=plot_genes, sample_key=sample_key or None, threads=threads or 1,
+                          source=str(adata_path))
     data_keys = get_keys(adata, adata_path, need_groups=True)
     markers_h5ad = dg.markers_adata(adata, results["markers"], results["rejected"], group_key=data_keys.group_key,
                                     batch_key=data_keys.batch_key, normalized=normalized)

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from desweep import keys
+from desweep.bridge import bridge_contrast, bridge_plan_rows, bridge_tables
+from desweep.bridge.sweep import METHOD_BRIDGE, METHOD_COLUMN
 from desweep.composition import PresenceRule
 from desweep.diagnose.classify import PATTERNS, SCORE_COLUMNS, Thresholds, classify_genes
 from desweep.diagnose.concordance import concordance, concordance_settings
@@ -100,6 +102,8 @@ def diagnose(
     thresholds: Thresholds = Thresholds(),
     presence: PresenceRule = PresenceRule(),
     heatmap_genes: int = 30,
+    sample_key: str | None = None,
+    threads: int = 1,
     source: str = keys.CLUSTERED_H5AD,
 ) -> dict[str, pd.DataFrame]:
     """Classify every combination's top genes, score and rank the settings, recommend one, and rank the answer.
@@ -121,13 +125,20 @@ def diagnose(
         Genes classified per combination.
     heatmap_genes
         Genes per setting in ``top_gene_expression`` (the first replicate of each setting, as the heatmaps).
+    sample_key
+        obs column of samples nested in batches for the bridge contrast (``None``: cluster x batch units).
+    threads
+        PyDESeq2's processes for the bridge contrast.
 
     Returns
     -------
     ``{"gene_patterns", "setting_scores", "setting_scores_by_replicate", "concordance",
     "concordance_settings", "recommendations", "recommended_settings", "markers",
-    "rejected", "thresholds", "top_gene_expression"}``: the tables of the same names
-    (``thresholds``: one row of the rule's parameters).
+    "rejected", "thresholds", "top_gene_expression", "bridge", "bridge_summary"}``: the
+    tables of the same names (``thresholds``: one row of the rule's parameters). The
+    bridge contrast (:func:`desweep.bridge.bridge_contrast`) of each identifiable
+    comparison enters the plan as the combination ``<comparison_id>__bridge``
+    (``method = bridge``): classified and scored like a setting, never recommended.
     """
     from desweep.datakeys import get_keys
 
@@ -138,16 +149,19 @@ def diagnose(
     plan = plan.astype({"combination_id": str, "comparison_id": str, "group1": str, "group2": str})
     comparisons = comparisons.astype({"comparison_id": str, "group1": str, "group2": str})
     check_inputs(plan, tables, comparisons, groups=set(adata.obs[data_keys.group_key].astype(str)))
-    plan = replicate_plan(plan)
+    bridge = bridge_contrast(adata, comparisons, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
+                             sample_key=sample_key, presence=presence, threads=threads, source=source)
+    plan = replicate_plan(bridge_plan_rows(bridge["bridge_summary"], plan))
+    tables = {**tables, **bridge_tables(bridge["bridge"])}
     profiles = build_profiles(adata, means, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
                               presence=presence, pseudocount_fraction=thresholds.pseudocount_fraction)
     patterns = classify_plan(plan, tables, comparisons, profiles, top_n=top_n, thresholds=thresholds)
     by_replicate = replicate_scores(patterns, plan)
     scores = setting_scores(by_replicate, plan)
     markers, vetoed = answer_table(plan, tables, scores, by_replicate, patterns, comparisons, profiles[RAW],
-                                   top_n=top_n, thresholds=thresholds)
+                                   bridge=bridge["bridge"], top_n=top_n, thresholds=thresholds)
     rejected = rejected_genes(patterns, by_replicate, scores, comparisons)
-    pairs = concordance(plan, tables, top_n=top_n)
+    pairs = concordance(plan[plan[METHOD_COLUMN] != METHOD_BRIDGE], tables, top_n=top_n)
     first_replicates = set(plan.drop_duplicates("setting_id")["combination_id"])
     return {
         "gene_patterns": patterns,
@@ -168,4 +182,6 @@ def diagnose(
                                      "min_marker_support": MIN_SUPPORT}]),
         "top_gene_expression": top_gene_expression(patterns[patterns["combination_id"].isin(first_replicates)],
                                                    profiles[RAW], max_genes=heatmap_genes),
+        "bridge": bridge["bridge"],
+        "bridge_summary": bridge["bridge_summary"],
     }

@@ -17,6 +17,9 @@ upward, so when the pre-declared robust setting (:data:`ROBUST_SETTING`:
 ``batch_correction=True`` over every batch, ``mode="change"``, ``delta=0.5``)
 is in the tie band it is named instead of the best (the one-standard-error
 rule towards a simpler, pre-declared choice); otherwise the best is named.
+Combinations of another method (``method`` other than ``scvi``: the bridge
+contrast) are scored and ranked beside the settings but are never in the tie
+band nor recommended: a user cannot pass them to scvi-tools.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ REPLICATE_COLUMNS = ["combination_id", "comparison_id", "setting_id", "model", "
 #: trailing columns for readers of the pre-#13 table (one row per combination): the setting's first
 #: replicate and its mean shares under the old names
 COMPATIBILITY_COLUMNS = ["combination_id", "share_cluster_specific", "share_batch_wide", "share_other"]
-SETTING_SCORE_COLUMNS = ["comparison_id", "setting_id", "setting", *SETTING_COLUMNS, "is_default", "n_replicates", "n_top",
+SETTING_SCORE_COLUMNS = ["comparison_id", "setting_id", "setting", "method", *SETTING_COLUMNS, "is_default", "n_replicates", "n_top",
                          "share_cluster_specific_mean", "share_cluster_specific_sd", "share_batch_wide_mean",
                          "share_batch_wide_sd", "share_other_mean", "specificity_score_mean", "specificity_score_sd",
                          "rank_in_comparison", "recommended", "status", "n_models", "n_seeds", "mean_within_lfc_cluster_specific",
@@ -88,8 +91,11 @@ def setting_scores(by_replicate: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFra
     rows = []
     for _, setting in first.iterrows():
         reps = by_replicate[(by_replicate["setting_id"] == setting["setting_id"]) & (by_replicate["status"] == "ok")]
-        row = {"comparison_id": setting["comparison_id"], "setting_id": setting["setting_id"], "setting": describe_setting(setting),
-               "combination_id": setting["combination_id"]}
+        method = setting.get("method", "scvi")
+        method = "scvi" if is_missing(method) else str(method)
+        row = {"comparison_id": setting["comparison_id"], "setting_id": setting["setting_id"],
+               "setting": describe_setting(setting) if method == "scvi" else f"{method} contrast",
+               "method": method, "combination_id": setting["combination_id"]}
         row.update({c: setting[c] for c in SETTING_COLUMNS if c in plan.columns})
         row.update({"is_default": bool(setting["is_default"]), "n_replicates": len(reps),
                     "status": "ok" if len(reps) else "no_table"})
@@ -109,7 +115,9 @@ def setting_scores(by_replicate: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFra
             ["specificity_score_mean", "share_cluster_specific_mean", "_mw", "setting_id"],
             ascending=[False, False, False, True], kind="stable")
         scores.loc[order.index, "rank_in_comparison"] = np.arange(1, len(order) + 1)
-        scores.loc[tie_band(order).index, "recommended"] = True
+        settings = order[order["method"] == "scvi"]
+        if len(settings):
+            scores.loc[tie_band(settings).index, "recommended"] = True
     scores = scores.sort_values(["comparison_id", "rank_in_comparison", "setting_id"], kind="stable", na_position="last")
     return scores.reset_index(drop=True)
 
@@ -179,7 +187,8 @@ def recommendations(scores: pd.DataFrame, by_replicate: pd.DataFrame, comparison
         cid = str(comp["comparison_id"])
         if cid not in planned:  # not part of this sweep
             continue
-        part = scores[(scores["comparison_id"] == cid) & (scores["status"] == "ok")].sort_values("rank_in_comparison")
+        part = scores[(scores["comparison_id"] == cid) & (scores["status"] == "ok") & (scores["method"] == "scvi")
+                      ].sort_values("rank_in_comparison")
         base = {"comparison_id": cid, "group1": comp["group1"], "group2": comp["group2"], "design": comp.get("design", ""),
                 "n_markers": (n_markers or {}).get(cid, 0), "n_rejected": (n_rejected or {}).get(cid, 0),
                 "n_high_confidence": (n_high_confidence or {}).get(cid, 0), "n_vetoed": (n_vetoed or {}).get(cid, 0)}

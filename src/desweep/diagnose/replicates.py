@@ -71,7 +71,9 @@ def replicate_plan(plan: pd.DataFrame) -> pd.DataFrame:
     for column in ("model", "seed"):
         values = pd.to_numeric(out[column], errors="coerce") if column in out.columns else pd.Series(0, index=out.index)
         out[column] = values.fillna(0).astype(int)
-    out["is_default"] = [is_default_setting(row) for _, row in out.iterrows()]
+    # another method's pseudo-combination (the bridge contrast) has no setting columns: never scvi-tools' default
+    out["is_default"] = [is_default_setting(row) and (is_missing(row.get("method")) or row.get("method") == "scvi")
+                         for _, row in out.iterrows()]
     return out
 
 
