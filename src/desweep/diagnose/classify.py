@@ -335,10 +335,10 @@ def _call(known: bool, d: float, w: float, s: float, net: float, between: float,
         return "other", "gene not in the expression profile"
     if not np.isfinite(d):
         return "other", "a group has no cells in this profile"
-    z, f, floor = thresholds.z, thresholds.explained_fraction, thresholds.min_abs_lfc
+    z, f = thresholds.z, thresholds.explained_fraction
 
     def clear(value: float, se: float) -> bool:
-        return bool(np.isfinite(value) and value >= max(z * (se if np.isfinite(se) else np.inf), floor))
+        return _clear(value, se, thresholds)
 
     if not clear(d, se_d):
         # pooling over batches can hide a batch-wide gene's difference: a clear batch shift still explains its rank
@@ -364,14 +364,19 @@ def _call(known: bool, d: float, w: float, s: float, net: float, between: float,
     return "other", f"neither a clear difference {contrast} nor a clear {shift}"
 
 
+def _clear(value: float, se: float, thresholds: Thresholds) -> bool:
+    """At least ``z`` standard errors and at least ``min_abs_lfc`` (module docstring); NaN is never clear."""
+    return bool(np.isfinite(value) and value >= max(thresholds.z * (se if np.isfinite(se) else np.inf), thresholds.min_abs_lfc))
+
+
 def _within_call(d: float, w: float, se_w: float, thresholds: Thresholds) -> tuple[str, str]:
     """The call without a measurable batch shift: within-batch specificity decides (module docstring)."""
-    z, f, floor = thresholds.z, thresholds.explained_fraction, thresholds.min_abs_lfc
+    f = thresholds.explained_fraction
     unmeasurable = "batch shift not measurable (no cluster in both sides' batches)"
     if not np.isfinite(w):
         return "other", f"{unmeasurable}, and no other cluster in the high group's batch: within-batch specificity not measurable"
     within_high = w >= f * d
-    within_ok = within_high and w >= max(z * (se_w if np.isfinite(se_w) else np.inf), floor)
+    within_ok = within_high and _clear(w, se_w, thresholds)
     if within_ok:
         return "cluster_specific", (f"{unmeasurable}: judged within its batch, high against the other clusters "
                                     f"(within {w:.2f} +- {se_w:.2f} >= {f:g} x {d:.2f})")
