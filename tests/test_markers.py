@@ -145,7 +145,10 @@ def test_the_answer_is_a_full_ranked_list_in_pooled_order(answer):
         assert (got["score"].diff().dropna() >= -1e-12).all()  # best (lowest rank product) first
         assert got["confidence"].isin(["high", "medium", "low"]).all()
         assert rec.loc[cid, "n_markers"] == TOP_N and rec.loc[cid, "n_high_confidence"] == (got["confidence"] == "high").sum()
-        assert (got["families"] == "scvi").all() and (got["n_replicates"] == len(MODELS) * len(SEEDS)).all()
+        summary = answer["bridge_summary"].set_index("comparison_id")
+        families = "scvi;bridge" if str(summary.loc[cid, "identifiable"]).lower() == "true" else "scvi"
+        assert (got["families"] == families).all() and (got["n_replicates"] == len(MODELS) * len(SEEDS)).all()
+        assert got["bridge_lfc"].notna().all() == (families == "scvi;bridge")
 
 
 def test_a_gene_needs_half_of_the_replicates_for_high_confidence(planted):
