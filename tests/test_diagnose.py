@@ -423,7 +423,9 @@ def test_on_real_scvi_de_tables(pipeline_dirs, tmp_path):
     assert planted[: n_planted].mean() >= 0.9  # as many ranks as planted markers: nearly all planted
     high = markers["confidence"] == "high"
     assert high.sum() >= 20 and planted[high].mean() >= 0.9
-    assert not truth.eq("batch_wide").any()
+    # a batch effect of this comparison: batch-wide in one of the two groups' batches (batch2's are null genes here)
+    shifted = truth.eq("batch_wide") & markers["gene"].map(adata.var["truth_batch"]).isin(["batch0", "batch1"])
+    assert not shifted[markers["confidence"] != "low"].any() and shifted.mean() <= 0.05
     rejected = read_csv(out / keys.REJECTED_CSV)
     assert len(rejected) >= 5 and rejected["gene"].map(adata.var["truth_pattern"]).eq("batch_wide").mean() >= 0.8
 
