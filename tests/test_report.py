@@ -117,6 +117,7 @@ def test_verdict_cards_carry_the_answer(items, results_dir):
         assert f"<span class='setting'>{html.escape(row.recommended_setting)}</span>" in card
         assert f">{row.n_markers}</span>genes in the answer, {int(row.n_high_confidence)} with high confidence" in card
         assert f">{row.default_share_batch_wide:.0%}</span>of scVI's default top {TOP_N}" in card
+        assert "<b>Bridge contrast</b> (desweep's own estimate, no training): identifiable: 3 clusters present" in card
     assert RECOMMENDED_TEXT in html.unescape(cards)
 
 
@@ -403,3 +404,17 @@ def test_report_says_which_genes_the_normalized_layers_hold(tmp_path, n_top_tabl
     table = pd.DataFrame({"gene": ["g1", "g2", "g3"], "n_top_tables": n_top_tables, "requested": requested})
     layers = next(item for item in normalized_section(load_results(_normalized_outdir(tmp_path, table))) if item.part == "layers")
     assert expected in layers.description, layers.description
+
+
+def test_the_bridge_line_scores_the_bridge_beside_the_settings_and_escapes_names():
+    from desweep.report.verdict import _bridge_lines
+
+    summary = pd.DataFrame({"comparison_id": ["a", "b"], "verdict": ["identifiable", "not_identifiable"],
+                            "reason": ["bridges <b>T</b>", "no cluster links the batches"]})
+    scores = pd.DataFrame({"comparison_id": ["a", "a"], "method": ["scvi", "bridge"], "n_top": [50, 50],
+                           "share_cluster_specific_mean": [0.5, 0.82], "share_batch_wide_mean": [0.1, 0.02],
+                           "rank_in_comparison": [2, 1]})
+    lines = _bridge_lines(summary, scores)
+    assert "Its top 50: 82% cluster-specific, 2% batch-wide (rank 1 beside the settings)" in lines["a"]
+    assert "bridges &lt;b&gt;T&lt;/b&gt;" in lines["a"] and "<b>T</b>" not in lines["a"]
+    assert "not_identifiable: no cluster links the batches" in lines["b"] and "Its top" not in lines["b"]

@@ -41,6 +41,7 @@ CSV_FILES: dict[str, tuple[str, str]] = {
     "recommendations": (keys.STEP_DIAGNOSE, keys.RECOMMENDATIONS_CSV),
     "recommended_settings": (keys.STEP_DIAGNOSE, keys.RECOMMENDED_SETTINGS_CSV),
     "markers": (keys.STEP_DIAGNOSE, keys.MARKERS_CSV),
+    "bridge_summary": (keys.STEP_DIAGNOSE, keys.BRIDGE_SUMMARY_CSV),
     "rejected": (keys.STEP_DIAGNOSE, keys.REJECTED_CSV),
     "setting_scores": (keys.STEP_DIAGNOSE, keys.SETTING_SCORES_CSV),
     "scores_by_replicate": (keys.STEP_DIAGNOSE, keys.SETTING_SCORES_BY_REPLICATE_CSV),

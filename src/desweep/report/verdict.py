@@ -52,7 +52,9 @@ def verdict_section(inputs: ReportInputs) -> list[Item]:
     if rec is None:
         return [missing(section, "recommendations", where("recommendations"), "Run `desweep diagnose`.")]
     markers, rejected = inputs.get("markers"), inputs.get("rejected")
-    cards = "".join(_card(row, _of(markers, row), _of(rejected, row)) for row in rec.to_dict("records"))
+    bridges = _bridge_lines(inputs.get("bridge_summary"), inputs.get("setting_scores"))
+    cards = "".join(_card(row, _of(markers, row), _of(rejected, row), bridges.get(str(row["comparison_id"]), ""))
+                    for row in rec.to_dict("records"))
     items = [Item(section, "cards", "Recommended settings and the answer", "html",
                   f"{CSS}<div class='desweep-cards'>{cards}</div>")]
     if rejected is None:
@@ -81,7 +83,27 @@ def _of(table_: pd.DataFrame | None, row: dict) -> pd.DataFrame | None:
     return table_[table_["comparison_id"].astype(str) == str(row["comparison_id"])]
 
 
-def _card(row: dict, markers: pd.DataFrame | None, rejected: pd.DataFrame | None) -> str:
+def _bridge_lines(summary: pd.DataFrame | None, scores: pd.DataFrame | None) -> dict[str, str]:
+    """Per comparison, one line on the bridge contrast: its verdict and how its top genes score beside the settings."""
+    if summary is None or summary.empty:
+        return {}
+    e = html.escape
+    rows = scores[scores["method"].astype(str) == "bridge"].set_index("comparison_id") \
+        if scores is not None and "method" in scores.columns else pd.DataFrame()
+    lines = {}
+    for row in summary.to_dict("records"):
+        cid = str(row["comparison_id"])
+        text = f"{e(str(row.get('verdict') or ''))}: {e(str(row.get('reason') or ''))}"
+        if cid in rows.index:
+            score = rows.loc[cid]
+            text += (f" Its top {count(score.get('n_top'))}: {percent(score.get('share_cluster_specific_mean'))} cluster-specific, "
+                     f"{percent(score.get('share_batch_wide_mean'))} batch-wide (rank {count(score.get('rank_in_comparison'))} "
+                     "beside the settings).")
+        lines[cid] = f"<div class='small'><b>Bridge contrast</b> (desweep's own estimate, no training): {text}</div>"
+    return lines
+
+
+def _card(row: dict, markers: pd.DataFrame | None, rejected: pd.DataFrame | None, bridge: str = "") -> str:
     status = str(row.get("status") or "")
     e = html.escape
     head = (f"<h4>{e(str(row['group1']))} vs {e(str(row['group2']))} "
@@ -118,7 +140,7 @@ def _card(row: dict, markers: pd.DataFrame | None, rejected: pd.DataFrame | None
         "<div class='genes'><b>The answer:</b> no gene</div>"
     return (f"<div class='desweep-card status-{e(status)}' data-comparison='{e(str(row['comparison_id']))}'>{head}"
             f"<div>Recommended setting: <span class='setting'>{e(setting)}</span></div>"
-            f"<div class='small'>{e(extra.strip())}</div><div class='numbers'>{numbers}</div>{marker_lines}"
+            f"<div class='small'>{e(extra.strip())}</div>{bridge}<div class='numbers'>{numbers}</div>{marker_lines}"
             f"{_genes_line('Rejected (batch-wide, in the default top ' + n_top + ')', rejected, 'default_rank')}{reason}</div>")
 
 
