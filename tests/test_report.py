@@ -278,7 +278,13 @@ def test_report_on_what_diagnose_writes(sim_small, tmp_path):
     for part in ("desweep_verdict_rejected", "desweep_markers_dotplot_00", "desweep_top_genes_heatmaps_00", "desweep_scores_scatter",
                  "desweep_scores_models", "desweep_concordance_heatmap_00"):
         assert part in built, part
-    assert built["desweep_top_genes_heatmaps_00"].data.count("data:image/png;base64,") == 2
+    # beside scVI's default and the recommended setting, the bridge contrast of the identifiable comparison
+    summary = read_csv(tmp_path / keys.STEP_DIAGNOSE / keys.BRIDGE_SUMMARY_CSV).set_index("comparison_id")
+    first = rec["comparison_id"].iloc[0]
+    assert str(summary.loc[first, "identifiable"]).lower() == "true"
+    heatmaps = built["desweep_top_genes_heatmaps_00"].data
+    assert heatmaps.count("data:image/png;base64,") == 3 and f"{first}__bridge" in heatmaps
+    assert built["desweep_verdict_cards"].data.count("<b>Bridge contrast</b>") == len(rec)
 
 
 # --------------------------------------------------------------------------- layers

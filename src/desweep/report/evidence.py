@@ -18,7 +18,7 @@ from desweep.report.load import where
 if TYPE_CHECKING:
     from desweep.report.load import ReportInputs
 
-ROLES = ("default", "recommended")
+ROLES = ("default", "recommended", "bridge")
 SCORE_TITLES = {
     "rank_in_comparison": "rank", "share_cluster_specific_mean": "cluster-specific", "share_cluster_specific_sd": "\u00b1 SD",
     "share_batch_wide_mean": "batch-wide", "share_batch_wide_sd": "\u00b1 SD ", "share_other_mean": "other",
@@ -40,14 +40,20 @@ def representative_combination(by_replicate: pd.DataFrame, setting_id: str) -> s
     return str(order[0].combination_id)
 
 
-def featured_combinations(recommendations: pd.DataFrame | None, by_replicate: pd.DataFrame | None) -> dict[tuple[str, str], str]:
-    """``(comparison_id, "default" | "recommended")`` -> the combination drawn for it."""
+def featured_combinations(recommendations: pd.DataFrame | None, by_replicate: pd.DataFrame | None,
+                          scores: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
+    """``(comparison_id, "default" | "recommended" | "bridge")`` -> the combination drawn for it.
+
+    The bridge contrast's combination comes from ``setting_scores.csv`` (its row with ``method`` ``bridge``).
+    """
     out: dict[tuple[str, str], str] = {}
     if recommendations is None or by_replicate is None or not {"setting_id", "combination_id"} <= set(by_replicate.columns):
         return out
+    bridges = {} if scores is None or "method" not in scores.columns else dict(
+        scores.loc[scores["method"].astype(str) == "bridge", ["comparison_id", "setting_id"]].astype(str).itertuples(index=False))
     for row in recommendations.to_dict("records"):
         for role in ROLES:
-            setting = row.get(f"{role}_setting_id")
+            setting = bridges.get(str(row["comparison_id"])) if role == "bridge" else row.get(f"{role}_setting_id")
             cid = representative_combination(by_replicate, setting) if isinstance(setting, str) and setting else None
             if cid:
                 out[(str(row["comparison_id"]), role)] = cid
@@ -78,8 +84,8 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
     rec, expression, by_replicate = inputs.get("recommendations"), inputs.get("top_gene_expression"), inputs.get("scores_by_replicate")
     if rec is None or expression is None or by_replicate is None:
         return [missing(section, "top-gene expression", where("top_gene_expression"), "Run `desweep diagnose`.")]
-    featured = featured_combinations(rec, by_replicate)
     scores = inputs.get("setting_scores")
+    featured = featured_combinations(rec, by_replicate, scores)
     labels = dict(zip(scores["setting_id"].astype(str), short_setting_labels(scores), strict=True)) if scores is not None else {}
     items: list[Item] = []
     for i, row in enumerate(rec.to_dict("records")):
@@ -96,7 +102,8 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
                 continue
             part = expression[expression["combination_id"].astype(str) == cid]
             tied, n_tied, at = tie_at_cut(inputs.de_tables[cid], n_top) if cid in inputs.de_tables else (set(), 0, np.nan)
-            title = _panel_title(role, row, n_top, labels.get(str(row.get(f"{role}_setting_id")), ""))
+            title = _panel_title(role, row, n_top, labels.get(str(row.get(f"{role}_setting_id")), ""),
+                                 None if scores is None else scores[scores["setting_id"].astype(str) == str(shown["bridge"])])
             if tied:
                 notes.append(f"{_role_name(role)}: the top {n_top} is cut inside a tie: {n_tied:,} genes share proba_de = {at:.3g} "
                              f"and {len(tied)} of them made the top {n_top}, ordered by |lfc_mean| (marked \u2020).")
@@ -110,7 +117,8 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
             notes.append("scVI's default is the recommended setting here.")
         body = "<div style='display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start'>" + "".join(panels) + "</div>"
         body += "".join(f"<p class='small'>{html.escape(n)}</p>" for n in notes)
-        items.append(Item(section, f"heatmaps_{i:02d}", f"{comparison}: scVI's default and the recommended setting", "html", body,
+        items.append(Item(section, f"heatmaps_{i:02d}", f"{comparison}: scVI's default, the recommended setting and the bridge contrast",
+                          "html", body,
                           "Top genes (rows, best first; the strip gives each gene's pattern) as z-scores of log2 mean expression "
                           "in every cluster (columns) of every batch (blocks). A batch-wide gene lights up a whole batch; "
                           "a cluster-specific gene one column per batch. The compared groups are in bold."))
@@ -127,10 +135,14 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
 
 
 def _role_name(role: str) -> str:
-    return "scVI's default" if role == "default" else "Recommended"
+    return {"default": "scVI's default", "bridge": "Bridge contrast"}.get(role, "Recommended")
 
 
-def _panel_title(role: str, row: dict, n_top: int, label: str) -> str:
+def _panel_title(role: str, row: dict, n_top: int, label: str, bridge_scores: pd.DataFrame | None = None) -> str:
+    if role == "bridge":
+        score = bridge_scores.iloc[0] if bridge_scores is not None and len(bridge_scores) else {}
+        return (f"Bridge contrast (desweep, no training):\n{percent(score.get('share_cluster_specific_mean'))} cluster-specific, "
+                f"{percent(score.get('share_batch_wide_mean'))} batch-wide")
     if role == "default":
         return (f"scVI's default ({label}):\n{count(row.get('default_n_batch_wide'))} of its top {n_top} batch-wide "
                 f"({percent(row.get('default_share_batch_wide'))})")
