@@ -236,3 +236,15 @@ def test_bridge_enters_the_sweep(confounded):
     table = tables["H_vs_L__bridge"]
     assert list(table.columns) == ["gene", "rank", "lfc_mean", "proba_de"] and len(table) == N_GENES
     assert table["gene"].iloc[0] == MARKER and table["proba_de"].iloc[0] > 0.99
+
+
+def test_the_plan_keeps_its_booleans_beside_the_bridge_rows():
+    """A bool column meeting the bridge rows' missing values must not turn into 1.0/0.0 (the settings' descriptions read them)."""
+    from desweep.bridge.sweep import bridge_plan_rows
+
+    plan = pd.DataFrame({"combination_id": ["a"], "comparison_id": ["c"], "group1": ["x"], "group2": ["y"], "setting_id": ["s"],
+                         "model": [0], "seed": [0], "batch_correction": [True], "filter_outlier_cells": [False]})
+    summary = pd.DataFrame({"comparison_id": ["c"], "group1": ["x"], "group2": ["y"], "identifiable": [True]})
+    out = bridge_plan_rows(summary, plan)
+    assert out.loc[0, "batch_correction"] is True and out.loc[0, "filter_outlier_cells"] is False
+    assert list(out["method"]) == ["scvi", "bridge"]

@@ -416,11 +416,12 @@ def test_the_bridge_line_scores_the_bridge_beside_the_settings_and_escapes_names
     from desweep.report.verdict import _bridge_lines
 
     summary = pd.DataFrame({"comparison_id": ["a", "b"], "verdict": ["identifiable", "not_identifiable"],
-                            "reason": ["bridges <b>T</b>", "no cluster links the batches"]})
+                            "reason": ["bridges <b>T</b>", "no cluster links the batches."]})
     scores = pd.DataFrame({"comparison_id": ["a", "a"], "method": ["scvi", "bridge"], "n_top": [50, 50],
                            "share_cluster_specific_mean": [0.5, 0.82], "share_batch_wide_mean": [0.1, 0.02],
                            "rank_in_comparison": [2, 1]})
     lines = _bridge_lines(summary, scores)
     assert "Its top 50: 82% cluster-specific, 2% batch-wide (rank 1 beside the settings)" in lines["a"]
     assert "bridges &lt;b&gt;T&lt;/b&gt;" in lines["a"] and "<b>T</b>" not in lines["a"]
-    assert "not_identifiable: no cluster links the batches" in lines["b"] and "Its top" not in lines["b"]
+    assert "not_identifiable: no cluster links the batches.</div>" in lines["b"] and "Its top" not in lines["b"]
+    assert "bridges &lt;b&gt;T&lt;/b&gt;. Its top 50" in lines["a"]

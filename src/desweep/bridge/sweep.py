@@ -34,7 +34,11 @@ def bridge_plan_rows(summary: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFrame:
              "group2": r.group2, "setting_id": combination_id(r.comparison_id), "model": 0, "seed": 0,
              METHOD_COLUMN: METHOD_BRIDGE}
             for r in summary.itertuples(index=False) if bool(r.identifiable) and str(r.comparison_id) in planned]
-    return pd.concat([out, pd.DataFrame(rows, columns=list(out.columns))], ignore_index=True) if rows else out
+    if not rows:
+        return out
+    # booleans stay booleans beside the bridge rows' missing values (a float column would turn True into 1.0)
+    out = out.astype({c: object for c in out.columns if pd.api.types.is_bool_dtype(out[c])})
+    return pd.concat([out, pd.DataFrame(rows, columns=list(out.columns))], ignore_index=True)
 
 
 def bridge_tables(bridge: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -93,7 +93,8 @@ def _bridge_lines(summary: pd.DataFrame | None, scores: pd.DataFrame | None) -> 
     lines = {}
     for row in summary.to_dict("records"):
         cid = str(row["comparison_id"])
-        text = f"{e(str(row.get('verdict') or ''))}: {e(str(row.get('reason') or ''))}"
+        reason = str(row.get("reason") or "").rstrip(".")
+        text = f"{e(str(row.get('verdict') or ''))}: {e(reason)}."
         if cid in rows.index:
             score = rows.loc[cid]
             text += (f" Its top {count(score.get('n_top'))}: {percent(score.get('share_cluster_specific_mean'))} cluster-specific, "
