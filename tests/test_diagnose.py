@@ -306,7 +306,7 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
     for name in (keys.GENE_PATTERNS_CSV, keys.SETTING_SCORES_CSV, keys.CONCORDANCE_CSV, keys.RECOMMENDATIONS_CSV,
                  keys.DIAGNOSE_THRESHOLDS_CSV, keys.TOP_GENE_EXPRESSION_CSV, keys.MARKERS_CSV, keys.REJECTED_CSV,
                  keys.MARKERS_H5AD, keys.SETTING_SCORES_BY_REPLICATE_CSV, keys.RECOMMENDED_SETTINGS_CSV,
-                 keys.CONCORDANCE_SETTINGS_CSV):
+                 keys.CONCORDANCE_SETTINGS_CSV, keys.BRIDGE_CSV, keys.BRIDGE_SUMMARY_CSV):
         assert (out / name).stat().st_size > 0, name
     from desweep.io import read_csv
 
@@ -332,7 +332,7 @@ def test_cli_writes_every_output_and_plots(planted, tmp_path):
     result = CliRunner().invoke(cli, args[:-2] + ["--no-plots", "-o", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
     for name in (keys.GENE_PATTERNS_CSV, keys.MARKERS_CSV, keys.REJECTED_CSV, keys.SETTING_SCORES_CSV,
-                 keys.RECOMMENDATIONS_CSV, keys.CONCORDANCE_SETTINGS_CSV):
+                 keys.RECOMMENDATIONS_CSV, keys.CONCORDANCE_SETTINGS_CSV, keys.BRIDGE_CSV, keys.BRIDGE_SUMMARY_CSV):
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
 
 

@@ -208,6 +208,11 @@ def test_setting_labels_are_short_and_unique(inputs):
         "bc=True (batch0) \u00b7 change \u03b4=0.5"}
     varied = scores.assign(fdr_target=np.where(np.arange(len(scores)) % 2 == 0, 0.05, 0.1))
     assert short_setting_labels(varied).str.contains("FDR").all()
+    # the bridge contrast has no scVI parameters: named by its method, and the settings' labels do not change
+    first = scores[scores["comparison_id"] == scores["comparison_id"].iloc[0]]
+    bridge = first.iloc[[0]].assign(setting_id="bridge", method="bridge", batch_correction=np.nan, mode=np.nan, delta=np.nan)
+    with_bridge = short_setting_labels(pd.concat([first.assign(method="scvi"), bridge], ignore_index=True))
+    assert with_bridge.iloc[-1] == "bridge contrast" and list(with_bridge.iloc[:-1]) == list(labels[first.index])
 
 
 def test_scores_table_flags_ties_and_hides_parameters(items, results_dir):

@@ -298,9 +298,13 @@ def short_setting_labels(settings: pd.DataFrame) -> pd.Series:
     would share a label.
     """
     labels = pd.Series("", index=settings.index, dtype=object)
+    method = settings["method"].fillna("scvi").astype(str) if "method" in settings.columns else pd.Series("scvi", index=settings.index)
     for comparison, part in settings.groupby("comparison_id", sort=False):
-        varying = [c for c in SETTING_COLUMNS if c not in _ALWAYS_SHOWN and c in part.columns and part[c].nunique(dropna=False) > 1]
-        text = part.apply(lambda row: _short_label(row, varying), axis=1)
+        scvi = part[method.loc[part.index] == "scvi"]
+        varying = [c for c in SETTING_COLUMNS if c not in _ALWAYS_SHOWN and c in scvi.columns and scvi[c].nunique(dropna=False) > 1]
+        # another estimator (the bridge contrast) has no scVI parameters: named by its method
+        text = part.apply(lambda row: _short_label(row, varying) if method.loc[row.name] == "scvi"
+                          else f"{method.loc[row.name]} contrast", axis=1)
         if text.duplicated().any():
             prefix = f"{comparison}__"
             text = part["setting_id"].astype(str).map(lambda s: s.removeprefix(prefix))

@@ -62,7 +62,8 @@ def _choose_design(units: Units, pairs: list[tuple[str, str]]) -> tuple[Units, s
 
 def _subset(units: Units, batches: frozenset[str]) -> Units:
     rows = units.meta["batch"].isin(batches).to_numpy()
-    return Units(counts=units.counts.loc[rows], variance=units.variance.loc[rows], meta=units.meta.loc[rows], present=units.present, samples=units.samples)
+    return Units(counts=units.counts.loc[rows], variance=units.variance.loc[rows], meta=units.meta.loc[rows],
+                 present=units.present, samples=units.samples)
 
 
 def _ranked(table: pd.DataFrame) -> pd.DataFrame:
