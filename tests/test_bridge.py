@@ -135,12 +135,37 @@ def test_no_bridge_gives_no_numbers():
     assert summary.loc["H_vs_B", "verdict"] == "same_batch"
 
 
-def test_no_residual_degree_of_freedom_gives_no_numbers():
-    """One bridge between two batches: 4 units for 4 coefficients, so no dispersion can be estimated."""
-    result = run(counts({"H": ["b1"], "L": ["b2"], "B": ["b1", "b2"]}), comparisons(("H", "L")))
+def test_no_residual_degree_of_freedom_splits_units_into_pseudo_replicates():
+    """One bridge between two batches: 4 units for 4 coefficients, so each unit is split into random parts of its
+    cells; the planted marker is recovered net of the planted batch shift, and the summary says the p-values are
+    cell sampling only."""
+    from desweep.bridge import PSEUDO_REPLICATES
+
+    adata = counts({"H": ["b1"], "L": ["b2"], "B": ["b1", "b2"]}, shift={("*", "b1"): {0: 3.0}}, marker={"H": {1: 3.0}},
+                   cells=60)
+    result = run(adata, comparisons(("H", "L")))
     summary = result["bridge_summary"].iloc[0]
-    assert summary["verdict"] == "not_identifiable" and "no residual degree of freedom" in summary["reason"]
-    assert summary["bridges"] == "B" and result["bridge"].empty
+    assert summary["verdict"] == "single_bridge" and summary["identifiable"]
+    assert summary["n_units"] == 4 * PSEUDO_REPLICATES and "pseudo-replicates" in summary["design"]
+    assert "cell sampling only" in summary["reason"] and summary["bridges"] == "B"
+    table = result["bridge"].set_index("gene")
+    assert len(table) == N_GENES and table["rank"].min() == 1
+    assert table.loc[MARKER, "rank"] == 1 and table.loc[MARKER, "lfc"] == pytest.approx(3.0, abs=0.5)
+    assert abs(table.loc[BATCH_GENE, "lfc"]) < 0.5  # the batch shift of every cluster is taken out
+    # the same data twice: the random split is seeded
+    again = run(adata, comparisons(("H", "L")))["bridge"]
+    pd.testing.assert_frame_equal(result["bridge"], again)
+
+
+def test_pseudo_replicates_deal_each_cluster_batch_into_near_equal_parts():
+    from desweep.bridge.units import pseudo_replicate_labels
+
+    cluster = np.array(["A"] * 7 + ["B"] * 3)
+    batch = np.array(["b1"] * 10)
+    labels = pseudo_replicate_labels(cluster, batch, 3, seed=0)
+    assert sorted(pd.Series(labels[:7]).value_counts().tolist()) == [2, 2, 3]
+    assert sorted(labels[7:]) == ["rep1", "rep2", "rep3"]
+    assert list(labels) == list(pseudo_replicate_labels(cluster, batch, 3, seed=0))
 
 
 def test_nothing_identifiable_gives_empty_table():

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from desweep import keys
-from desweep.bridge.fit import collapse_samples, contrast, estimable, fit, lower_bound
+from desweep.bridge.fit import collapse_samples, contrast, estimable, fit, lower_bound, residual_df
 from desweep.bridge.shift import SHIFT_COLUMNS, bridge_shifts, shift_table
 from desweep.bridge.sweep import METHOD_COLUMN, bridge_plan_rows, bridge_tables
 from desweep.bridge.units import Identifiability, Units, build_units, check_samples, identify, present_batches
@@ -46,6 +48,10 @@ BRIDGE_COLUMNS = ["comparison_id", "group1", "group2", "gene", "rank", "lfc", "l
                   "lfc_lower", "base_mean", "high_group", *SHIFT_COLUMNS]
 SUMMARY_COLUMNS = ["comparison_id", "group1", "group2", "verdict", "identifiable", "n_bridges", "bridges", "n_units",
                    "design", "reason"]
+#: parts each cluster x batch is split into when one unit per cluster x batch leaves no residual degree of
+#: freedom (e.g. one donor per batch and as many clusters as batches): three is the fewest that give the
+#: dispersion more than one degree of freedom per unit
+PSEUDO_REPLICATES = 3
 
 
 def _choose_design(units: Units, pairs: list[tuple[str, str]]) -> tuple[Units, str, str]:
@@ -58,6 +64,12 @@ def _choose_design(units: Units, pairs: list[tuple[str, str]]) -> tuple[Units, s
         note = f"samples not used ({why})"
         units = collapse_samples(units)
     return units, "batch", note
+
+
+def _split_units(adata: AnnData, present: dict[str, list[str]], component: frozenset[str], *, group_key: str,
+                 batch_key: str) -> Units:
+    return _subset(build_units(adata, present, group_key=group_key, batch_key=batch_key, pseudo_replicates=PSEUDO_REPLICATES),
+                   component)
 
 
 def _subset(units: Units, batches: frozenset[str]) -> Units:
@@ -89,10 +101,20 @@ def _comparison_rows(dds, units: Units, comp: pd.Series, ident: Identifiability,
 
 
 def _fit_component(units: Units, members: pd.DataFrame, verdicts: dict[str, Identifiability], *, alpha: float,
-                   threads: int) -> tuple[list[pd.DataFrame], dict[str, tuple[int, str]]]:
-    """One GLM over a linked set of batches and every estimable comparison in it; ``verdicts`` updated in place."""
+                   threads: int, split: Callable[[], Units] | None = None) -> tuple[list[pd.DataFrame], dict[str, tuple[int, str]]]:
+    """One GLM over a linked set of batches and every estimable comparison in it; ``verdicts`` updated in place.
+
+    ``split``: builds the same cells as pseudo-replicates (:data:`PSEUDO_REPLICATES` per cluster x
+    batch), used when the cluster x batch design leaves no residual degree of freedom.
+    """
     pairs = list(zip(members["group1"], members["group2"], strict=True))
     units, term, note = _choose_design(units, pairs)
+    replicated = ""
+    if term == "batch" and split is not None and residual_df(units.meta, term) < 1:
+        units, replicated = split(), f" ({PSEUDO_REPLICATES} pseudo-replicates per cluster x batch)"
+        note = "; ".join(filter(None, [note, (
+            f"one unit per cluster x batch left no residual degree of freedom: each was split into {PSEUDO_REPLICATES} "
+            "random parts of its cells, so p-values reflect cell sampling only (optimistic); the ranking stands")]))
     for cid, g1, g2 in members[["comparison_id", "group1", "group2"]].itertuples(index=False):
         ok, why = estimable(units.meta, term, [(g1, g2)])
         if not ok:
@@ -113,7 +135,7 @@ def _fit_component(units: Units, members: pd.DataFrame, verdicts: dict[str, Iden
         if note:
             v = verdicts[cid]
             verdicts[cid] = Identifiability(v.verdict, v.bridges, v.batches1, v.batches2, v.component, f"{v.reason}; {note}")
-        designs[cid] = (len(units.meta), f"~ {term} + cluster")
+        designs[cid] = (len(units.meta), f"~ {term} + cluster{replicated}")
     return tables, designs
 
 
@@ -172,7 +194,9 @@ def bridge_contrast(
     for component in sorted(wanted, key=sorted):
         members = comps[[verdicts[c].component == component and verdicts[c].verdict != "not_identifiable"
                          for c in comps["comparison_id"]]]
-        part, designs = _fit_component(_subset(all_units, component), members, verdicts, alpha=alpha, threads=threads)
+        split = None if sample_key else partial(_split_units, adata, present, component, group_key=group_key, batch_key=batch_key)
+        part, designs = _fit_component(_subset(all_units, component), members, verdicts, alpha=alpha, threads=threads,
+                                       split=split)
         tables += part
         fitted.update(designs)
     rows = []

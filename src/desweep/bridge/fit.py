@@ -59,6 +59,11 @@ def design_matrix(meta: pd.DataFrame, term: Term) -> tuple[np.ndarray, list[str]
     return np.hstack(parts), clusters
 
 
+def residual_df(meta: pd.DataFrame, term: Term) -> int:
+    """Units less the rank of ``~ term + cluster``."""
+    return len(meta) - int(np.linalg.matrix_rank(design_matrix(meta, term)[0]))
+
+
 def estimable(meta: pd.DataFrame, term: Term, pairs: list[tuple[str, str]]) -> tuple[bool, str]:
     """Are all ``pairs`` (cluster vs cluster) estimable under ``~ term + cluster``, with a residual degree of freedom?"""
     x, clusters = design_matrix(meta, term)

@@ -81,15 +81,37 @@ def check_samples(obs: pd.DataFrame, *, sample_key: str, batch_key: str, source:
                                 "samples must be nested in batches")
 
 
+def pseudo_replicate_labels(cluster: np.ndarray, batch: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
+    """``rep1`` ... ``rep<n>`` per cell: each cluster x batch's cells dealt at random into ``n`` near-equal parts."""
+    rng = np.random.default_rng(seed)
+    labels = np.empty(len(cluster), dtype=object)
+    frame = pd.DataFrame({"c": cluster, "b": batch})
+    for _, rows in sorted(frame.groupby(["c", "b"], sort=True).indices.items()):
+        labels[rows] = [f"rep{i % n + 1}" for i in rng.permutation(len(rows))]
+    return labels
+
+
 def build_units(adata: AnnData, present: dict[str, list[str]], *, group_key: str, batch_key: str,
-                sample_key: str | None = None) -> Units:
-    """Sum the raw counts of the cells of every present cluster x batch (x sample) into units."""
+                sample_key: str | None = None, pseudo_replicates: int = 0, seed: int = 0) -> Units:
+    """Sum the raw counts of the cells of every present cluster x batch (x sample) into units.
+
+    ``pseudo_replicates`` (> 1, without ``sample_key``): each cluster x batch split
+    into that many random parts of its cells (``meta['sample']`` = ``rep1``, ...),
+    so that a design with one unit per coefficient keeps residual degrees of
+    freedom; their spread is cell sampling only.
+    """
     obs = adata.obs
     cluster = obs[group_key].astype(str).to_numpy()
     batch = obs[batch_key].astype(str).to_numpy()
-    sample = obs[sample_key].astype(str).to_numpy() if sample_key else np.full(adata.n_obs, "", dtype=object)
     pairs = {(c, b) for c, batches in present.items() for b in batches}
     keep = np.fromiter(((c, b) in pairs for c, b in zip(cluster, batch, strict=True)), dtype=bool, count=adata.n_obs)
+    if sample_key:
+        sample = obs[sample_key].astype(str).to_numpy()
+    elif pseudo_replicates > 1:
+        sample = np.full(adata.n_obs, "", dtype=object)
+        sample[keep] = pseudo_replicate_labels(cluster[keep], batch[keep], pseudo_replicates, seed=seed)
+    else:
+        sample = np.full(adata.n_obs, "", dtype=object)
     cluster_code = {c: i for i, c in enumerate(sorted(present))}
     batch_code = {b: i for i, b in enumerate(sorted(set(batch)))}
     sample_code = {s: i for i, s in enumerate(sorted(set(sample)))}
