@@ -346,12 +346,32 @@ window.addEventListener('load', () => setTimeout(() => {
 </script>"""
 
 
-def render_in_chromium(report: Path, workdir: Path, *, width: int = 1920, height: int = 1080) -> dict:
-    """Open ``report`` (a probed copy) in headless Chromium; the probe's measurements."""
+ALERT_TRAP = "<script>window.desweepAlerts = []; window.alert = m => window.desweepAlerts.push(String(m));</script>"
+#: what a reader sees of the hostile names: alerts raised, elements injected, and the text of headings, cards and cells
+HOSTILE_PROBE = """<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const texts = sel => [...document.querySelectorAll(sel)].map(e => e.textContent.trim());
+  const out = document.createElement('pre');
+  out.id = 'desweep-probe';
+  out.textContent = JSON.stringify({alerts: window.desweepAlerts, title: document.title,
+    injected: document.querySelectorAll('img[onerror], b[onmouseover], [data-desweep-injected]').length,
+    cards: texts('.desweep-card h4'), cells: texts('td, th'), headings: texts('h2, h3, .mqc-section-plot h4, #mqc-toc a, .mqc-toc a')});
+  document.body.appendChild(out);
+}, 1000));
+</script>"""
+
+
+def render_in_chromium(report: Path, workdir: Path, *, width: int = 1920, height: int = 1080, probe: str = PROBE) -> dict:
+    """Open ``report`` (a probed copy) in headless Chromium; the probe's measurements.
+
+    ``alert`` is replaced before anything on the page runs, so a script that
+    the page should never run leaves its message in ``window.desweepAlerts``.
+    """
     page = workdir / "probed.html"
     text = report.read_text()
     end = text.rindex("</body>")  # the last one: bundled scripts spell "</body>" in strings too
-    page.write_text(text[:end] + PROBE + text[end:])
+    head = text.index("<head>") + len("<head>")
+    page.write_text(text[:head] + ALERT_TRAP + text[head:end] + probe + text[end:])
     profile = workdir / "profile"
     profile.mkdir()
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -403,3 +423,56 @@ def test_report_says_which_genes_the_normalized_layers_hold(tmp_path, n_top_tabl
     table = pd.DataFrame({"gene": ["g1", "g2", "g3"], "n_top_tables": n_top_tables, "requested": requested})
     layers = next(item for item in normalized_section(load_results(_normalized_outdir(tmp_path, table))) if item.part == "layers")
     assert expected in layers.description, layers.description
+
+
+# --------------------------------------------------------------------------- names from the input are text, never HTML
+#: names as a shared .h5ad could carry them: each would run a script if written into the page as given
+HOSTILE = {"only_batch0": "<img src=x onerror=alert(1)>", "only_batch1": "<script>alert('b')</script> & \"q\"",
+           "batch0": "<b onmouseover=alert(2)>b0", "gene00488": "<svg data-desweep-injected onload=alert(3)>"}
+HOSTILE_TITLE = "<script>alert('title')</script> & 'desweep'"
+
+
+@pytest.fixture(scope="module")
+def hostile_report(sim_small, tmp_path_factory) -> Path:
+    """The contract OUTDIR with two labels, a batch and a gene renamed to HTML (every table), and a hostile title."""
+    outdir = tmp_path_factory.mktemp("hostile")
+    write_contract_outdir(outdir, sim_small)
+    for path in outdir.rglob("*.csv"):
+        pd.read_csv(path, dtype=str, keep_default_na=False).replace(HOSTILE).to_csv(path, index=False)
+    result = CliRunner().invoke(cli, ["report", "--results", str(outdir), "-o", str(outdir / keys.STEP_REPORT), "--title", HOSTILE_TITLE])
+    assert result.exit_code == 0, result.output
+    return outdir / keys.STEP_REPORT / keys.MULTIQC_REPORT
+
+
+def test_hostile_names_never_reach_the_page_as_html(hostile_report):
+    text = hostile_report.read_text()
+    for name in [*HOSTILE.values(), HOSTILE_TITLE]:
+        assert name not in text, name
+    for tag in ("<img src=x", "<script>alert(", "<b onmouseover", "<svg data-desweep-injected"):
+        assert tag not in text, tag
+    # escaped once: shown as written, never as "&amp;lt;"
+    assert html.escape(HOSTILE["only_batch0"]) in text and "&amp;lt;" not in text
+
+
+def test_every_text_field_of_an_item_is_escaped():
+    from desweep.report.items import Item, table
+
+    bad = HOSTILE["only_batch0"]
+    df = pd.DataFrame({"comparison": [bad], "gene": [bad], "lfc": [1.5]})
+    doc = table("desweep_markers", "table", f"{bad} markers", df, row_id="comparison", titles={"gene": bad}).document()
+    assert bad not in json.dumps(doc)
+    assert doc["section_name"] == html.escape(f"{bad} markers")
+    assert doc["data"] == {html.escape(bad): {"gene": html.escape(bad), "lfc": 1.5}}
+    heat = Item("desweep_concordance", "heatmap_00", bad, "heatmap", [[1.0]], extra={"xcats": [bad], "ycats": [bad]}).document()
+    assert bad not in json.dumps(heat) and heat["xcats"] == [html.escape(bad)]
+    assert bad not in json.dumps(Item("desweep_top_genes", "volcano", bad, "scatter", {bad: {"x": 1, "y": 2}}).document())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
+def test_hostile_names_shown_as_written_and_never_run_in_a_browser(hostile_report, tmp_path):
+    probe = render_in_chromium(hostile_report, tmp_path, probe=HOSTILE_PROBE)
+    assert probe["alerts"] == [] and probe["injected"] == 0, probe["alerts"]
+    assert probe["title"].startswith(HOSTILE_TITLE)
+    assert any(card.startswith(f"{HOSTILE['only_batch0']} vs {HOSTILE['only_batch1']}") for card in probe["cards"]), probe["cards"]
+    for name in HOSTILE.values():  # in cells and row names ("comparison | gene")
+        assert any(name in cell for cell in probe["cells"]), name

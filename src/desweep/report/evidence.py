@@ -3,7 +3,6 @@ concordance between settings and the sweep itself. Builders take :class:`ReportI
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 from desweep.io import is_true
 from desweep.plots import natural_key, short_setting_labels, top_genes_heatmap, volcano_points
 from desweep.report.figures import score_scatter
-from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value
+from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value, text
 from desweep.report.load import where
 
 if TYPE_CHECKING:
@@ -101,15 +100,15 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
                 notes.append(f"{_role_name(role)}: the top {n_top} is cut inside a tie: {n_tied:,} genes share proba_de = {at:.3g} "
                              f"and {len(tied)} of them made the top {n_top}, ordered by |lfc_mean| (marked \u2020).")
             if part.empty:
-                panels.append(f"<div style='flex:1 1 420px'><p><b>{html.escape(title)}</b>: no expression rows for <code>{html.escape(cid)}</code>.</p></div>")
+                panels.append(f"<div style='flex:1 1 420px'><p><b>{text(title)}</b>: no expression rows for <code>{text(cid)}</code>.</p></div>")
                 continue
             fig = top_genes_heatmap(part, title=title, tied=tied, groups=groups)
             panels.append(f"<div style='flex:1 1 420px;min-width:0'>{figure_html(fig, alt=f'{role} top genes of {comparison}')}"
-                          f"<div class='small text-muted'>run drawn: <code>{html.escape(cid)}</code></div></div>")
+                          f"<div class='small text-muted'>run drawn: <code>{text(cid)}</code></div></div>")
         if shown["recommended"] and shown["recommended"] == shown["default"]:
             notes.append("scVI's default is the recommended setting here.")
         body = "<div style='display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start'>" + "".join(panels) + "</div>"
-        body += "".join(f"<p class='small'>{html.escape(n)}</p>" for n in notes)
+        body += "".join(f"<p class='small'>{text(n)}</p>" for n in notes)
         items.append(Item(section, f"heatmaps_{i:02d}", f"{comparison}: scVI's default and the recommended setting", "html", body,
                           "Top genes (rows, best first; the strip gives each gene's pattern) as z-scores of log2 mean expression "
                           "in every cluster (columns) of every batch (blocks). A batch-wide gene lights up a whole batch; "
@@ -122,7 +121,7 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
     if inputs.plots_dir:
         items.append(Item(section, "files", "Plots of every setting", "html",
                           f"<p>PNG plots of every setting (top-gene heatmaps, volcano plots, concordance, setting scores) are in "
-                          f"<code>OUTDIR/{html.escape(inputs.plots_dir)}/</code>.</p>"))
+                          f"<code>OUTDIR/{text(inputs.plots_dir)}/</code>.</p>"))
     return items or [missing(section, "recommended settings", where("recommendations"), "Run `desweep diagnose`.")]
 
 
@@ -142,7 +141,7 @@ def _volcano(section: str, part: str, comparison: str, cid: str, de_table: pd.Da
     points, xlab, ylab = volcano_points(de_table, patterns)
     data = {gene: {"x": round(x, 4), "y": round(y, 4), "color": colour} for gene, x, y, colour in points}
     return Item(section, part, f"{comparison}: volcano of the recommended setting", "scatter", data,
-                f"Every gene of <code>{html.escape(cid)}</code>; its top genes coloured by pattern "
+                f"Every gene of <code>{text(cid)}</code>; its top genes coloured by pattern "
                 "(green cluster-specific, orange batch-wide, purple other; grey: not in the top N).",
                 {"pconfig": {"xlab": xlab, "ylab": ylab, "marker_size": 4}})
 

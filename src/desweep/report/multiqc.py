@@ -13,7 +13,7 @@ from typing import Any
 
 from desweep import keys
 from desweep.errors import DesweepInputError
-from desweep.report.items import SECTION_IDS, Item
+from desweep.report.items import SECTION_IDS, Item, text
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def run_multiqc(content: Path, outdir: Path, *, config: Path | None = None, titl
                    "--filename", keys.MULTIQC_REPORT, "--force", "--no-version-check", "--no-ai",
                    "--config", str(config_path), "--config", str(content / SECTION_ORDER_YML)]
         if title:
-            command += ["--title", title]
+            command += ["--title", text(title)]  # MultiQC writes the title into the page as given
         env = dict(os.environ, MULTIQC_NO_VERSION_CHECK="1")
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         report = work / "out" / keys.MULTIQC_REPORT

@@ -3,14 +3,13 @@ and the consensus markers. Builders take :class:`ReportInputs`, read no files.""
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from desweep.io import is_true
 from desweep.report.figures import marker_dotplot
-from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value
+from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value, text
 from desweep.report.load import where
 
 if TYPE_CHECKING:
@@ -83,7 +82,7 @@ def _of(table_: pd.DataFrame | None, row: dict) -> pd.DataFrame | None:
 
 def _card(row: dict, markers: pd.DataFrame | None, rejected: pd.DataFrame | None) -> str:
     status = str(row.get("status") or "")
-    e = html.escape
+    e = text
     head = (f"<h4>{e(str(row['group1']))} vs {e(str(row['group2']))} "
             f"<span class='badge text-bg-{STATUS_STYLE.get(status, 'secondary')}' title='{e(STATUS_MEANING.get(status, ''))}'>"
             f"{e(status)}</span> "
@@ -126,10 +125,10 @@ def _genes_line(title: str, genes: pd.DataFrame | None, rank: str) -> str:
     if genes is None:
         return ""
     if genes.empty:
-        return f"<div class='genes'><b>{html.escape(title)}:</b> none</div>"
+        return f"<div class='genes'><b>{text(title)}:</b> none</div>"
     first = genes.sort_values(rank, kind="stable").head(CARD_GENES)
     more = f", and {len(genes) - len(first):,} more" if len(genes) > len(first) else ""
-    return f"<div class='genes'><b>{html.escape(title)}:</b> {html.escape(', '.join(first['gene'].astype(str)))}{more}</div>"
+    return f"<div class='genes'><b>{text(title)}:</b> {text(', '.join(first['gene'].astype(str)))}{more}</div>"
 
 
 # --------------------------------------------------------------------------- consensus markers
@@ -167,7 +166,7 @@ def markers_section(inputs: ReportInputs) -> list[Item]:
         items.append(Item(section, f"dotplot_{i:02d}", f"{row['comparison_id']}: markers across cluster x batch", "html",
                           figure_html(fig, alt=f"dotplot of {row['comparison_id']}"),
                           f"The consensus markers (best first) and the rejected genes in every cluster of every batch. "
-                          f"Dot size: share of cells with counts; colour: {html.escape(inputs.marker_expression_source)}, "
+                          f"Dot size: share of cells with counts; colour: {text(inputs.marker_expression_source)}, "
                           "scaled per gene. A marker is high in its group's columns in every batch; a rejected gene is "
                           "high in a whole batch."))
     return items
