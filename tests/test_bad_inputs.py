@@ -132,6 +132,33 @@ def samplesheet_case(name: str, header: str, rows: list[str], expected: str, fil
     return Case(name, build)
 
 
+def copied_member_case(tmp: Path) -> tuple[list[str], str, Path]:
+    """The same cells twice under two batches: a byte copy under another name."""
+    import shutil
+
+    write(small_adata(seed=1), tmp / "s1.h5ad")
+    shutil.copy(tmp / "s1.h5ad", tmp / "s1_copy.h5ad")
+    sheet = tmp / "samples.csv"
+    sheet.write_text("sample,batch,path\ns1,b1,s1.h5ad\ns2,b2,s2.h5ad\ns3,b3,s1_copy.h5ad\n")
+    write(small_adata(seed=2), tmp / "s2.h5ad")
+    out = tmp / "out" / "validate"
+    return (["validate", "-i", str(sheet), "-o", str(out)],
+            f"samples.csv: path: rows 2 and 4 name files with the same content ({tmp / 's1.h5ad'}, {tmp / 's1_copy.h5ad'})", out)
+
+
+def linked_member_case(tmp: Path) -> tuple[list[str], str, Path]:
+    """The same file under two batches, once through a symlink in another folder."""
+    args, _, out = samplesheet_case("", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,links/s1.h5ad"], "").build(tmp)
+    (tmp / "links").mkdir()
+    (tmp / "links" / "s1.h5ad").symlink_to(tmp / "s1.h5ad")
+    return args, "samples.csv: path: rows 2 and 3 name the same file", out
+
+
+def sample_as_batch_key_case(tmp: Path) -> tuple[list[str], str, Path]:
+    args, _, out = samplesheet_case("", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b1,s2.h5ad"], "").build(tmp)
+    return [*args, "--batch-key", "sample"], "samples.csv: --batch-key: 'sample' is where a samplesheet's sample column goes", out
+
+
 def _renamed_genes(seed: int) -> ad.AnnData:
     a = small_adata(seed=seed)
     a.var_names = [f"other{j}" for j in range(a.n_vars)]
@@ -255,6 +282,11 @@ CASES: list[Case] = [
     samplesheet_case("samplesheet sample with spaces", "sample,batch,path", ["s 1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "row 2 column 'sample': sample name must be given, with letters, digits, dots, dashes or underscores only"),
     samplesheet_case("samplesheet no shared genes", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "samples.csv: path: the samples share no gene names",
                      files={"s1.h5ad": small_adata(seed=1), "s2.h5ad": _renamed_genes(2)}),
+    samplesheet_case("samplesheet lists a file twice", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,s2.h5ad", "s3,b1,s1.h5ad"],
+                     "samples.csv: path: rows 2 and 4 name the same file"),
+    Case("samplesheet lists a file and a link to it", linked_member_case),
+    Case("samplesheet lists a copy of a file", copied_member_case),
+    Case("samplesheet with --batch-key sample", sample_as_batch_key_case),
     samplesheet_case("samplesheet with no rows", "sample,batch,path", [], "samples.csv: samplesheet: has no rows"),
     composition_case("comparison malformed", "T-B", "comparisons: 'T-B' is not of the form group1:group2"),
     composition_case("group1 equals group2", "T:T", "comparisons: 'T:T' compares a group with itself"),

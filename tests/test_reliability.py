@@ -199,6 +199,30 @@ def test_changed_samplesheet_member_reruns_everything(tmp_path: Path, monkeypatc
     assert ad.read_h5ad(tmp_path / "out" / keys.STEP_VALIDATE / keys.VALIDATED_H5AD).n_obs == n_before - 30
 
 
+def test_same_bytes_under_another_name_do_not_retrain(tiny_input: Path, tmp_path: Path, monkeypatch):
+    """The input is known by its content: a copy, a symlink or a Nextflow-style stage folder of the same bytes reruns nothing."""
+    import shutil
+
+    first_steps(monkeypatch, ("validate", "integrate"))
+    data = tmp_path / "data.h5ad"
+    shutil.copy(tiny_input, data)
+    (tmp_path / "copy.h5ad").write_bytes(data.read_bytes())
+    (tmp_path / "link.h5ad").symlink_to(data)
+    stage = tmp_path / "work" / "ab" / "cdef0123"
+    stage.mkdir(parents=True)
+    (stage / "input.h5ad").symlink_to(tmp_path / "copy.h5ad")
+
+    def run(path: Path) -> set[str]:
+        result = CliRunner().invoke(cli, ["run", "-i", str(path), "-o", str(tmp_path / "out"), "--threads", "1",
+                                          "--set", "integrate.max_epochs=2"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return ran(status_line(result.output))
+
+    assert run(data) == {"validate", "integrate"}
+    for other in (tmp_path / "copy.h5ad", tmp_path / "link.h5ad", stage / "input.h5ad"):
+        assert run(other) == set(), other
+
+
 def desweep_process(*args: str, **kwargs) -> subprocess.Popen:
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "desweep.cli", *args], env=env, stdout=subprocess.PIPE,

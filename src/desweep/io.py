@@ -270,12 +270,17 @@ def _text_loader() -> type:
 
 
 def file_checksum(path: str | Path, *, algorithm: str = "sha256") -> str:
-    """Return the hex digest of a file (or of every file below a folder, in sorted order)."""
+    """Return the hex digest of a file's content (or of every file below a folder: their paths in it and content, in sorted order).
+
+    A file's own name is left out, so the same bytes reached through a symlink,
+    a copy or a Nextflow stage folder give the same digest.
+    """
     path = Path(path)
     digest = hashlib.new(algorithm)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
         with file.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)

@@ -148,9 +148,15 @@ def read_samplesheet(path: str | Path, *, batch_key: str = "batch", layer: str |
     duplicated = sheet["sample"][sheet["sample"].duplicated()]
     if not duplicated.empty:
         raise DesweepInputError(path, "sample", f"sample name '{duplicated.iloc[0]}' is used more than once")
+    if batch_key == keys.SAMPLE:
+        # the sheet's sample column fills obs['sample']; the batch column would overwrite it, merging samples silently
+        raise DesweepInputError(path, "--batch-key", f"'{keys.SAMPLE}' is where a samplesheet's sample column goes; keep the "
+                                "default --batch-key and, to use each sample as a batch, write the sample name in its batch column")
+    members = [_member_path(row["path"], path) for row in rows]
+    _check_distinct_members(members, path)
     parts = []
-    for row in rows:
-        part = _read_sample(_member_path(row["path"], path), path, layer=layer)
+    for row, member in zip(rows, members, strict=True):
+        part = _read_sample(member, path, layer=layer)
         part.obs_names = [f"{row['sample']}_{name}" for name in part.obs_names]
         part.obs[keys.SAMPLE] = row["sample"]
         part.obs[batch_key] = row["batch"]
@@ -294,6 +300,23 @@ def record_checksum(adata: AnnData, report: ValidationReport, path: str | Path) 
 def _member_path(value: str, sheet: str | Path) -> Path:
     """A samplesheet ``path``: absolute, or relative to the sheet as given (not resolved: a staged symlink must not move it)."""
     return Path(value) if Path(value).is_absolute() else Path(sheet).absolute().parent / value
+
+
+def _check_distinct_members(members: list[Path], sheet: str | Path) -> None:
+    """Refuse a samplesheet naming one file twice (by resolved path, or by content): its cells would enter twice.
+
+    Rows are numbered as in the file (the header is row 1).
+    """
+    seen: dict[str, int] = {}
+    for i, member in enumerate(members):
+        if not member.exists():
+            continue  # _read_sample says so, naming the row's path
+        for key in (f"path:{member.resolve()}", f"sha256:{file_checksum(member)}"):
+            if key in seen:
+                how = "the same file" if key.startswith("path:") else "files with the same content"
+                raise DesweepInputError(sheet, "path", f"rows {seen[key] + 2} and {i + 2} name {how} ({members[seen[key]]}, "
+                                        f"{member}); each sample's cells must be listed once")
+            seen[key] = i
 
 
 def _read_sample(sample_path: Path, sheet: str | Path, *, layer: str | None) -> AnnData:
