@@ -437,3 +437,19 @@ def test_users_leiden_column_is_kept_as_labels(tmp_path: Path):
     out = ad.read_h5ad(tmp_path / "c" / "clustered.h5ad")
     assert out.uns["desweep"]["group_key"] == "leiden"
     assert list(out.obs["leiden"]) == list(a.obs["leiden"]) and "desweep_leiden" in out.obs
+
+
+def test_step_folder_linked_into_the_input_folder_cannot_overwrite_the_input(tmp_path: Path):
+    """OUTDIR/validate is a symlink to the folder holding the input, which has validate's output name."""
+    data = tmp_path / "data"
+    data.mkdir()
+    path = write(small_adata(), data / "validated.h5ad")
+    before = path.read_bytes()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "validate").symlink_to(data)
+    result = CliRunner().invoke(cli, ["run", "-i", str(path), "-o", str(tmp_path / "out"), "--threads", "1"])
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+        f"Error: {path}: input: lies inside {data.resolve()}, a folder this run writes (it would be overwritten): "
+        "copy it elsewhere or choose another --outdir"], result.output
+    assert path.read_bytes() == before and sorted(p.name for p in data.iterdir()) == ["validated.h5ad"]

@@ -54,7 +54,8 @@ def check_inputs_outside_outputs(config: RunConfig, resolved: dict[str, Resolved
     from desweep.validate import input_files
 
     outdir = config.outdir.resolve()
-    written = {(outdir / step.folder) for step in pipeline.available_steps()} | {outdir / keys.PIPELINE_INFO}
+    # each folder resolved on its own: a step folder may be a symlink out of OUTDIR, into the input's own folder
+    written = {(outdir / folder).resolve() for folder in [*(step.folder for step in pipeline.available_steps()), keys.PIPELINE_INFO]}
     candidates = [(p, "input", ("desweep run", "--input")) for p in input_files(config.values["input"])]
     for name, item in resolved.items():
         for param, value in item.user.items():
