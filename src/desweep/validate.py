@@ -242,6 +242,7 @@ def validate_adata(
     if labels_key:
         adata.obs[labels_key] = adata.obs[labels_key].cat.remove_unused_categories()
         labels = adata.obs[labels_key].cat.categories
+        _check_apart(labels, source, labels_key)
         if len(labels) < 2:
             raise DesweepInputError(source, f"obs['{labels_key}']", f"has one label only ({labels[0]}): desweep compares two groups; "
                                     "give a column with two labels at least, or leave --labels-key out to compare Leiden clusters")
@@ -274,6 +275,27 @@ def input_files(path: str | Path) -> list[Path]:
         return [path]
     sheet = read_csv(path, required=SAMPLESHEET_COLUMNS, what="samplesheet")
     return [path] + [_member_path(str(p), path) for p in sheet["path"]]
+
+
+def input_batches(path: str | Path, batch_key: str) -> list[str] | None:
+    """The batch names of an input, read cheaply (a samplesheet's batch column, an .h5ad's ``obs[batch_key]`` alone).
+
+    ``None`` when they cannot be read this way (the column is missing, the file
+    unreadable): validate then says why, naming the file.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        if is_samplesheet(path):
+            return sorted(set(read_csv(path, required=SAMPLESHEET_COLUMNS, what="samplesheet")["batch"].astype(str)))
+        from anndata.io import read_elem
+
+        with h5py.File(path, "r") as handle:
+            column = read_elem(handle["obs"][batch_key])
+        return sorted({str(v) for v in pd.Series(column).dropna()})
+    except (OSError, KeyError, ValueError, TypeError, DesweepInputError):
+        return None
 
 
 def input_checksum(path: str | Path) -> str:
@@ -357,6 +379,22 @@ def _check_names(values: pd.Series, source: str | Path, key: str) -> None:
         n = int(values.isin(bad).sum())
         raise DesweepInputError(source, f"obs['{key}']", f"{n} cells have the value {bad[0]!r}, which is empty or reads as a missing value; "
                                 "give them a real name (e.g. 'unassigned') or drop them")
+
+
+def _check_apart(labels: pd.Index, source: str | Path, key: str) -> None:
+    """Refuse labels equal but for spaces at their ends (``T``, `` T``).
+
+    They are different names here, but not to every reader of the results:
+    scanpy's ``rank_genes_groups`` layout in markers.h5ad keys each group by a
+    numpy record field, and numpy strips field names, so the two would collide
+    in the last step, after training. Names are never stripped: the user renames one.
+    """
+    seen: dict[str, str] = {}
+    for label in map(str, labels):
+        other = seen.setdefault(label.strip(), label)
+        if other != label:
+            raise DesweepInputError(source, f"obs['{key}']", f"labels {other!r} and {label!r} differ only by spaces at their ends, "
+                                    "which tables and scanpy's markers layout cannot tell apart; rename one")
 
 
 def _check_unique(index: pd.Index, source: str | Path, field_name: str, problem: str) -> None:

@@ -106,3 +106,23 @@ def check_design(config: RunConfig, resolved: dict[str, ResolvedStep]) -> None:
         plan, _ = make_plan(table, read_grid(p["grid_path"]), batches=[str(c) for c in counts.columns], models=p["models"],
                             source=str(validated))
         check_plan_size(plan, max_combinations=p["max_combinations"], source=validated)
+
+
+def check_batches(config: RunConfig, resolved: dict[str, ResolvedStep]) -> None:
+    """Batch names given to a step (``normalize --batches``) that the input does not have, refused before the first step.
+
+    Needs only the input's batch column (:func:`desweep.validate.input_batches`);
+    when that cannot be read, validate reports the input's problem instead.
+    """
+    from desweep.validate import input_batches
+
+    item = resolved.get("normalize")
+    wanted = item.user.get("batches") if item is not None else None
+    if not wanted:
+        return
+    have = input_batches(config.values["input"], str(config.values["batch_key"]))
+    unknown = [b for b in wanted if have is not None and b not in have]
+    if unknown:
+        source, where = config.origin("normalize.batches", "steps.normalize.batches")
+        raise DesweepInputError(source, where or "--batches", f"{unknown[0]!r} is not a batch of the input "
+                                f"(obs['{config.values['batch_key']}']: {', '.join(have or [])})")
