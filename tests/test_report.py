@@ -125,9 +125,10 @@ def test_rejected_genes_follow_the_cards(items, results_dir):
     assert ids.index("desweep_verdict_rejected") == ids.index("desweep_verdict_cards") + 1
     rejected = pd.read_csv(results_dir / keys.STEP_DIAGNOSE / keys.REJECTED_CSV)
     table = items["desweep_verdict_rejected"].data
-    assert sorted(table) == sorted(f"{c} | {g}" for c, g in zip(rejected["comparison_id"], rejected["gene"], strict=True))
+    assert sorted(table) == sorted(f"{a} vs {b} | {g}" for a, b, g in zip(rejected["group1"], rejected["group2"], rejected["gene"], strict=True))
     first = rejected.iloc[0]
-    assert table[f"{first['comparison_id']} | {first['gene']}"]["reason"] == first["reason"]
+    row = table[f"{first['group1']} vs {first['group2']} | {first['gene']}"]
+    assert row["reason"] == first["reason"] and row["comparison_id"] == first["comparison_id"]
     # the card names the default's first rejected genes too
     assert str(first["gene"]) in items["desweep_verdict_cards"].data
 
@@ -136,7 +137,7 @@ def test_markers_table_and_dotplots(items, results_dir):
     markers = pd.read_csv(results_dir / keys.STEP_DIAGNOSE / keys.MARKERS_CSV)
     table = items["desweep_markers_table"]
     assert table.plot_type == "table"
-    assert sorted(table.data) == sorted(f"{c} | {g}" for c, g in zip(markers["comparison_id"], markers["gene"], strict=True))
+    assert sorted(table.data) == sorted(f"{a} vs {b} | {g}" for a, b, g in zip(markers["group1"], markers["group2"], markers["gene"], strict=True))
     dotplots = [i for i in items if i.startswith("desweep_markers_dotplot_")]
     assert len(dotplots) == 2  # the comparison without tables has no markers and no rejected genes
     assert all("data:image/png;base64," in items[i].data for i in dotplots)
@@ -212,7 +213,8 @@ def test_setting_labels_are_short_and_unique(inputs):
 def test_scores_table_flags_ties_and_hides_parameters(items, results_dir):
     table = items["desweep_scores_table"]
     rec = _recommendations(results_dir)
-    default = next(v for k, v in table.data.items() if k.startswith(rec["comparison_id"].iloc[0]) and "bc=False" in k)
+    first = rec.iloc[0]
+    default = next(v for k, v in table.data.items() if k.startswith(f"{first['group1']} vs {first['group2']} |") and "bc=False" in k)
     assert default["top_n_cut_in_tie"] == "True" and default["n_tied_top_max"] == int(1.6 * TOP_N)
     assert table.extra["headers"]["batch_correction"]["hidden"] and not table.extra["headers"]["rank_in_comparison"]["hidden"]
 
@@ -476,3 +478,26 @@ def test_hostile_names_shown_as_written_and_never_run_in_a_browser(hostile_repor
     assert any(card.startswith(f"{HOSTILE['only_batch0']} vs {HOSTILE['only_batch1']}") for card in probe["cards"]), probe["cards"]
     for name in HOSTILE.values():  # in cells and row names ("comparison | gene")
         assert any(name in cell for cell in probe["cells"]), name
+
+
+def test_people_read_display_names_machines_read_ids(hostile_report, items, results_dir):
+    """Headings, navigation, plot titles and table rows name a comparison as written (``A vs B``); the id stays in a column."""
+    from desweep.names import comparison_name
+
+    rec = _recommendations(results_dir)
+    first = rec.iloc[0]
+    shown = comparison_name(first["group1"], first["group2"])
+    assert items["desweep_top_genes_heatmaps_00"].name.startswith(f"{shown}: ")
+    assert items["desweep_markers_dotplot_00"].name.startswith(f"{shown}: ")
+    assert items["desweep_concordance_heatmap_00"].name == shown
+    assert items["desweep_concordance_heatmap_00"].document()["pconfig"]["title"] == f"desweep: concordance, {shown}"
+    for part in ("desweep_verdict_rejected", "desweep_markers_table", "desweep_scores_table", "desweep_concordance_pairs"):
+        rows = items[part].data
+        assert all(not key.startswith(first["comparison_id"]) for key in rows), part
+        assert any(key.startswith(f"{shown} | ") and row.get("comparison_id") == first["comparison_id"] for key, row in rows.items()), part
+    # in the rendered page (labels that are not file-safe): the names as written in headings and the navigation
+    text = hostile_report.read_text()
+    hostile = html.escape(comparison_name(HOSTILE["only_batch0"], HOSTILE["only_batch1"]))
+    assert f"{hostile}: scVI&#x27;s default and the recommended setting" in text or f"{hostile}: scVI's default" in text
+    nav = re.findall(r'<a[^>]*href="#desweep_top_genes_heatmaps_00"[^>]*>(.*?)</a>', text, re.S)
+    assert nav and all(hostile in a for a in nav), nav

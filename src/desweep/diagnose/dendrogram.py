@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +33,8 @@ def store_dendrogram(adata: AnnData, groupby: str) -> str:
     x = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
     dense = ad.AnnData(X=x.astype(np.float32), obs=adata.obs[[groupby]].copy())
     key = f"dendrogram_{groupby}"
-    sc.tl.dendrogram(dense, groupby=groupby, key_added=key)
+    with warnings.catch_warnings():  # scanpy's note that it runs a PCA first, as it would itself
+        warnings.filterwarnings("ignore", category=UserWarning, module="scanpy")
+        sc.tl.dendrogram(dense, groupby=groupby, key_added=key)
     adata.uns[key] = dense.uns[key]
     return key

@@ -105,6 +105,6 @@ def build_report(results_dir: str | Path, outdir: str | Path, *, config: str | P
         shutil.rmtree(content)
     write_custom_content(items, content)
     logger.info("running MultiQC on %d custom-content items", len(items))
-    report = run_multiqc(content, outdir, config=Path(config) if config else None, title=title, timeout=timeout)
+    report = run_multiqc(content, outdir, config=Path(config) if config else None, title=title, timeout=timeout, items=items)
     logger.info("wrote %s", report)
     return report

@@ -60,12 +60,12 @@ def verdict_section(inputs: ReportInputs) -> list[Item]:
         items.append(note(section, "rejected", "What scVI's default would have told you",
                           "scVI's default let no batch-wide gene into its top genes in any comparison."))
     else:
-        rejected = rejected.assign(batch_wide_in=[f"{count(a)} of {count(b)}" for a, b in
-                                                  zip(rejected["n_replicates_batch_wide"], rejected["n_replicates"], strict=True)])
+        rejected = inputs.with_comparison(rejected).assign(batch_wide_in=[
+            f"{count(a)} of {count(b)}" for a, b in zip(rejected["n_replicates_batch_wide"], rejected["n_replicates"], strict=True)])
         items.append(table(section, "rejected", "What scVI's default would have told you, and why not", rejected,
-                           row_id=["comparison_id", "gene"],
+                           row_id=["comparison", "gene"],
                            columns=["default_rank", "high_group", "lfc_mean", "proba_de", "group_lfc", "within_lfc",
-                                    "batch_shift_lfc", "batch_wide_in", "reason"],
+                                    "batch_shift_lfc", "batch_wide_in", "reason", "comparison_id"], hidden=("comparison_id",),
                            titles={"default_rank": "rank in the default", "batch_wide_in": "batch-wide in (runs)"},
                            description="Genes in the top N of scvi-tools' default call (batch_correction=False, mode=vanilla) "
                                        "that desweep classifies batch-wide: the same shift between the batches in clusters the "
@@ -141,9 +141,10 @@ def markers_section(inputs: ReportInputs) -> list[Item]:
     if markers.empty:
         items.append(note(section, "table", "Consensus markers", "No gene is a consensus marker in any comparison."))
     else:
-        items.append(table(section, "table", "Consensus markers", markers, row_id=["comparison_id", "gene"],
+        items.append(table(section, "table", "Consensus markers", inputs.with_comparison(markers), row_id=["comparison", "gene"],
                            columns=["high_group", "rank", "lfc_mean", "proba_de", "n_settings_supporting", "n_seeds_supporting",
-                                    "n_models_supporting", "within_lfc", "batch_shift_lfc", "pattern"],
+                                    "n_models_supporting", "within_lfc", "batch_shift_lfc", "pattern", "comparison_id"],
+                           hidden=("comparison_id",),
                            titles={"high_group": "higher in", "n_settings_supporting": "settings", "n_seeds_supporting": "seeds",
                                    "n_models_supporting": "models"},
                            description="Genes kept per comparison: cluster-specific in the recommended setting(s) consistently "
@@ -161,10 +162,10 @@ def markers_section(inputs: ReportInputs) -> list[Item]:
         rows = _dotplot_rows(_of(markers, row), _of(inputs.get("rejected"), row), row)
         if rows.empty:
             continue
-        fig = marker_dotplot(expression, rows, groups=(str(row["group1"]), str(row["group2"])),
-                             title=f"{row['group1']} vs {row['group2']}")
-        items.append(Item(section, f"dotplot_{i:02d}", f"{row['comparison_id']}: markers across cluster x batch", "html",
-                          figure_html(fig, alt=f"dotplot of {row['comparison_id']}"),
+        name = inputs.comparison_name(row["comparison_id"])
+        fig = marker_dotplot(expression, rows, groups=(str(row["group1"]), str(row["group2"])), title=name)
+        items.append(Item(section, f"dotplot_{i:02d}", f"{name}: markers across cluster x batch", "html",
+                          figure_html(fig, alt=f"dotplot of {name}"),
                           f"The consensus markers (best first) and the rejected genes in every cluster of every batch. "
                           f"Dot size: share of cells with counts; colour: {text(inputs.marker_expression_source)}, "
                           "scaled per gene. A marker is high in its group's columns in every batch; a rejected gene is "
