@@ -344,6 +344,10 @@ CASES: list[Case] = [
     validate_case("labels differing by outer spaces", _with(_obs("cell_type", lambda a: np.where(np.arange(a.n_obs) < 30, " T",
                                                                                                  a.obs["cell_type"]))),
                   "obs['cell_type']: labels ' T' and 'T' differ only by spaces at their ends", "--labels-key", "cell_type"),
+    Case("run with a binary grid file", lambda tmp: (
+        ["run", "-i", str(write(small_adata(), tmp / "in.h5ad")), "--labels-key", "cell_type", "-o", str(tmp / "out"),
+         "--set", f"plan.grid={file_with(tmp / 'grid.yaml', bytes(range(256)))}"],
+        "grid.yaml: grid: is not a YAML text file (byte 128 is not UTF-8 text; binary?)", tmp / "out")),
     run_flags_case("negative seed", ["--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
     run_case("config value of the wrong type", "input: in.h5ad\nsteps:\n  integrate:\n    max_epochs: many\n",
              "config.yaml: steps.integrate.max_epochs: 'many' is not a valid integer"),

@@ -325,6 +325,24 @@ def test_select_layer_genes_is_the_union_of_top_genes_and_requested():
         "rule": "de_top_union", "top_n": 2, "n_tables": 2, "n_requested": 2, "n_genes": 4}
 
 
+def test_gene_names_empty_or_with_outer_spaces_keep_their_layers():
+    """Genes named "" or " CD3 " are modelled genes: their layers and layer_genes.csv rows stay (never stripped)."""
+    import anndata as ad
+
+    from desweep.normalize import describe_layer_genes, gene_positions, select_layer_genes
+
+    var_names = ["", " CD3 ", "CD3", "CD8"]
+    tables = {"a": pd.DataFrame({"gene": ["", " CD3 ", "CD3", "CD8"], "rank": [1, 2, 3, 4]})}
+    selection = select_layer_genes(tables, top_n=3, requested=[" CD3 "])
+    assert selection.genes == ["", " CD3 ", "CD3"] and selection.requested == (" CD3 ",)
+    idx, missing = gene_positions(var_names, selection.genes)
+    assert idx.tolist() == [0, 1, 2] and missing == []
+    normalized = ad.AnnData(np.zeros((2, 3), dtype=np.float32), var=pd.DataFrame(index=[var_names[i] for i in idx]))
+    table = describe_layer_genes(normalized, selection)
+    assert table["gene"].tolist() == ["", " CD3 ", "CD3"] and table["n_top_tables"].tolist() == [1, 1, 1]
+    assert table["requested"].tolist() == [False, True, False]
+
+
 def test_doc_export_example_matches(loaded):
     """The worked example in the doc: its layer table is what the export writes."""
     from desweep.normalize import export_normalized

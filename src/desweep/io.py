@@ -249,7 +249,11 @@ def read_yaml(path: str | Path, *, what: str = "yaml", scalars_as_text: bool = F
 
     path = require_file(path, what=what)
     try:
-        return yaml.load(path.read_text(), Loader=_text_loader() if scalars_as_text else yaml.SafeLoader)  # noqa: S506 (safe loaders)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DesweepInputError(path, what, f"is not a YAML text file (byte {err.start} is not UTF-8 text; binary?)") from None
+    try:
+        return yaml.load(text, Loader=_text_loader() if scalars_as_text else yaml.SafeLoader)  # noqa: S506 (safe loaders)
     except yaml.YAMLError as err:
         raise DesweepInputError(path, what, f"is not valid YAML: {str(err).splitlines()[0]}") from err
 
