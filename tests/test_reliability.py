@@ -280,6 +280,29 @@ def test_one_writer_per_folder_input_guard_and_ctrl_c(tiny_input: Path, tmp_path
     assert step_states(status_line(result.output)) == {"validate": "skipped", "integrate": "ran"}
 
 
+def test_sigterm_says_so_on_stderr_and_in_the_run_log(tiny_input: Path, tmp_path: Path):
+    """A scheduler's SIGTERM during training: exit 143 with one line on stderr and the same line in the run log."""
+    from desweep.cli._common import TERMINATED
+
+    out = tmp_path / "out"
+    proc = desweep_process("run", "-i", str(tiny_input), "--labels-key", "cell_type", "-o", str(out), "--threads", "1",
+                           "--set", "integrate.max_epochs=100000", "--set", "integrate.no_early_stopping=true",
+                           "--set", "composition.comparisons=only_batch0:only_batch1")
+    try:
+        wait_for(lambda: (out / keys.STEP_VALIDATE / keys.step_stamp("validate")).is_file(), proc)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    line = TERMINATED.format(signal="SIGTERM")
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert [x for x in err.splitlines() if x.strip()][-1] == line, err[-2000:]
+    log = (out / keys.PIPELINE_INFO / "desweep_run.log").read_text()
+    assert log.rstrip().endswith(f"ERROR desweep: {line}"), log[-500:]
+
+
 def test_kill_9_leaves_temporary_files_the_next_step_removes(tmp_path: Path):
     """``kill -9`` cannot clean up: the next step writing that folder removes what a dead process left, never a live writer's."""
     from desweep.io import _HOST

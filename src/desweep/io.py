@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -49,13 +50,18 @@ def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{destination.name}{_TMP_MARK}{_HOST}-{os.getpid()}-"
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=destination.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, dir=destination.parent, suffix=destination.suffix)
-        os.close(fd)
-        tmp = Path(name)
-    _IN_PROGRESS.add(tmp)
+    # SIGTERM and Ctrl-C wait while the path is created and registered: a handler between the two would leave it behind
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=destination.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, dir=destination.parent, suffix=destination.suffix)
+            os.close(fd)
+            tmp = Path(name)
+        _IN_PROGRESS.add(tmp)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:
         yield tmp
         _default_permissions(tmp)
