@@ -153,6 +153,28 @@ def test_export_matches_scvi_tools_decoder(loaded, posterior_mean, library_size)
         np.testing.assert_allclose(out.layers[layer], ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max()))
 
 
+def test_sampled_z_is_loc_plus_scale_times_the_noise(loaded, monkeypatch):
+    """latent='sample' draws z = loc + scale * eps: with eps = 1 in both, equal to scvi-tools' draw at loc + scale."""
+    import torch
+    from torch.distributions import Normal
+
+    from desweep.normalize import decode, export_normalized
+
+    def one_sd(self, sample_shape=torch.Size()):  # noqa: B008
+        return (self.loc + self.scale).expand(self._extended_shape(sample_shape))
+
+    monkeypatch.setattr(Normal, "rsample", one_sd)
+    monkeypatch.setattr(Normal, "sample", one_sd)
+    monkeypatch.setattr(decode, "latent_noise", lambda seed, start, stop, *, n_samples, n_dims, stream=0:
+                        np.ones((n_samples, stop - start, n_dims), dtype=np.float32))
+    adata, model = loaded
+    out, _ = export_normalized(adata, model, choices=["own_batch"], library_size=1e4, latent="sample", n_samples=1, chunk_size=500)
+    ref = model.get_normalized_expression(adata, library_size=1e4, n_samples=1).to_numpy()
+    np.testing.assert_allclose(out.layers[f"{PREFIX}own_batch"], ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max()))
+    at_mean, _ = export_normalized(adata, model, choices=["own_batch"], library_size=1e4, latent="mean", chunk_size=500)
+    assert np.abs(at_mean.layers[f"{PREFIX}own_batch"] - ref).max() > 10 * 1e-6 * float(np.abs(ref).max())  # the draw matters
+
+
 def test_export_layers_and_semantics(loaded, export_all):
     adata, _ = loaded
     out, _ = export_all

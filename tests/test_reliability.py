@@ -167,6 +167,29 @@ def test_resume_reruns_the_changed_step_and_only_its_descendants(tiny_input: Pat
     np.testing.assert_array_equal(ad.read_h5ad(outdir / keys.STEP_VALIDATE / keys.VALIDATED_H5AD).X.sum(), adata.X.sum())
 
 
+@pytest.mark.parametrize("step_name, inside", [("de", f"{keys.DE_TABLES_DIR}/T_vs_B__nobc.csv"),
+                                                ("integrate", f"{keys.MODEL_DIR}/model.pt")])
+def test_a_file_deleted_inside_a_declared_output_folder_reruns_the_step(tmp_path: Path, step_name: str, inside: str):
+    """The declared outputs (a folder) still exist; the record of what the step wrote names the missing file."""
+    from desweep.runner.resume import _is_current, _listing
+    from desweep.runner.steps import STEPS
+
+    step = next(s for s in STEPS if s.name == step_name)
+    folder = tmp_path / step.folder
+    for output in step.outputs:
+        (folder / output).parent.mkdir(parents=True, exist_ok=True)
+        if output == Path(inside).parts[0]:
+            (folder / output).mkdir()
+        else:
+            (folder / output).write_text("x")
+    (folder / inside).write_text("written by the step")
+    record = {"stamp": "s", "run": "r", "outputs": {rel: [size, mtime] for rel, (size, mtime, _) in _listing(folder).items()}}
+    assert _is_current(folder, step, "s", record)
+    (folder / inside).unlink()
+    assert all((folder / output).exists() for output in step.outputs)
+    assert not _is_current(folder, step, "s", record)
+
+
 def first_steps(monkeypatch, names: tuple[str, ...]) -> None:
     """Run only the first steps (enough for changes every step depends on)."""
     from desweep.runner import steps
