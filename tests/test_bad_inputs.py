@@ -287,6 +287,9 @@ CASES: list[Case] = [
     Case("samplesheet lists a file and a link to it", linked_member_case),
     Case("samplesheet lists a copy of a file", copied_member_case),
     Case("samplesheet with --batch-key sample", sample_as_batch_key_case),
+    Case("counts table given as the input", lambda tmp: (
+        ["validate", "-i", str(file_with(tmp / "counts.csv", b",g1,g2,g3,g4,g5\nc1,1,0,2,0,1\nc2,0,3,1,1,0\n")), "-o", str(tmp / "v")],
+        "counts.csv: input: a table of 6 columns without sample, batch, path: a counts matrix? Give counts as an .h5ad", tmp / "v")),
     samplesheet_case("samplesheet with no rows", "sample,batch,path", [], "samples.csv: samplesheet: has no rows"),
     composition_case("comparison malformed", "T-B", "comparisons: 'T-B' is not of the form group1:group2"),
     composition_case("group1 equals group2", "T:T", "comparisons: 'T:T' compares a group with itself"),
@@ -464,3 +467,35 @@ def test_step_folder_linked_into_the_input_folder_cannot_overwrite_the_input(tmp
         f"Error: {path}: input: lies inside {data.resolve()}, a folder this run writes (it would be overwritten): "
         "copy it elsewhere or choose another --outdir"], result.output
     assert path.read_bytes() == before and sorted(p.name for p in data.iterdir()) == ["validated.h5ad"]
+
+
+def test_rounded_normalized_values_get_a_note(tmp_path: Path):
+    """CP10k values rounded to integers pass the integer check; every cell's total near 10,000 says what they are."""
+    import json
+
+    a = small_adata()
+    x = a.X.toarray()
+    a.X = sp.csr_matrix(np.round(x / x.sum(axis=1, keepdims=True) * 1e4))
+    result = CliRunner().invoke(cli, ["validate", "-i", str(write(a, tmp_path / "in.h5ad")), "-o", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    notes = json.loads((tmp_path / "v" / "validation.json").read_text())["notes"]
+    assert [n for n in notes if "look like normalized values rounded to integers" in n], notes
+    raw = CliRunner().invoke(cli, ["validate", "-i", str(write(small_adata(), tmp_path / "raw.h5ad")), "-o", str(tmp_path / "r")])
+    assert raw.exit_code == 0 and json.loads((tmp_path / "r" / "validation.json").read_text())["notes"] == []
+
+
+def test_many_models_and_labels_as_covariate_are_warned(caplog):
+    from desweep.integrate import warn_labels_as_covariate
+    from desweep.runner.config import MANY_MODELS, load_config
+
+    with caplog.at_level("WARNING", logger="desweep"):
+        assert load_config(None, {"input": "in.h5ad", "models": "1000"}).values["models"] == 1000
+        assert load_config(None, {"input": "in.h5ad", "models": str(MANY_MODELS)}).values["models"] == MANY_MODELS
+    assert [r.getMessage() for r in caplog.records] == [
+        "desweep run: --models: 1000 scVI models are trained one after another, each as long as a single run, and the sweep "
+        "runs on each; 3 to 5 show the spread between trainings"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="desweep"):
+        assert warn_labels_as_covariate("cell_type", ["donor", "cell_type"])
+        assert not warn_labels_as_covariate("cell_type", ["donor"]) and not warn_labels_as_covariate(None, ["cell_type"])
+    assert len(caplog.records) == 1 and "obs['cell_type'] is both the labels compared" in caplog.records[0].getMessage()

@@ -168,7 +168,7 @@ def test_resume_reruns_the_changed_step_and_only_its_descendants(tiny_input: Pat
 
 
 @pytest.mark.parametrize("step_name, inside", [("de", f"{keys.DE_TABLES_DIR}/T_vs_B__nobc.csv"),
-                                                ("integrate", f"{keys.MODEL_DIR}/model.pt")])
+                                                ("integrate", f"{keys.MODEL_DIR}/model.pt")], ids=["de-table", "model-pt"])
 def test_a_file_deleted_inside_a_declared_output_folder_reruns_the_step(tmp_path: Path, step_name: str, inside: str):
     """The declared outputs (a folder) still exist; the record of what the step wrote names the missing file."""
     from desweep.runner.resume import _is_current, _listing

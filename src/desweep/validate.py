@@ -132,6 +132,7 @@ def read_samplesheet(path: str | Path, *, batch_key: str = "batch", layer: str |
     import anndata as ad
     import jsonschema
 
+    _refuse_counts_table(path)
     sheet = read_csv(path, required=SAMPLESHEET_COLUMNS, what="samplesheet")
     if sheet.empty:
         raise DesweepInputError(path, "samplesheet", "has no rows")
@@ -222,6 +223,7 @@ def validate_adata(
         raise DesweepInputError(source, "X", "every cell has zero counts")
     report.dropped_genes_no_counts = int((gene_totals == 0).sum())
     report.dropped_cells_no_counts = int((cell_totals == 0).sum())
+    _warn_if_normalized(cell_totals[cell_totals > 0], report)
     if report.dropped_genes_no_counts or report.dropped_cells_no_counts:
         adata = adata[cell_totals > 0, gene_totals > 0].copy()
         note = f"dropped {report.dropped_genes_no_counts} genes and {report.dropped_cells_no_counts} cells with no counts"
@@ -251,6 +253,28 @@ def validate_adata(
     report.n_cells, report.n_genes = int(adata.n_obs), int(adata.n_vars)
     report.cells_per_batch = {str(k): int(v) for k, v in sizes.items()}
     return adata, report
+
+
+#: per-cell totals all within this share of their median: scaled to one total (CP10k and the like), not counts
+SAME_TOTAL_SPREAD = 0.02
+MIN_CELLS_FOR_TOTALS = 20
+
+
+def _warn_if_normalized(totals: np.ndarray, report: ValidationReport) -> None:
+    """A note when every cell has about the same total: normalized values rounded to integers pass the integer check.
+
+    Raw counts vary several-fold between cells (library size); values scaled
+    to 10,000 per cell and rounded stay within a fraction of a percent of it.
+    """
+    if totals.size < MIN_CELLS_FOR_TOTALS:
+        return
+    median = float(np.median(totals))
+    spread = (float(totals.max()) - float(totals.min())) / median
+    if spread < SAME_TOTAL_SPREAD:
+        note = (f"every cell's total is within {spread:.1%} of {median:,.0f}: these look like normalized values rounded to "
+                "integers (e.g. CP10k), not raw counts; scVI models raw counts, so give the raw counts (--layer) if you have them")
+        report.notes.append(note)
+        logger.warning(note)
 
 
 def is_samplesheet(path: str | Path) -> bool:
@@ -322,6 +346,19 @@ def record_checksum(adata: AnnData, report: ValidationReport, path: str | Path) 
 def _member_path(value: str, sheet: str | Path) -> Path:
     """A samplesheet ``path``: absolute, or relative to the sheet as given (not resolved: a staged symlink must not move it)."""
     return Path(value) if Path(value).is_absolute() else Path(sheet).absolute().parent / value
+
+
+def _refuse_counts_table(path: str | Path) -> None:
+    """A table with none of the samplesheet's columns and many others is a counts matrix given as ``-i``: say so in one short line."""
+    path = require_file(path, what="input")
+    try:
+        header = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", nrows=0).columns
+    except Exception:  # noqa: BLE001 - read_csv reports an unreadable table
+        return
+    if len(header) > len(SAMPLESHEET_COLUMNS) and not set(SAMPLESHEET_COLUMNS) & set(map(str, header)):
+        raise DesweepInputError(path, "input", f"a table of {len(header):,} columns without {', '.join(SAMPLESHEET_COLUMNS)}: a counts "
+                                "matrix? Give counts as an .h5ad (cells x genes, the batch in obs), or a samplesheet "
+                                "with columns sample,batch,path")
 
 
 def _check_distinct_members(members: list[Path], sheet: str | Path) -> None:
