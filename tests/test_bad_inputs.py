@@ -19,6 +19,7 @@ import pytest
 import scipy.sparse as sp
 from click.testing import CliRunner
 
+from desweep import keys
 from desweep.cli import cli
 
 
@@ -499,3 +500,30 @@ def test_many_models_and_labels_as_covariate_are_warned(caplog):
         assert warn_labels_as_covariate("cell_type", ["donor", "cell_type"])
         assert not warn_labels_as_covariate("cell_type", ["donor"]) and not warn_labels_as_covariate(None, ["cell_type"])
     assert len(caplog.records) == 1 and "obs['cell_type'] is both the labels compared" in caplog.records[0].getMessage()
+
+
+def test_step_command_takes_the_lock_of_the_run_folder(tmp_path: Path):
+    """`desweep composition -o OUTDIR/composition` refuses while a run holds OUTDIR's lock, and runs once it is free."""
+    import subprocess
+    import sys
+
+    clustered = clustered_small(tmp_path)
+    outdir = tmp_path / "results"
+    outdir.mkdir()
+    lock = outdir / keys.RUN_LOCK
+    lock.write_text("")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, b'pid 1 on here: desweep run', 0); "
+                               "print('locked', flush=True); time.sleep(60)", str(lock)], stdout=subprocess.PIPE, text=True)
+    args = ["composition", "-i", str(clustered), "--comparisons", "T:B", "-o", str(outdir / "composition")]
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1
+        assert f"Error: {outdir}: --outdir: another desweep run is writing this folder (pid 1 on here: desweep run)" in result.output
+        assert not (outdir / "composition").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output

@@ -53,6 +53,12 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
         setup_logging(verbose=verbose)
         previous = _exit_cleanly_on_signals()
         try:
+            outdir = kwargs.get("outdir")
+            if isinstance(outdir, Path):  # a step command: the lock of the run folder it writes into, if any
+                from desweep.runner.checks import step_lock
+
+                with step_lock(outdir, f"desweep {click.get_current_context().info_name}"):
+                    return func(*args, **kwargs)
             return func(*args, **kwargs)
         except DesweepInputError as err:
             if debug:

@@ -14,6 +14,28 @@ from desweep.runner.config import ResolvedStep, RunConfig
 from desweep.runner import steps as pipeline
 
 
+#: output folders whose lock this process holds (the steps of `desweep run` run in its process)
+_HELD: set[Path] = set()
+
+
+@contextlib.contextmanager
+def step_lock(step_outdir: Path, command: str) -> Iterator[None]:
+    """Hold the lock of the run folder around a step command that writes a step folder of it.
+
+    A run folder is one holding :data:`desweep.keys.RUN_LOCK` (``desweep run``
+    made it): ``desweep de -o results/de`` then waits for no one but refuses,
+    in one line, while a run writes ``results``, and a run refuses to start
+    while the step writes. Elsewhere (a Nextflow work folder, a fresh folder)
+    nothing is locked; within ``desweep run`` its own lock already covers the step.
+    """
+    run_dir = Path(step_outdir).absolute().parent
+    if not (run_dir / keys.RUN_LOCK).is_file() or run_dir.resolve() in _HELD:
+        yield
+        return
+    with output_lock(run_dir, command):
+        yield
+
+
 @contextlib.contextmanager
 def output_lock(outdir: Path, command: str = "desweep run") -> Iterator[None]:
     """Hold ``OUTDIR/.desweep_run.lock`` for the block; a one-line error naming the holder when another run has it.
@@ -38,9 +60,11 @@ def output_lock(outdir: Path, command: str = "desweep run") -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: {command}\n"
                   .encode(), 0)
+        _HELD.add(outdir.resolve())
         try:
             yield
         finally:
+            _HELD.discard(outdir.resolve())
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)
