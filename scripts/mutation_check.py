@@ -190,6 +190,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("norm-own-from-batch", "normalize", "src/desweep/normalize/decode.py", "own_values[rows] = batch_mean[rows]",
              "own_values[rows] = batch_mean[~rows]", "own-batch layer filled from other cells' rows",
              ("tests/test_normalize.py::test_export_layers_and_semantics", "tests/test_normalize.py::test_export_only_own_batch_and_batch_subset")),
+    Mutation("norm-z-draw-scale", "normalize", "src/desweep/normalize/decode.py", "z = z_transformation(qz.loc + qz.scale * eps)",
+             "z = z_transformation(qz.loc + 3 * qz.scale * eps)", "posterior z drawn with three times its standard deviation",
+             ("tests/test_normalize.py::test_sampled_z_is_loc_plus_scale_times_the_noise",), origin="#28"),
     Mutation("norm-means-count", "normalize", "src/desweep/normalize/means.py", "present = np.flatnonzero(counts)",
              "present = np.flatnonzero(counts > 1)", "cluster x batch means drop combinations with one cell",
              ("tests/test_normalize.py::test_cluster_batch_means_by_hand_with_a_single_cell_combination",)),
@@ -231,6 +234,11 @@ MUTATIONS: tuple[Mutation, ...] = (
              "            info = (folder / rel).stat()\n        except OSError:\n            return False\n",
              "    for rel, (size, mtime_ns) in record[\"outputs\"].items():\n        try:\n"
              "            info = (folder / rel).stat()\n        except OSError:\n            continue\n", "a deleted output is not rerun", (T_RESUME,)),
+    Mutation("run-recorded-files-ignored", "runner resume", "src/desweep/runner/resume.py",
+             "            info = (folder / rel).stat()\n        except OSError:\n            return False\n",
+             "            info = (folder / rel).stat()\n        except OSError:\n            continue\n",
+             "a file deleted inside a declared output folder (a DE table, model.pt) is not rerun",
+             ("tests/test_reliability.py::test_a_file_deleted_inside_a_declared_output_folder_reruns_the_step",), origin="#28"),
     # ----------------------------------------------------------------- io atomic writes
     Mutation("io-no-cleanup", "io atomic writes", "src/desweep/io.py", "    except BaseException:\n        _remove(tmp)\n",
              "    except BaseException:\n        pass\n", "a failed writer leaves its temporary file",

@@ -19,6 +19,7 @@ import pytest
 import scipy.sparse as sp
 from click.testing import CliRunner
 
+from desweep import keys
 from desweep.cli import cli
 
 
@@ -130,6 +131,33 @@ def samplesheet_case(name: str, header: str, rows: list[str], expected: str, fil
         return ["validate", "-i", str(sheet), "-o", str(out)], expected, out
 
     return Case(name, build)
+
+
+def copied_member_case(tmp: Path) -> tuple[list[str], str, Path]:
+    """The same cells twice under two batches: a byte copy under another name."""
+    import shutil
+
+    write(small_adata(seed=1), tmp / "s1.h5ad")
+    shutil.copy(tmp / "s1.h5ad", tmp / "s1_copy.h5ad")
+    sheet = tmp / "samples.csv"
+    sheet.write_text("sample,batch,path\ns1,b1,s1.h5ad\ns2,b2,s2.h5ad\ns3,b3,s1_copy.h5ad\n")
+    write(small_adata(seed=2), tmp / "s2.h5ad")
+    out = tmp / "out" / "validate"
+    return (["validate", "-i", str(sheet), "-o", str(out)],
+            f"samples.csv: path: rows 2 and 4 name files with the same content ({tmp / 's1.h5ad'}, {tmp / 's1_copy.h5ad'})", out)
+
+
+def linked_member_case(tmp: Path) -> tuple[list[str], str, Path]:
+    """The same file under two batches, once through a symlink in another folder."""
+    args, _, out = samplesheet_case("", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,links/s1.h5ad"], "").build(tmp)
+    (tmp / "links").mkdir()
+    (tmp / "links" / "s1.h5ad").symlink_to(tmp / "s1.h5ad")
+    return args, "samples.csv: path: rows 2 and 3 name the same file", out
+
+
+def sample_as_batch_key_case(tmp: Path) -> tuple[list[str], str, Path]:
+    args, _, out = samplesheet_case("", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b1,s2.h5ad"], "").build(tmp)
+    return [*args, "--batch-key", "sample"], "samples.csv: --batch-key: 'sample' is where a samplesheet's sample column goes", out
 
 
 def _renamed_genes(seed: int) -> ad.AnnData:
@@ -255,6 +283,14 @@ CASES: list[Case] = [
     samplesheet_case("samplesheet sample with spaces", "sample,batch,path", ["s 1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "row 2 column 'sample': sample name must be given, with letters, digits, dots, dashes or underscores only"),
     samplesheet_case("samplesheet no shared genes", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,s2.h5ad"], "samples.csv: path: the samples share no gene names",
                      files={"s1.h5ad": small_adata(seed=1), "s2.h5ad": _renamed_genes(2)}),
+    samplesheet_case("samplesheet lists a file twice", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,b2,s2.h5ad", "s3,b1,s1.h5ad"],
+                     "samples.csv: path: rows 2 and 4 name the same file"),
+    Case("samplesheet lists a file and a link to it", linked_member_case),
+    Case("samplesheet lists a copy of a file", copied_member_case),
+    Case("samplesheet with --batch-key sample", sample_as_batch_key_case),
+    Case("counts table given as the input", lambda tmp: (
+        ["validate", "-i", str(file_with(tmp / "counts.csv", b",g1,g2,g3,g4,g5\nc1,1,0,2,0,1\nc2,0,3,1,1,0\n")), "-o", str(tmp / "v")],
+        "counts.csv: input: a table of 6 columns without sample, batch, path: a counts matrix? Give counts as an .h5ad", tmp / "v")),
     samplesheet_case("samplesheet with no rows", "sample,batch,path", [], "samples.csv: samplesheet: has no rows"),
     composition_case("comparison malformed", "T-B", "comparisons: 'T-B' is not of the form group1:group2"),
     composition_case("group1 equals group2", "T:T", "comparisons: 'T:T' compares a group with itself"),
@@ -305,6 +341,17 @@ CASES: list[Case] = [
     run_flags_case("set option the runner sets", ["--set", "validate.input=other.h5ad"], "--set validate.input=other.h5ad: --input: `desweep run` sets --input"),
     run_flags_case("set unknown step", ["--set", "integrat.max_epochs=3"], "--set integrat.max_epochs=3: integrat: unknown step"),
     run_flags_case("set unknown option", ["--set", "integrate.epochs=3"], "--set integrate.epochs=3: epochs: unknown option of `desweep integrate`"),
+    run_flags_case("set missing report config", ["--set", "report.config=/nonexistent/mqc.yml"],
+                   "--set report.config=/nonexistent/mqc.yml: --config: does not exist"),
+    run_flags_case("set unknown normalize batch", ["--set", "normalize.batches=b1,nope"],
+                   "--set normalize.batches=b1,nope: --batches: 'nope' is not a batch of the input (obs['batch']: b1, b2)"),
+    validate_case("labels differing by outer spaces", _with(_obs("cell_type", lambda a: np.where(np.arange(a.n_obs) < 30, " T",
+                                                                                                 a.obs["cell_type"]))),
+                  "obs['cell_type']: labels ' T' and 'T' differ only by spaces at their ends", "--labels-key", "cell_type"),
+    Case("run with a binary grid file", lambda tmp: (
+        ["run", "-i", str(write(small_adata(), tmp / "in.h5ad")), "--labels-key", "cell_type", "-o", str(tmp / "out"),
+         "--set", f"plan.grid={file_with(tmp / 'grid.yaml', bytes(range(256)))}"],
+        "grid.yaml: grid: is not a YAML text file (byte 128 is not UTF-8 text; binary?)", tmp / "out")),
     run_flags_case("negative seed", ["--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
     run_case("config value of the wrong type", "input: in.h5ad\nsteps:\n  integrate:\n    max_epochs: many\n",
              "config.yaml: steps.integrate.max_epochs: 'many' is not a valid integer"),
@@ -405,3 +452,78 @@ def test_users_leiden_column_is_kept_as_labels(tmp_path: Path):
     out = ad.read_h5ad(tmp_path / "c" / "clustered.h5ad")
     assert out.uns["desweep"]["group_key"] == "leiden"
     assert list(out.obs["leiden"]) == list(a.obs["leiden"]) and "desweep_leiden" in out.obs
+
+
+def test_step_folder_linked_into_the_input_folder_cannot_overwrite_the_input(tmp_path: Path):
+    """OUTDIR/validate is a symlink to the folder holding the input, which has validate's output name."""
+    data = tmp_path / "data"
+    data.mkdir()
+    path = write(small_adata(), data / "validated.h5ad")
+    before = path.read_bytes()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "validate").symlink_to(data)
+    result = CliRunner().invoke(cli, ["run", "-i", str(path), "-o", str(tmp_path / "out"), "--threads", "1"])
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+        f"Error: {path}: input: lies inside {data.resolve()}, a folder this run writes (it would be overwritten): "
+        "copy it elsewhere or choose another --outdir"], result.output
+    assert path.read_bytes() == before and sorted(p.name for p in data.iterdir()) == ["validated.h5ad"]
+
+
+def test_rounded_normalized_values_get_a_note(tmp_path: Path):
+    """CP10k values rounded to integers pass the integer check; every cell's total near 10,000 says what they are."""
+    import json
+
+    a = small_adata()
+    x = a.X.toarray()
+    a.X = sp.csr_matrix(np.round(x / x.sum(axis=1, keepdims=True) * 1e4))
+    result = CliRunner().invoke(cli, ["validate", "-i", str(write(a, tmp_path / "in.h5ad")), "-o", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    notes = json.loads((tmp_path / "v" / "validation.json").read_text())["notes"]
+    assert [n for n in notes if "look like normalized values rounded to integers" in n], notes
+    raw = CliRunner().invoke(cli, ["validate", "-i", str(write(small_adata(), tmp_path / "raw.h5ad")), "-o", str(tmp_path / "r")])
+    assert raw.exit_code == 0 and json.loads((tmp_path / "r" / "validation.json").read_text())["notes"] == []
+
+
+def test_many_models_and_labels_as_covariate_are_warned(caplog):
+    from desweep.integrate import warn_labels_as_covariate
+    from desweep.runner.config import MANY_MODELS, load_config
+
+    with caplog.at_level("WARNING", logger="desweep"):
+        assert load_config(None, {"input": "in.h5ad", "models": "1000"}).values["models"] == 1000
+        assert load_config(None, {"input": "in.h5ad", "models": str(MANY_MODELS)}).values["models"] == MANY_MODELS
+    assert [r.getMessage() for r in caplog.records] == [
+        "desweep run: --models: 1000 scVI models are trained one after another, each as long as a single run, and the sweep "
+        "runs on each; 3 to 5 show the spread between trainings"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="desweep"):
+        assert warn_labels_as_covariate("cell_type", ["donor", "cell_type"])
+        assert not warn_labels_as_covariate("cell_type", ["donor"]) and not warn_labels_as_covariate(None, ["cell_type"])
+    assert len(caplog.records) == 1 and "obs['cell_type'] is both the labels compared" in caplog.records[0].getMessage()
+
+
+def test_step_command_takes_the_lock_of_the_run_folder(tmp_path: Path):
+    """`desweep composition -o OUTDIR/composition` refuses while a run holds OUTDIR's lock, and runs once it is free."""
+    import subprocess
+    import sys
+
+    clustered = clustered_small(tmp_path)
+    outdir = tmp_path / "results"
+    outdir.mkdir()
+    lock = outdir / keys.RUN_LOCK
+    lock.write_text("")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, b'pid 1 on here: desweep run', 0); "
+                               "print('locked', flush=True); time.sleep(60)", str(lock)], stdout=subprocess.PIPE, text=True)
+    args = ["composition", "-i", str(clustered), "--comparisons", "T:B", "-o", str(outdir / "composition")]
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1
+        assert f"Error: {outdir}: --outdir: another desweep run is writing this folder (pid 1 on here: desweep run)" in result.output
+        assert not (outdir / "composition").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output

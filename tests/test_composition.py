@@ -92,6 +92,21 @@ def test_comparison_strings():
     assert comp.comparison_id("only_batch0", "T cells/NK").startswith("only_batch0_vs_T-cells-NK+")
 
 
+def test_comparisons_option_tells_pairs_from_files(tmp_path):
+    """Pairs longer than a file name (255 bytes) and a group named like a file are pairs; a CSV file is read."""
+    from desweep.cli.composition import read_comparisons
+
+    long = ";".join(f"cluster number {i}:cluster number {i + 1}" for i in range(20))
+    assert len(long.encode()) > 255 and len(read_comparisons(long)) == 20
+    assert read_comparisons("A:B.csv") == [("A", "B.csv")]
+    assert read_comparisons('"T cells:act":counts.tsv') == [("T cells:act", "counts.tsv")]
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("group1,group2\nA,B\n")
+    assert read_comparisons(str(pairs)) == [("A", "B")]
+    with pytest.raises(DesweepInputError, match="does not exist"):
+        read_comparisons(str(tmp_path / "missing.csv"))
+
+
 @pytest.mark.parametrize("text, expected", [
     ("A:B;A:B", "'A:B' is given twice"),
     ("A:", "'A:\"\"' is not of the form group1:group2"),

@@ -428,6 +428,29 @@ def test_on_real_scvi_de_tables(pipeline_dirs, tmp_path):
     assert not shifted[markers["confidence"] != "low"].any() and shifted.mean() <= 0.05
     rejected = read_csv(out / keys.REJECTED_CSV)
     assert len(rejected) >= 5 and rejected["gene"].map(adata.var["truth_pattern"]).eq("batch_wide").mean() >= 0.8
+    # the scanpy calls of docs/diagnostics.md, as written, on this run's markers.h5ad; with --top-n 20 it holds
+    # fewer genes than scanpy's 50 principal components, where scanpy 1.11 computed the dendrogram from the sparse X and failed
+    result = runner.invoke(cli, ["diagnose", "--input", str(clustered), "--plan", str(de_dir / keys.PLAN_CSV), "--comparisons",
+                                 str(comparisons_path), "--no-plots", "--top-n", "20", "-o", str(tmp_path / "few")])
+    assert result.exit_code == 0, result.output
+    markers_h5ad = tmp_path / "few" / keys.MARKERS_H5AD
+    assert read_h5ad(markers_h5ad).n_vars < 50
+    run_documented_scanpy_calls(markers_h5ad, CONFOUNDED)
+
+
+def run_documented_scanpy_calls(markers_h5ad: Path, comparison_id: str) -> None:
+    """Run the python block of docs/diagnostics.md that reads markers.h5ad, with the file and a comparison id filled in."""
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "diagnostics.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", docs, re.S) if "rank_genes_groups_dotplot" in b)
+    code = block.replace("OUTDIR/diagnostics/markers.h5ad", str(markers_h5ad))
+    code = re.sub(r'key="desweep_markers__[^"]+"', f'key="desweep_markers__{comparison_id}"', code)
+    assert code.count("rank_genes_groups_dotplot") == 2 and str(markers_h5ad) in code
+    exec(compile(code, "docs/diagnostics.md", "exec"), {})  # noqa: S102 - the documentation's own example
 
 
 # --------------------------------------------------------------------------- the per-gene test (issue #13)

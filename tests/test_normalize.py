@@ -153,6 +153,28 @@ def test_export_matches_scvi_tools_decoder(loaded, posterior_mean, library_size)
         np.testing.assert_allclose(out.layers[layer], ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max()))
 
 
+def test_sampled_z_is_loc_plus_scale_times_the_noise(loaded, monkeypatch):
+    """latent='sample' draws z = loc + scale * eps: with eps = 1 in both, equal to scvi-tools' draw at loc + scale."""
+    import torch
+    from torch.distributions import Normal
+
+    from desweep.normalize import decode, export_normalized
+
+    def one_sd(self, sample_shape=torch.Size()):  # noqa: B008
+        return (self.loc + self.scale).expand(self._extended_shape(sample_shape))
+
+    monkeypatch.setattr(Normal, "rsample", one_sd)
+    monkeypatch.setattr(Normal, "sample", one_sd)
+    monkeypatch.setattr(decode, "latent_noise", lambda seed, start, stop, *, n_samples, n_dims, stream=0:
+                        np.ones((n_samples, stop - start, n_dims), dtype=np.float32))
+    adata, model = loaded
+    out, _ = export_normalized(adata, model, choices=["own_batch"], library_size=1e4, latent="sample", n_samples=1, chunk_size=500)
+    ref = model.get_normalized_expression(adata, library_size=1e4, n_samples=1).to_numpy()
+    np.testing.assert_allclose(out.layers[f"{PREFIX}own_batch"], ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max()))
+    at_mean, _ = export_normalized(adata, model, choices=["own_batch"], library_size=1e4, latent="mean", chunk_size=500)
+    assert np.abs(at_mean.layers[f"{PREFIX}own_batch"] - ref).max() > 10 * 1e-6 * float(np.abs(ref).max())  # the draw matters
+
+
 def test_export_layers_and_semantics(loaded, export_all):
     adata, _ = loaded
     out, _ = export_all
@@ -323,6 +345,24 @@ def test_select_layer_genes_is_the_union_of_top_genes_and_requested():
     assert list(normalized.var["desweep_n_top_tables"]) == [2, 1, 1, 0]
     assert normalized.uns[keys.UNS_NORMALIZE]["gene_selection"] == {
         "rule": "de_top_union", "top_n": 2, "n_tables": 2, "n_requested": 2, "n_genes": 4}
+
+
+def test_gene_names_empty_or_with_outer_spaces_keep_their_layers():
+    """Genes named "" or " CD3 " are modelled genes: their layers and layer_genes.csv rows stay (never stripped)."""
+    import anndata as ad
+
+    from desweep.normalize import describe_layer_genes, gene_positions, select_layer_genes
+
+    var_names = ["", " CD3 ", "CD3", "CD8"]
+    tables = {"a": pd.DataFrame({"gene": ["", " CD3 ", "CD3", "CD8"], "rank": [1, 2, 3, 4]})}
+    selection = select_layer_genes(tables, top_n=3, requested=[" CD3 "])
+    assert selection.genes == ["", " CD3 ", "CD3"] and selection.requested == (" CD3 ",)
+    idx, missing = gene_positions(var_names, selection.genes)
+    assert idx.tolist() == [0, 1, 2] and missing == []
+    normalized = ad.AnnData(np.zeros((2, 3), dtype=np.float32), var=pd.DataFrame(index=[var_names[i] for i in idx]))
+    table = describe_layer_genes(normalized, selection)
+    assert table["gene"].tolist() == ["", " CD3 ", "CD3"] and table["n_top_tables"].tolist() == [1, 1, 1]
+    assert table["requested"].tolist() == [False, True, False]
 
 
 def test_doc_export_example_matches(loaded):

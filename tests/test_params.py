@@ -125,7 +125,7 @@ def test_documented_example_parses(where: str, example: str, tmp_path: Path, mon
     for word in words:  # files an option reads while parsing (e.g. --genes markers.txt)
         if word.endswith((".txt", ".yaml")) and not word.startswith("-"):
             Path(word).parent.mkdir(parents=True, exist_ok=True)
-            Path(word).write_text("CD3E\n" if word.endswith(".txt") else "{}\n")
+            Path(word).write_text("CD3E\n" if word.endswith(".txt") else "seeds: [0]\n")  # a grid is checked while parsing
     group: click.Command = cli
     while isinstance(group, click.Group):
         group = group.get_command(click.Context(cli), words.pop(0))

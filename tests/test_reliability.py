@@ -167,6 +167,29 @@ def test_resume_reruns_the_changed_step_and_only_its_descendants(tiny_input: Pat
     np.testing.assert_array_equal(ad.read_h5ad(outdir / keys.STEP_VALIDATE / keys.VALIDATED_H5AD).X.sum(), adata.X.sum())
 
 
+@pytest.mark.parametrize("step_name, inside", [("de", f"{keys.DE_TABLES_DIR}/T_vs_B__nobc.csv"),
+                                                ("integrate", f"{keys.MODEL_DIR}/model.pt")], ids=["de-table", "model-pt"])
+def test_a_file_deleted_inside_a_declared_output_folder_reruns_the_step(tmp_path: Path, step_name: str, inside: str):
+    """The declared outputs (a folder) still exist; the record of what the step wrote names the missing file."""
+    from desweep.runner.resume import _is_current, _listing
+    from desweep.runner.steps import STEPS
+
+    step = next(s for s in STEPS if s.name == step_name)
+    folder = tmp_path / step.folder
+    for output in step.outputs:
+        (folder / output).parent.mkdir(parents=True, exist_ok=True)
+        if output == Path(inside).parts[0]:
+            (folder / output).mkdir()
+        else:
+            (folder / output).write_text("x")
+    (folder / inside).write_text("written by the step")
+    record = {"stamp": "s", "run": "r", "outputs": {rel: [size, mtime] for rel, (size, mtime, _) in _listing(folder).items()}}
+    assert _is_current(folder, step, "s", record)
+    (folder / inside).unlink()
+    assert all((folder / output).exists() for output in step.outputs)
+    assert not _is_current(folder, step, "s", record)
+
+
 def first_steps(monkeypatch, names: tuple[str, ...]) -> None:
     """Run only the first steps (enough for changes every step depends on)."""
     from desweep.runner import steps
@@ -197,6 +220,30 @@ def test_changed_samplesheet_member_reruns_everything(tmp_path: Path, monkeypatc
     member[: member.n_obs - 30].copy().write_h5ad(sheet_dir / "batch1.h5ad")
     assert run() == {"validate", "integrate"}
     assert ad.read_h5ad(tmp_path / "out" / keys.STEP_VALIDATE / keys.VALIDATED_H5AD).n_obs == n_before - 30
+
+
+def test_same_bytes_under_another_name_do_not_retrain(tiny_input: Path, tmp_path: Path, monkeypatch):
+    """The input is known by its content: a copy, a symlink or a Nextflow-style stage folder of the same bytes reruns nothing."""
+    import shutil
+
+    first_steps(monkeypatch, ("validate", "integrate"))
+    data = tmp_path / "data.h5ad"
+    shutil.copy(tiny_input, data)
+    (tmp_path / "copy.h5ad").write_bytes(data.read_bytes())
+    (tmp_path / "link.h5ad").symlink_to(data)
+    stage = tmp_path / "work" / "ab" / "cdef0123"
+    stage.mkdir(parents=True)
+    (stage / "input.h5ad").symlink_to(tmp_path / "copy.h5ad")
+
+    def run(path: Path) -> set[str]:
+        result = CliRunner().invoke(cli, ["run", "-i", str(path), "-o", str(tmp_path / "out"), "--threads", "1",
+                                          "--set", "integrate.max_epochs=2"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return ran(status_line(result.output))
+
+    assert run(data) == {"validate", "integrate"}
+    for other in (tmp_path / "copy.h5ad", tmp_path / "link.h5ad", stage / "input.h5ad"):
+        assert run(other) == set(), other
 
 
 def desweep_process(*args: str, **kwargs) -> subprocess.Popen:
@@ -254,6 +301,29 @@ def test_one_writer_per_folder_input_guard_and_ctrl_c(tiny_input: Path, tmp_path
                                      catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert step_states(status_line(result.output)) == {"validate": "skipped", "integrate": "ran"}
+
+
+def test_sigterm_says_so_on_stderr_and_in_the_run_log(tiny_input: Path, tmp_path: Path):
+    """A scheduler's SIGTERM during training: exit 143 with one line on stderr and the same line in the run log."""
+    from desweep.cli._common import TERMINATED
+
+    out = tmp_path / "out"
+    proc = desweep_process("run", "-i", str(tiny_input), "--labels-key", "cell_type", "-o", str(out), "--threads", "1",
+                           "--set", "integrate.max_epochs=100000", "--set", "integrate.no_early_stopping=true",
+                           "--set", "composition.comparisons=only_batch0:only_batch1")
+    try:
+        wait_for(lambda: (out / keys.STEP_VALIDATE / keys.step_stamp("validate")).is_file(), proc)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    line = TERMINATED.format(signal="SIGTERM")
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert [x for x in err.splitlines() if x.strip()][-1] == line, err[-2000:]
+    log = (out / keys.PIPELINE_INFO / "desweep_run.log").read_text()
+    assert log.rstrip().endswith(f"ERROR desweep: {line}"), log[-500:]
 
 
 def test_kill_9_leaves_temporary_files_the_next_step_removes(tmp_path: Path):

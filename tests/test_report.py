@@ -126,9 +126,10 @@ def test_rejected_genes_follow_the_cards(items, results_dir):
     assert ids.index("desweep_verdict_rejected") == ids.index("desweep_verdict_cards") + 1
     rejected = pd.read_csv(results_dir / keys.STEP_DIAGNOSE / keys.REJECTED_CSV)
     table = items["desweep_verdict_rejected"].data
-    assert sorted(table) == sorted(f"{c} | {g}" for c, g in zip(rejected["comparison_id"], rejected["gene"], strict=True))
+    assert sorted(table) == sorted(f"{a} vs {b} | {g}" for a, b, g in zip(rejected["group1"], rejected["group2"], rejected["gene"], strict=True))
     first = rejected.iloc[0]
-    assert table[f"{first['comparison_id']} | {first['gene']}"]["reason"] == first["reason"]
+    row = table[f"{first['group1']} vs {first['group2']} | {first['gene']}"]
+    assert row["reason"] == first["reason"] and row["comparison_id"] == first["comparison_id"]
     # the card names the default's first rejected genes too
     assert str(first["gene"]) in items["desweep_verdict_cards"].data
 
@@ -137,7 +138,7 @@ def test_markers_table_and_dotplots(items, results_dir):
     markers = pd.read_csv(results_dir / keys.STEP_DIAGNOSE / keys.MARKERS_CSV)
     table = items["desweep_markers_table"]
     assert table.plot_type == "table"
-    assert sorted(table.data) == sorted(f"{c} | {g}" for c, g in zip(markers["comparison_id"], markers["gene"], strict=True))
+    assert sorted(table.data) == sorted(f"{a} vs {b} | {g}" for a, b, g in zip(markers["group1"], markers["group2"], markers["gene"], strict=True))
     dotplots = [i for i in items if i.startswith("desweep_markers_dotplot_")]
     assert len(dotplots) == 2  # the comparison without tables has no markers and no rejected genes
     assert all("data:image/png;base64," in items[i].data for i in dotplots)
@@ -218,7 +219,8 @@ def test_setting_labels_are_short_and_unique(inputs):
 def test_scores_table_flags_ties_and_hides_parameters(items, results_dir):
     table = items["desweep_scores_table"]
     rec = _recommendations(results_dir)
-    default = next(v for k, v in table.data.items() if k.startswith(rec["comparison_id"].iloc[0]) and "bc=False" in k)
+    first = rec.iloc[0]
+    default = next(v for k, v in table.data.items() if k.startswith(f"{first['group1']} vs {first['group2']} |") and "bc=False" in k)
     assert default["top_n_cut_in_tie"] == "True" and default["n_tied_top_max"] == int(1.6 * TOP_N)
     assert table.extra["headers"]["batch_correction"]["hidden"] and not table.extra["headers"]["rank_in_comparison"]["hidden"]
 
@@ -358,12 +360,32 @@ window.addEventListener('load', () => setTimeout(() => {
 </script>"""
 
 
-def render_in_chromium(report: Path, workdir: Path, *, width: int = 1920, height: int = 1080) -> dict:
-    """Open ``report`` (a probed copy) in headless Chromium; the probe's measurements."""
+ALERT_TRAP = "<script>window.desweepAlerts = []; window.alert = m => window.desweepAlerts.push(String(m));</script>"
+#: what a reader sees of the hostile names: alerts raised, elements injected, and the text of headings, cards and cells
+HOSTILE_PROBE = """<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const texts = sel => [...document.querySelectorAll(sel)].map(e => e.textContent.trim());
+  const out = document.createElement('pre');
+  out.id = 'desweep-probe';
+  out.textContent = JSON.stringify({alerts: window.desweepAlerts, title: document.title,
+    injected: document.querySelectorAll('img[onerror], b[onmouseover], [data-desweep-injected]').length,
+    cards: texts('.desweep-card h4'), cells: texts('td, th'), headings: texts('h2, h3, .mqc-section-plot h4, #mqc-toc a, .mqc-toc a')});
+  document.body.appendChild(out);
+}, 1000));
+</script>"""
+
+
+def render_in_chromium(report: Path, workdir: Path, *, width: int = 1920, height: int = 1080, probe: str = PROBE) -> dict:
+    """Open ``report`` (a probed copy) in headless Chromium; the probe's measurements.
+
+    ``alert`` is replaced before anything on the page runs, so a script that
+    the page should never run leaves its message in ``window.desweepAlerts``.
+    """
     page = workdir / "probed.html"
     text = report.read_text()
     end = text.rindex("</body>")  # the last one: bundled scripts spell "</body>" in strings too
-    page.write_text(text[:end] + PROBE + text[end:])
+    head = text.index("<head>") + len("<head>")
+    page.write_text(text[:head] + ALERT_TRAP + text[head:end] + probe + text[end:])
     profile = workdir / "profile"
     profile.mkdir()
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -430,3 +452,79 @@ def test_the_bridge_line_scores_the_bridge_beside_the_settings_and_escapes_names
     assert "bridges &lt;b&gt;T&lt;/b&gt;" in lines["a"] and "<b>T</b>" not in lines["a"]
     assert "not_identifiable: no cluster links the batches.</div>" in lines["b"] and "Its top" not in lines["b"]
     assert "bridges &lt;b&gt;T&lt;/b&gt;. Its top 50" in lines["a"]
+
+
+# --------------------------------------------------------------------------- names from the input are text, never HTML
+#: names as a shared .h5ad could carry them: each would run a script if written into the page as given
+HOSTILE = {"only_batch0": "<img src=x onerror=alert(1)>", "only_batch1": "<script>alert('b')</script> & \"q\"",
+           "batch0": "<b onmouseover=alert(2)>b0", "gene00488": "<svg data-desweep-injected onload=alert(3)>"}
+HOSTILE_TITLE = "<script>alert('title')</script> & 'desweep'"
+
+
+@pytest.fixture(scope="module")
+def hostile_report(sim_small, tmp_path_factory) -> Path:
+    """The contract OUTDIR with two labels, a batch and a gene renamed to HTML (every table), and a hostile title."""
+    outdir = tmp_path_factory.mktemp("hostile")
+    write_contract_outdir(outdir, sim_small)
+    for path in outdir.rglob("*.csv"):
+        pd.read_csv(path, dtype=str, keep_default_na=False).replace(HOSTILE).to_csv(path, index=False)
+    result = CliRunner().invoke(cli, ["report", "--results", str(outdir), "-o", str(outdir / keys.STEP_REPORT), "--title", HOSTILE_TITLE])
+    assert result.exit_code == 0, result.output
+    return outdir / keys.STEP_REPORT / keys.MULTIQC_REPORT
+
+
+def test_hostile_names_never_reach_the_page_as_html(hostile_report):
+    text = hostile_report.read_text()
+    for name in [*HOSTILE.values(), HOSTILE_TITLE]:
+        assert name not in text, name
+    for tag in ("<img src=x", "<script>alert(", "<b onmouseover", "<svg data-desweep-injected"):
+        assert tag not in text, tag
+    # escaped once: shown as written, never as "&amp;lt;"
+    assert html.escape(HOSTILE["only_batch0"]) in text and "&amp;lt;" not in text
+
+
+def test_every_text_field_of_an_item_is_escaped():
+    from desweep.report.items import Item, table
+
+    bad = HOSTILE["only_batch0"]
+    df = pd.DataFrame({"comparison": [bad], "gene": [bad], "lfc": [1.5]})
+    doc = table("desweep_markers", "table", f"{bad} markers", df, row_id="comparison", titles={"gene": bad}).document()
+    assert bad not in json.dumps(doc)
+    assert doc["section_name"] == html.escape(f"{bad} markers")
+    assert doc["data"] == {html.escape(bad): {"gene": html.escape(bad), "lfc": 1.5}}
+    heat = Item("desweep_concordance", "heatmap_00", bad, "heatmap", [[1.0]], extra={"xcats": [bad], "ycats": [bad]}).document()
+    assert bad not in json.dumps(heat) and heat["xcats"] == [html.escape(bad)]
+    assert bad not in json.dumps(Item("desweep_top_genes", "volcano", bad, "scatter", {bad: {"x": 1, "y": 2}}).document())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
+def test_hostile_names_shown_as_written_and_never_run_in_a_browser(hostile_report, tmp_path):
+    probe = render_in_chromium(hostile_report, tmp_path, probe=HOSTILE_PROBE)
+    assert probe["alerts"] == [] and probe["injected"] == 0, probe["alerts"]
+    assert probe["title"].startswith(HOSTILE_TITLE)
+    assert any(card.startswith(f"{HOSTILE['only_batch0']} vs {HOSTILE['only_batch1']}") for card in probe["cards"]), probe["cards"]
+    for name in HOSTILE.values():  # in cells and row names ("comparison | gene")
+        assert any(name in cell for cell in probe["cells"]), name
+
+
+def test_people_read_display_names_machines_read_ids(hostile_report, items, results_dir):
+    """Headings, navigation, plot titles and table rows name a comparison as written (``A vs B``); the id stays in a column."""
+    from desweep.names import comparison_name
+
+    rec = _recommendations(results_dir)
+    first = rec.iloc[0]
+    shown = comparison_name(first["group1"], first["group2"])
+    assert items["desweep_top_genes_heatmaps_00"].name.startswith(f"{shown}: ")
+    assert items["desweep_markers_dotplot_00"].name.startswith(f"{shown}: ")
+    assert items["desweep_concordance_heatmap_00"].name == shown
+    assert items["desweep_concordance_heatmap_00"].document()["pconfig"]["title"] == f"desweep: concordance, {shown}"
+    for part in ("desweep_verdict_rejected", "desweep_markers_table", "desweep_scores_table", "desweep_concordance_pairs"):
+        rows = items[part].data
+        assert all(not key.startswith(first["comparison_id"]) for key in rows), part
+        assert any(key.startswith(f"{shown} | ") and row.get("comparison_id") == first["comparison_id"] for key, row in rows.items()), part
+    # in the rendered page (labels that are not file-safe): the names as written in headings and the navigation
+    text = hostile_report.read_text()
+    hostile = html.escape(comparison_name(HOSTILE["only_batch0"], HOSTILE["only_batch1"]))
+    assert f"{hostile}: scVI&#x27;s default and the recommended setting" in text or f"{hostile}: scVI's default" in text
+    nav = re.findall(r'<a[^>]*href="#desweep_top_genes_heatmaps_00"[^>]*>(.*?)</a>', text, re.S)
+    assert nav and all(hostile in a for a in nav), nav

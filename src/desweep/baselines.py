@@ -40,6 +40,7 @@ from desweep.composition import PresenceRule
 from desweep.diagnose import Thresholds, build_profiles, classify_setting, shares
 from desweep.errors import DesweepInputError
 from desweep.pseudobulk import fit_deseq2, sum_counts, wald_test
+from desweep.names import comparison_name
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -264,7 +265,7 @@ def run_baselines(
     patterns, scores = [], []
     for _, comp in comparisons.iterrows():
         for method in methods:
-            logger.info("%s: %s", comp["comparison_id"], method)
+            logger.info("%s: %s", comparison_name(comp["group1"], comp["group2"]), method)
             if method == "wilcoxon":
                 table = wilcoxon(adata, comp, group_key=data_keys.group_key)
                 lfc_column = "logfoldchanges"

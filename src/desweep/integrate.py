@@ -206,6 +206,21 @@ def training_history(model: SCVI) -> pd.DataFrame:
     return history.reset_index()
 
 
+def warn_labels_as_covariate(labels_key: str | None, categorical_covariates: list[str] | None) -> bool:
+    """Warn when the labels compared are also a training covariate; whether it warned.
+
+    scVI then explains the labels' differences by the covariate, outside the
+    latent space, and the DE between those labels compares decodings that
+    condition on the label itself: allowed (a deliberate design), but rarely meant.
+    """
+    if not labels_key or labels_key not in (categorical_covariates or []):
+        return False
+    logger.warning("obs['%s'] is both the labels compared (--labels-key) and a training covariate (--categorical-covariates): "
+                   "scVI then models the label differences as a covariate effect; leave it out of the covariates unless "
+                   "that is meant", labels_key)
+    return True
+
+
 def integrate(
     adata: AnnData, *, source: str = "validated.h5ad", n_top_genes: int = DEFAULT_N_TOP_GENES,
     extra_genes: list[str] | None = None, **train_kwargs,
@@ -219,6 +234,7 @@ def integrate(
     integration metrics (see :func:`integration_metrics`).
     """
     data_keys = get_keys(adata, source)
+    warn_labels_as_covariate(data_keys.labels_key, train_kwargs.get("categorical_covariates"))
     modelled = select_genes(adata, batch_key=data_keys.batch_key, n_top_genes=n_top_genes, extra_genes=extra_genes)
     model, history, training = train_scvi(modelled, batch_key=data_keys.batch_key, **train_kwargs)
     modelled.obsm[keys.X_SCVI] = model.get_latent_representation(batch_size=safe_batch_size([modelled.n_obs], 512))

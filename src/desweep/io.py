@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -49,13 +50,18 @@ def atomic_path(destination: str | Path, *, directory: bool = False) -> Iterator
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{destination.name}{_TMP_MARK}{_HOST}-{os.getpid()}-"
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=destination.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, dir=destination.parent, suffix=destination.suffix)
-        os.close(fd)
-        tmp = Path(name)
-    _IN_PROGRESS.add(tmp)
+    # SIGTERM and Ctrl-C wait while the path is created and registered: a handler between the two would leave it behind
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=destination.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, dir=destination.parent, suffix=destination.suffix)
+            os.close(fd)
+            tmp = Path(name)
+        _IN_PROGRESS.add(tmp)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:
         yield tmp
         _default_permissions(tmp)
@@ -249,7 +255,11 @@ def read_yaml(path: str | Path, *, what: str = "yaml", scalars_as_text: bool = F
 
     path = require_file(path, what=what)
     try:
-        return yaml.load(path.read_text(), Loader=_text_loader() if scalars_as_text else yaml.SafeLoader)  # noqa: S506 (safe loaders)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DesweepInputError(path, what, f"is not a YAML text file (byte {err.start} is not UTF-8 text; binary?)") from None
+    try:
+        return yaml.load(text, Loader=_text_loader() if scalars_as_text else yaml.SafeLoader)  # noqa: S506 (safe loaders)
     except yaml.YAMLError as err:
         raise DesweepInputError(path, what, f"is not valid YAML: {str(err).splitlines()[0]}") from err
 
@@ -270,12 +280,17 @@ def _text_loader() -> type:
 
 
 def file_checksum(path: str | Path, *, algorithm: str = "sha256") -> str:
-    """Return the hex digest of a file (or of every file below a folder, in sorted order)."""
+    """Return the hex digest of a file's content (or of every file below a folder: their paths in it and content, in sorted order).
+
+    A file's own name is left out, so the same bytes reached through a symlink,
+    a copy or a Nextflow stage folder give the same digest.
+    """
     path = Path(path)
     digest = hashlib.new(algorithm)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
         with file.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)

@@ -49,6 +49,25 @@ _SLUG_DROP = re.compile(r"[^A-Za-z0-9.-]+")
 PAIR_SEPARATOR, NAME_SEPARATOR, QUOTE = ";", ":", '"'
 
 
+def comparison_name(group1: object, group2: object) -> str:
+    """A comparison as people read it, the names as written: ``CD14 Mono vs CD16 Mono``.
+
+    The one mapping from a comparison to its display name (report headings,
+    navigation, table rows, plot titles, log lines); ``comparison_id`` stays
+    for file names and the id columns of tables.
+    """
+    return f"{group1} vs {group2}"
+
+
+def comparison_names(table: object) -> dict[str, str]:
+    """``comparison_id`` -> :func:`comparison_name` for every row of a table with ``comparison_id, group1, group2``."""
+    columns = getattr(table, "columns", ())
+    if table is None or not {"comparison_id", "group1", "group2"} <= set(columns):
+        return {}
+    rows = table[["comparison_id", "group1", "group2"]].astype(str).drop_duplicates("comparison_id").itertuples(index=False)
+    return {cid: comparison_name(g1, g2) for cid, g1, g2 in rows}
+
+
 def is_na_like(value: str) -> bool:
     """Whether ``value`` (stripped) is empty or a word that CSV readers take for a missing value."""
     return str(value).strip() in NA_LIKE

@@ -132,6 +132,7 @@ def read_samplesheet(path: str | Path, *, batch_key: str = "batch", layer: str |
     import anndata as ad
     import jsonschema
 
+    _refuse_counts_table(path)
     sheet = read_csv(path, required=SAMPLESHEET_COLUMNS, what="samplesheet")
     if sheet.empty:
         raise DesweepInputError(path, "samplesheet", "has no rows")
@@ -148,9 +149,15 @@ def read_samplesheet(path: str | Path, *, batch_key: str = "batch", layer: str |
     duplicated = sheet["sample"][sheet["sample"].duplicated()]
     if not duplicated.empty:
         raise DesweepInputError(path, "sample", f"sample name '{duplicated.iloc[0]}' is used more than once")
+    if batch_key == keys.SAMPLE:
+        # the sheet's sample column fills obs['sample']; the batch column would overwrite it, merging samples silently
+        raise DesweepInputError(path, "--batch-key", f"'{keys.SAMPLE}' is where a samplesheet's sample column goes; keep the "
+                                "default --batch-key and, to use each sample as a batch, write the sample name in its batch column")
+    members = [_member_path(row["path"], path) for row in rows]
+    _check_distinct_members(members, path)
     parts = []
-    for row in rows:
-        part = _read_sample(_member_path(row["path"], path), path, layer=layer)
+    for row, member in zip(rows, members, strict=True):
+        part = _read_sample(member, path, layer=layer)
         part.obs_names = [f"{row['sample']}_{name}" for name in part.obs_names]
         part.obs[keys.SAMPLE] = row["sample"]
         part.obs[batch_key] = row["batch"]
@@ -216,6 +223,7 @@ def validate_adata(
         raise DesweepInputError(source, "X", "every cell has zero counts")
     report.dropped_genes_no_counts = int((gene_totals == 0).sum())
     report.dropped_cells_no_counts = int((cell_totals == 0).sum())
+    _warn_if_normalized(cell_totals[cell_totals > 0], report)
     if report.dropped_genes_no_counts or report.dropped_cells_no_counts:
         adata = adata[cell_totals > 0, gene_totals > 0].copy()
         note = f"dropped {report.dropped_genes_no_counts} genes and {report.dropped_cells_no_counts} cells with no counts"
@@ -236,6 +244,7 @@ def validate_adata(
     if labels_key:
         adata.obs[labels_key] = adata.obs[labels_key].cat.remove_unused_categories()
         labels = adata.obs[labels_key].cat.categories
+        _check_apart(labels, source, labels_key)
         if len(labels) < 2:
             raise DesweepInputError(source, f"obs['{labels_key}']", f"has one label only ({labels[0]}): desweep compares two groups; "
                                     "give a column with two labels at least, or leave --labels-key out to compare Leiden clusters")
@@ -244,6 +253,28 @@ def validate_adata(
     report.n_cells, report.n_genes = int(adata.n_obs), int(adata.n_vars)
     report.cells_per_batch = {str(k): int(v) for k, v in sizes.items()}
     return adata, report
+
+
+#: per-cell totals all within this share of their median: scaled to one total (CP10k and the like), not counts
+SAME_TOTAL_SPREAD = 0.02
+MIN_CELLS_FOR_TOTALS = 20
+
+
+def _warn_if_normalized(totals: np.ndarray, report: ValidationReport) -> None:
+    """A note when every cell has about the same total: normalized values rounded to integers pass the integer check.
+
+    Raw counts vary several-fold between cells (library size); values scaled
+    to 10,000 per cell and rounded stay within a fraction of a percent of it.
+    """
+    if totals.size < MIN_CELLS_FOR_TOTALS:
+        return
+    median = float(np.median(totals))
+    spread = (float(totals.max()) - float(totals.min())) / median
+    if spread < SAME_TOTAL_SPREAD:
+        note = (f"every cell's total is within {spread:.1%} of {median:,.0f}: these look like normalized values rounded to "
+                "integers (e.g. CP10k), not raw counts; scVI models raw counts, so give the raw counts (--layer) if you have them")
+        report.notes.append(note)
+        logger.warning(note)
 
 
 def is_samplesheet(path: str | Path) -> bool:
@@ -270,6 +301,27 @@ def input_files(path: str | Path) -> list[Path]:
     return [path] + [_member_path(str(p), path) for p in sheet["path"]]
 
 
+def input_batches(path: str | Path, batch_key: str) -> list[str] | None:
+    """The batch names of an input, read cheaply (a samplesheet's batch column, an .h5ad's ``obs[batch_key]`` alone).
+
+    ``None`` when they cannot be read this way (the column is missing, the file
+    unreadable): validate then says why, naming the file.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        if is_samplesheet(path):
+            return sorted(set(read_csv(path, required=SAMPLESHEET_COLUMNS, what="samplesheet")["batch"].astype(str)))
+        from anndata.io import read_elem
+
+        with h5py.File(path, "r") as handle:
+            column = read_elem(handle["obs"][batch_key])
+        return sorted({str(v) for v in pd.Series(column).dropna()})
+    except (OSError, KeyError, ValueError, TypeError, DesweepInputError):
+        return None
+
+
 def input_checksum(path: str | Path) -> str:
     """sha256 over the content of every file of an input (:func:`input_files`); a missing member counts as such."""
     import hashlib
@@ -294,6 +346,36 @@ def record_checksum(adata: AnnData, report: ValidationReport, path: str | Path) 
 def _member_path(value: str, sheet: str | Path) -> Path:
     """A samplesheet ``path``: absolute, or relative to the sheet as given (not resolved: a staged symlink must not move it)."""
     return Path(value) if Path(value).is_absolute() else Path(sheet).absolute().parent / value
+
+
+def _refuse_counts_table(path: str | Path) -> None:
+    """A table with none of the samplesheet's columns and many others is a counts matrix given as ``-i``: say so in one short line."""
+    path = require_file(path, what="input")
+    try:
+        header = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", nrows=0).columns
+    except Exception:  # noqa: BLE001 - read_csv reports an unreadable table
+        return
+    if len(header) > len(SAMPLESHEET_COLUMNS) and not set(SAMPLESHEET_COLUMNS) & set(map(str, header)):
+        raise DesweepInputError(path, "input", f"a table of {len(header):,} columns without {', '.join(SAMPLESHEET_COLUMNS)}: a counts "
+                                "matrix? Give counts as an .h5ad (cells x genes, the batch in obs), or a samplesheet "
+                                "with columns sample,batch,path")
+
+
+def _check_distinct_members(members: list[Path], sheet: str | Path) -> None:
+    """Refuse a samplesheet naming one file twice (by resolved path, or by content): its cells would enter twice.
+
+    Rows are numbered as in the file (the header is row 1).
+    """
+    seen: dict[str, int] = {}
+    for i, member in enumerate(members):
+        if not member.exists():
+            continue  # _read_sample says so, naming the row's path
+        for key in (f"path:{member.resolve()}", f"sha256:{file_checksum(member)}"):
+            if key in seen:
+                how = "the same file" if key.startswith("path:") else "files with the same content"
+                raise DesweepInputError(sheet, "path", f"rows {seen[key] + 2} and {i + 2} name {how} ({members[seen[key]]}, "
+                                        f"{member}); each sample's cells must be listed once")
+            seen[key] = i
 
 
 def _read_sample(sample_path: Path, sheet: str | Path, *, layer: str | None) -> AnnData:
@@ -334,6 +416,22 @@ def _check_names(values: pd.Series, source: str | Path, key: str) -> None:
         n = int(values.isin(bad).sum())
         raise DesweepInputError(source, f"obs['{key}']", f"{n} cells have the value {bad[0]!r}, which is empty or reads as a missing value; "
                                 "give them a real name (e.g. 'unassigned') or drop them")
+
+
+def _check_apart(labels: pd.Index, source: str | Path, key: str) -> None:
+    """Refuse labels equal but for spaces at their ends (``T``, `` T``).
+
+    They are different names here, but not to every reader of the results:
+    scanpy's ``rank_genes_groups`` layout in markers.h5ad keys each group by a
+    numpy record field, and numpy strips field names, so the two would collide
+    in the last step, after training. Names are never stripped: the user renames one.
+    """
+    seen: dict[str, str] = {}
+    for label in map(str, labels):
+        other = seen.setdefault(label.strip(), label)
+        if other != label:
+            raise DesweepInputError(source, f"obs['{key}']", f"labels {other!r} and {label!r} differ only by spaces at their ends, "
+                                    "which tables and scanpy's markers layout cannot tell apart; rename one")
 
 
 def _check_unique(index: pd.Index, source: str | Path, field_name: str, problem: str) -> None:

@@ -53,6 +53,12 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
         setup_logging(verbose=verbose)
         previous = _exit_cleanly_on_signals()
         try:
+            outdir = kwargs.get("outdir")
+            if isinstance(outdir, Path):  # a step command: the lock of the run folder it writes into, if any
+                from desweep.runner.checks import step_lock
+
+                with step_lock(outdir, f"desweep {click.get_current_context().info_name}"):
+                    return func(*args, **kwargs)
             return func(*args, **kwargs)
         except DesweepInputError as err:
             if debug:
@@ -95,11 +101,34 @@ def _exit_cleanly_on_signals() -> dict[int, Any]:
         remove_partial_outputs()
         if signum == signal.SIGINT:
             os.write(2, b"\nAborted!\n")
+        else:
+            _say_terminated(signal.Signals(signum).name)
         os._exit(128 + signum)
 
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {signum: signal.signal(signum, terminate) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+#: the line a run stopped by a signal other than Ctrl-C ends with, on stderr and in the run log
+TERMINATED = "Terminated by {signal}: partial outputs removed; rerun the same command to resume"
+
+
+def _say_terminated(name: str) -> None:
+    """Write :data:`TERMINATED` to stderr and to desweep's log files, without taking any lock (a signal handler)."""
+    import os
+
+    line = TERMINATED.format(signal=name)
+    os.write(2, f"\n{line}\n".encode())
+    logger = logging.getLogger("desweep")
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, line, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+            try:
+                handler.stream.write(handler.format(record) + "\n")
+                handler.stream.flush()
+            except (OSError, ValueError):
+                pass  # the log is gone or closed: stderr has the line
 
 
 def _restore_signals(previous: dict[int, Any]) -> None:

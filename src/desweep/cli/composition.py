@@ -15,11 +15,21 @@ def read_comparisons(value: str) -> list[tuple[str, str]]:
     from desweep import composition as comp
     from desweep.io import read_csv
 
+    from desweep.names import NAME_SEPARATOR
+
     path = Path(value)
-    if path.is_file() or path.suffix.lower() in (".csv", ".tsv"):
+    # a file when one is there, or a .csv/.tsv name without a pair in it: "A:B.csv" compares A with a group "B.csv"
+    if _is_file(path) or (NAME_SEPARATOR not in value and path.suffix.lower() in (".csv", ".tsv")):
         table = read_csv(path, required=("group1", "group2"), what="--comparisons")
         return comp.check_pairs(list(zip(table["group1"], table["group2"], strict=True)), source=str(path))
     return comp.parse_comparisons(value)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # longer than a file name may be (255 bytes): pairs written out
+        return False
 
 
 @click.command(name="composition")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from desweep import keys, params
-from desweep.cli._common import options_from, outdir_option, prepare_outdir, step_command
+from desweep.cli._common import options_from, outdir_option, parsed, prepare_outdir, step_command
 
 
 def read_grid(grid_path: Path | None) -> dict | None:
@@ -16,6 +16,12 @@ def read_grid(grid_path: Path | None) -> dict | None:
     from desweep.plan import check_grid
 
     return check_grid(read_yaml(grid_path, what="grid"), source=grid_path) if grid_path is not None else None
+
+
+def checked_grid(grid_path: Path) -> Path:
+    """``--grid`` read and checked when the command line is read, so ``desweep run`` refuses a bad grid before its first step."""
+    read_grid(grid_path)
+    return grid_path
 
 
 def _show_default_grid(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -29,7 +35,7 @@ def _show_default_grid(ctx: click.Context, _param: click.Parameter, value: bool)
 @click.command(name="plan")
 @click.option("--comparisons", "comparisons_path", type=click.Path(path_type=Path), required=True,
               help=f"The comparisons ({keys.STEP_COMPOSITION}/{keys.COMPARISONS_CSV}).")
-@click.option("--grid", "grid_path", type=click.Path(path_type=Path), default=None,
+@click.option("--grid", "grid_path", type=click.Path(path_type=Path), default=None, callback=parsed(checked_grid),
               help="Grid YAML (default: the shipped grid; print it with --show-default-grid). Keys left out take the default.")
 @click.option("--batch-counts", "counts_path", type=click.Path(path_type=Path), default=None,
               help=f"Cluster x batch counts, to know every batch of the model (default: {keys.CLUSTER_BATCH_COUNTS_CSV} "

@@ -7,13 +7,22 @@ from pathlib import Path
 import click
 
 from desweep import keys, params
-from desweep.cli._common import options_from, outdir_option, prepare_outdir, step_command
+from desweep.cli._common import options_from, outdir_option, parsed, prepare_outdir, step_command
+
+
+def existing_config(path: Path) -> Path:
+    """``--config`` checked when the command line is read, so ``desweep run`` refuses a missing one before its first step."""
+    from desweep.errors import DesweepInputError
+
+    if not path.is_file():
+        raise DesweepInputError("--config", str(path), "does not exist" if not path.exists() else "is not a file")
+    return path
 
 
 @click.command(name="report")
 @click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="The pipeline's OUTDIR (validate/, integrate/, ..., diagnostics/, baselines/, pipeline_info/).")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None, callback=parsed(existing_config),
               help="MultiQC config to use instead of the shipped one (assets/multiqc_config.yml).")
 @options_from(params.REPORT)
 @outdir_option(f"writes {keys.MULTIQC_REPORT}, multiqc_data/ and {keys.MULTIQC_CUSTOM_CONTENT_DIR}/ (usually OUTDIR/{keys.STEP_REPORT}).")
@@ -37,8 +46,6 @@ def report(results_dir: Path, config_path: Path | None, title: str | None, outdi
 
     if not results_dir.is_dir():
         raise DesweepInputError(results_dir, "--results", "folder does not exist")
-    if config_path is not None and not config_path.is_file():
-        raise DesweepInputError(config_path, "--config", "does not exist")
     prepare_outdir(outdir)
     path = build_report(results_dir, outdir, config=config_path, title=title)
     click.echo(f"wrote {path}")

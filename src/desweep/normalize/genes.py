@@ -31,7 +31,7 @@ def gene_positions(var_names: Sequence[str], genes: Sequence[str] | None) -> tup
     var_names = pd.Index([str(v) for v in var_names])
     if genes is None:
         return np.arange(len(var_names)), []
-    wanted = list(dict.fromkeys(str(g).strip() for g in genes if str(g).strip()))
+    wanted = list(dict.fromkeys(str(g) for g in genes))  # names as written: "" and " CD3" are genes too
     if not wanted:
         raise DesweepInputError("--genes", "genes", "the gene list is empty")
     missing = [g for g in wanted if g not in var_names]
@@ -101,7 +101,8 @@ def select_layer_genes(
     if top_n < 1:
         raise DesweepInputError("--top-n", "top_n", f"must be at least 1, got {top_n}")
     tables = tables or {}
-    wanted = tuple(dict.fromkeys(str(g).strip() for g in (requested or []) if str(g).strip()))
+    # blank entries of a typed list are left out; every name is kept as written (never stripped)
+    wanted = tuple(dict.fromkeys(str(g) for g in (requested or []) if str(g).strip()))
     if not tables and not wanted and not all_genes:
         raise DesweepInputError("desweep normalize", "genes", "nothing to export: give --plan (the DE sweep's top genes), "
                                 "--genes, or --all-genes")

@@ -19,7 +19,6 @@ short "not available" note in its section instead of an error.
 
 from __future__ import annotations
 
-import html
 import logging
 import shutil
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from desweep import keys
 from desweep.report import evidence, runqc, verdict
-from desweep.report.items import SECTION_IDS, SECTIONS, Item, missing
+from desweep.report.items import SECTION_IDS, SECTIONS, Item, missing, text
 from desweep.report.load import ReportInputs, load_results
 from desweep.report.multiqc import DEFAULT_CONFIG, run_multiqc, write_config, write_custom_content
 
@@ -65,7 +64,7 @@ def custom_content(inputs: ReportInputs) -> list[Item]:
         except Exception as err:  # noqa: BLE001 - report what broke, keep the rest
             logger.warning("section %s: %s: %s", section, type(err).__name__, err)
             built = [Item(section, "error", "Section could not be built", "html",
-                          f"<p><em>Not available:</em> {html.escape(type(err).__name__)}: {html.escape(str(err))}</p>")]
+                          f"<p><em>Not available:</em> {text(type(err).__name__)}: {text(str(err))}</p>")]
         items += built or [missing(section, "inputs", "OUTDIR")]
     return items
 
@@ -106,6 +105,6 @@ def build_report(results_dir: str | Path, outdir: str | Path, *, config: str | P
         shutil.rmtree(content)
     write_custom_content(items, content)
     logger.info("running MultiQC on %d custom-content items", len(items))
-    report = run_multiqc(content, outdir, config=Path(config) if config else None, title=title, timeout=timeout)
+    report = run_multiqc(content, outdir, config=Path(config) if config else None, title=title, timeout=timeout, items=items)
     logger.info("wrote %s", report)
     return report

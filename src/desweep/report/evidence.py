@@ -3,7 +3,6 @@ concordance between settings and the sweep itself. Builders take :class:`ReportI
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 from desweep.io import is_true
 from desweep.plots import natural_key, short_setting_labels, top_genes_heatmap, volcano_points
 from desweep.report.figures import score_scatter
-from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value
+from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value, text
 from desweep.report.load import where
 
 if TYPE_CHECKING:
@@ -89,7 +88,7 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
     labels = dict(zip(scores["setting_id"].astype(str), short_setting_labels(scores), strict=True)) if scores is not None else {}
     items: list[Item] = []
     for i, row in enumerate(rec.to_dict("records")):
-        comparison = str(row["comparison_id"])
+        comparison, name = str(row["comparison_id"]), inputs.comparison_name(row["comparison_id"])
         shown = {role: featured.get((comparison, role)) for role in ROLES}
         if not any(shown.values()):
             continue
@@ -108,16 +107,16 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
                 notes.append(f"{_role_name(role)}: the top {n_top} is cut inside a tie: {n_tied:,} genes share proba_de = {at:.3g} "
                              f"and {len(tied)} of them made the top {n_top}, ordered by |lfc_mean| (marked \u2020).")
             if part.empty:
-                panels.append(f"<div style='flex:1 1 420px'><p><b>{html.escape(title)}</b>: no expression rows for <code>{html.escape(cid)}</code>.</p></div>")
+                panels.append(f"<div style='flex:1 1 420px'><p><b>{text(title)}</b>: no expression rows for <code>{text(cid)}</code>.</p></div>")
                 continue
             fig = top_genes_heatmap(part, title=title, tied=tied, groups=groups)
-            panels.append(f"<div style='flex:1 1 420px;min-width:0'>{figure_html(fig, alt=f'{role} top genes of {comparison}')}"
-                          f"<div class='small text-muted'>run drawn: <code>{html.escape(cid)}</code></div></div>")
+            panels.append(f"<div style='flex:1 1 420px;min-width:0'>{figure_html(fig, alt=f'{role} top genes of {name}')}"
+                          f"<div class='small text-muted'>run drawn: <code>{text(cid)}</code></div></div>")
         if shown["recommended"] and shown["recommended"] == shown["default"]:
             notes.append("scVI's default is the recommended setting here.")
         body = "<div style='display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start'>" + "".join(panels) + "</div>"
-        body += "".join(f"<p class='small'>{html.escape(n)}</p>" for n in notes)
-        items.append(Item(section, f"heatmaps_{i:02d}", f"{comparison}: scVI's default, the recommended setting and the bridge contrast",
+        body += "".join(f"<p class='small'>{text(n)}</p>" for n in notes)
+        items.append(Item(section, f"heatmaps_{i:02d}", f"{name}: scVI's default, the recommended setting and the bridge contrast",
                           "html", body,
                           "Top genes (rows, best first; the strip gives each gene's pattern) as z-scores of log2 mean expression "
                           "in every cluster (columns) of every batch (blocks). A batch-wide gene lights up a whole batch; "
@@ -126,11 +125,11 @@ def top_genes_section(inputs: ReportInputs) -> list[Item]:
         if cid and cid in inputs.de_tables:
             patterns = inputs.get("gene_patterns")
             part = patterns[patterns["combination_id"].astype(str) == cid] if patterns is not None else None
-            items.append(_volcano(section, f"volcano_{i:02d}", comparison, cid, inputs.de_tables[cid], part))
+            items.append(_volcano(section, f"volcano_{i:02d}", name, cid, inputs.de_tables[cid], part))
     if inputs.plots_dir:
         items.append(Item(section, "files", "Plots of every setting", "html",
                           f"<p>PNG plots of every setting (top-gene heatmaps, volcano plots, concordance, setting scores) are in "
-                          f"<code>OUTDIR/{html.escape(inputs.plots_dir)}/</code>.</p>"))
+                          f"<code>OUTDIR/{text(inputs.plots_dir)}/</code>.</p>"))
     return items or [missing(section, "recommended settings", where("recommendations"), "Run `desweep diagnose`.")]
 
 
@@ -154,7 +153,7 @@ def _volcano(section: str, part: str, comparison: str, cid: str, de_table: pd.Da
     points, xlab, ylab = volcano_points(de_table, patterns)
     data = {gene: {"x": round(x, 4), "y": round(y, 4), "color": colour} for gene, x, y, colour in points}
     return Item(section, part, f"{comparison}: volcano of the recommended setting", "scatter", data,
-                f"Every gene of <code>{html.escape(cid)}</code>; its top genes coloured by pattern "
+                f"Every gene of <code>{text(cid)}</code>; its top genes coloured by pattern "
                 "(green cluster-specific, orange batch-wide, purple other; grey: not in the top N).",
                 {"pconfig": {"xlab": xlab, "ylab": ylab, "marker_size": 4}})
 
@@ -170,7 +169,7 @@ def scores_section(inputs: ReportInputs) -> list[Item]:
     items: list[Item] = []
     if len(ok):
         items.append(Item(section, "scatter", "Cluster-specific against batch-wide share", "html",
-                          figure_html(score_scatter(ok), alt="setting scores"),
+                          figure_html(score_scatter(ok, titles=inputs.comparison_name), alt="setting scores"),
                           "Each point is a setting (mean over seeds and models; bars: SD). Good settings sit top left. "
                           "Colour: batch_correction and where it decodes; shape: mode."))
     tied = _tied_at_top(inputs.get("summary"), inputs.get("scores_by_replicate"))
@@ -181,15 +180,15 @@ def scores_section(inputs: ReportInputs) -> list[Item]:
              "share_batch_wide_mean", "share_batch_wide_sd", "share_other_mean", "specificity_score_mean", "n_replicates", "n_top",
              "n_tied_top_max", "top_n_cut_in_tie", "status"]
     rest = [c for c in scores.columns if c not in shown]  # the setting's parameters, ids and any further column: one click away
-    scores = scores.sort_values(["comparison_id", "rank_in_comparison"], kind="stable", na_position="last")
-    items.append(table(section, "table", "Scores per setting", scores, row_id=["comparison_id", "label"],
+    scores = inputs.with_comparison(scores.sort_values(["comparison_id", "rank_in_comparison"], kind="stable", na_position="last"))
+    items.append(table(section, "table", "Scores per setting", scores, row_id=["comparison", "label"],
                        columns=[*shown, *rest], titles=SCORE_TITLES, hidden=tuple(rest),
                        description="One row per setting, seeds and models averaged (diagnostics/setting_scores.csv); rank 1 = best. "
                                    "Genes tied at the top: the most genes sharing the top proba_de in any run of the setting "
                                    "(de/summary.csv); where they outnumber the top N, |lfc_mean| chose which of them made it."))
     by_replicate = inputs.get("scores_by_replicate")
     if by_replicate is not None and "model" in by_replicate.columns and by_replicate["model"].nunique() > 1:
-        items.append(_model_spread(section, by_replicate, scores))
+        items.append(_model_spread(section, inputs.with_comparison(by_replicate), scores))
     return items
 
 
@@ -203,10 +202,11 @@ def _tied_at_top(summary: pd.DataFrame | None, by_replicate: pd.DataFrame | None
 def _model_spread(section: str, by_replicate: pd.DataFrame, scores: pd.DataFrame) -> Item:
     recommended = scores.loc[scores["recommended"].map(is_true), ["setting_id", "label"]]
     part = by_replicate[by_replicate["setting_id"].isin(recommended["setting_id"])].merge(recommended, on="setting_id")
-    per_model = part.groupby(["comparison_id", "label", "model"], sort=False).agg(
+    per_model = part.groupby(["comparison", "label", "model", "comparison_id"], sort=False).agg(
         n_seeds=("seed", "nunique"), share_cluster_specific=("share_cluster_specific", "mean"),
         share_batch_wide=("share_batch_wide", "mean")).reset_index()
-    return table(section, "models", "The recommended setting, model by model", per_model, row_id=["comparison_id", "label", "model"],
+    return table(section, "models", "The recommended setting, model by model", per_model, row_id=["comparison", "label", "model"],
+                 hidden=("comparison_id",),
                  description="Each scVI model (trained with its own seed), its posterior seeds averaged: how much the answer "
                              "depends on the training seed (diagnostics/setting_scores_by_replicate.csv).")
 
@@ -234,16 +234,17 @@ def concordance_section(inputs: ReportInputs) -> list[Item]:
             matrix[b, a] = value(row.get("spearman_lfc_mean")) or np.nan
         labels = [label_of.get(s, s) for s in ids]
         data = [[None if not np.isfinite(v) else round(float(v), 3) for v in r] for r in matrix]
-        items.append(Item(section, f"heatmap_{i:02d}", str(comparison), "heatmap", data,
+        items.append(Item(section, f"heatmap_{i:02d}", inputs.comparison_name(comparison), "heatmap", data,
                           "Settings best first. Upper triangle: top-N Jaccard index; lower triangle: Spearman correlation of the "
                           "log fold changes over all genes; each the mean over the pairs of runs (seeds, models).",
                           {"xcats": labels, "ycats": labels,
                            "pconfig": {"min": -1, "max": 1, "square": False, "xcats_samples": False, "ycats_samples": False,
-                                       "title": f"desweep: concordance, {comparison}"}}))
-    pairs = conc.assign(label_1=conc["setting_id_1"].astype(str).map(label_of), label_2=conc["setting_id_2"].astype(str).map(label_of))
-    items.append(table(section, "pairs", "All pairs", pairs, row_id=["comparison_id", "label_1", "label_2"],
-                       columns=["jaccard_top_mean", "spearman_lfc_mean", "n_pairs", "setting_id_1", "setting_id_2"],
-                       hidden=("setting_id_1", "setting_id_2"),
+                                       "title": f"desweep: concordance, {inputs.comparison_name(comparison)}"}}))
+    pairs = inputs.with_comparison(conc).assign(label_1=conc["setting_id_1"].astype(str).map(label_of),
+                                                label_2=conc["setting_id_2"].astype(str).map(label_of))
+    items.append(table(section, "pairs", "All pairs", pairs, row_id=["comparison", "label_1", "label_2"],
+                       columns=["jaccard_top_mean", "spearman_lfc_mean", "n_pairs", "setting_id_1", "setting_id_2", "comparison_id"],
+                       hidden=("setting_id_1", "setting_id_2", "comparison_id"),
                        description="Every pair of settings of a comparison (diagnostics/concordance_settings.csv)."))
     return items
 

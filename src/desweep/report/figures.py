@@ -11,6 +11,8 @@ from desweep.io import is_true
 from desweep.plots import cluster_batch_columns, draw_cluster_batch_axis, new_figure, palette
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from matplotlib.figure import Figure
 
 SIZE_STEPS = (0.25, 0.5, 0.75, 1.0)
@@ -79,7 +81,7 @@ def _category(row: pd.Series) -> str:
     return "batch_correction=False"
 
 
-def score_scatter(scores: pd.DataFrame, *, ncols: int = 3) -> Figure:
+def score_scatter(scores: pd.DataFrame, *, ncols: int = 3, titles: Callable[[str], str] = str) -> Figure:
     """Cluster-specific against batch-wide share of every setting, one panel per comparison.
 
     ``scores``: rows of ``setting_scores.csv`` (``comparison_id``,
@@ -87,6 +89,7 @@ def score_scatter(scores: pd.DataFrame, *, ncols: int = 3) -> Figure:
     ``is_default``, ``recommended``). Colour: batch correction and decoding;
     shape: mode; error bars: SD over seeds and models. scVI's default and the
     recommended setting(s) are labelled. Good settings sit top left.
+    ``titles``: a comparison id -> its panel title (the display name).
     """
     scores = scores.assign(_category=scores.apply(_category, axis=1))
     categories = sorted(scores["_category"].unique(), key=lambda c: (c != "batch_correction=False", c))
@@ -120,7 +123,7 @@ def score_scatter(scores: pd.DataFrame, *, ncols: int = 3) -> Figure:
         ax.set_xlabel("share batch-wide", fontsize=8)
         ax.set_ylabel("share cluster-specific", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.set_title(comparison, fontsize=8)
+        ax.set_title(titles(comparison), fontsize=8)
         ax.grid(linewidth=0.3, alpha=0.5)
     for category in categories:
         fig.axes[0].scatter([], [], s=36, marker="o", color=colours[category], label=category)

@@ -58,16 +58,46 @@ class Item:
         return f"{self.section}_{self.part}"
 
     def document(self) -> dict[str, Any]:
+        """The custom-content document, every text field escaped (:func:`escape_tree`).
+
+        ``name``, table cells and row names, column titles, category and series
+        names and plot titles are plain text, escaped here; an ``html`` item's
+        ``data`` and the ``description`` are HTML, built with :func:`text`.
+        """
         _, title, description = next(s for s in SECTIONS if s[0] == self.section)
+        data = self.data if self.plot_type == "html" else escape_tree(self.data)
         doc: dict[str, Any] = {
             "id": self.id, "parent_id": self.section, "parent_name": title, "parent_description": description,
-            "section_name": self.name, "description": self.description, "plot_type": self.plot_type, "data": self.data,
+            "section_name": text(self.name), "description": self.description, "plot_type": self.plot_type, "data": data,
         }
         pconfig = {"id": f"{self.id}_plot", "title": f"desweep: {self.name}"}
         pconfig.update(self.extra.get("pconfig", {}))
-        doc["pconfig"] = pconfig
-        doc.update({k: v for k, v in self.extra.items() if k != "pconfig"})
+        doc["pconfig"] = escape_tree({k: v for k, v in pconfig.items() if k != "id"}) | {"id": pconfig["id"]}
+        doc.update({k: escape_tree(v) for k, v in self.extra.items() if k != "pconfig"})
         return doc
+
+
+def text(value: object) -> str:
+    """``value`` as HTML text: ``<``, ``>``, ``&`` and both quotes escaped.
+
+    The one function through which a string from the input (a label, batch,
+    gene or comparison name, a title) enters the report's HTML: MultiQC writes
+    table cells, row names, section names and the title into the page as given,
+    so a label such as ``<img src=x onerror=...>`` would otherwise run in the
+    reader's browser. Plotly and the browser both show the escaped text as written.
+    """
+    return html.escape(str(value), quote=True)
+
+
+def escape_tree(obj: Any) -> Any:
+    """Every string (dict keys included) of a nested dict / list escaped with :func:`text`; numbers kept."""
+    if isinstance(obj, str):
+        return text(obj)
+    if isinstance(obj, dict):
+        return {(text(k) if isinstance(k, str) else k): escape_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [escape_tree(v) for v in obj]
+    return obj
 
 
 def value(v: Any) -> Any:
@@ -85,16 +115,16 @@ def value(v: Any) -> Any:
 
 def missing(section: str, what: str, where: str, hint: str = "") -> Item:
     """A "Not available" note: ``what`` (at ``where``, a path under OUTDIR) was not found."""
-    text = f"<p><em>Not available:</em> {html.escape(what)} (<code>{html.escape(where)}</code>) was not found."
+    body = f"<p><em>Not available:</em> {text(what)} (<code>{text(where)}</code>) was not found."
     if hint:
-        text += f" {html.escape(hint)}"
+        body += f" {text(hint)}"
     part = "missing_" + "".join(ch if ch.isalnum() else "_" for ch in what.lower())
-    return Item(section, part, f"{what}: not available", "html", text + "</p>")
+    return Item(section, part, f"{what}: not available", "html", body + "</p>")
 
 
-def note(section: str, part: str, name: str, text: str) -> Item:
+def note(section: str, part: str, name: str, paragraph: str) -> Item:
     """A short paragraph of plain text."""
-    return Item(section, part, name, "html", f"<p>{html.escape(text)}</p>")
+    return Item(section, part, name, "html", f"<p>{text(paragraph)}</p>")
 
 
 #: numeric columns that hold measurements, never counts, even when every value happens to be whole (proba_de = 1)
@@ -156,7 +186,7 @@ def html_table(df: pd.DataFrame) -> str:
 
 def png_html(data: bytes, *, alt: str, width: str = "100%") -> str:
     encoded = base64.b64encode(data).decode("ascii")
-    return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}" style="max-width:{width};height:auto;">'
+    return f'<img src="data:image/png;base64,{encoded}" alt="{text(alt)}" style="max-width:{width};height:auto;">'
 
 
 def figure_html(fig: Figure, *, alt: str, width: str = "100%") -> str:

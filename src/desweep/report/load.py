@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
-from desweep.names import split_names
+from desweep.names import comparison_names, split_names
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -111,6 +111,16 @@ class ReportInputs:
     def get(self, name: str) -> pd.DataFrame | None:
         """The table ``name`` of :data:`CSV_FILES`, or ``None`` when it was not found."""
         return self.tables.get(name)
+
+    def comparison_name(self, comparison_id: object) -> str:
+        """The display name of a comparison (:func:`desweep.names.comparison_name`); the id when no table names its groups."""
+        names = {**comparison_names(self.get("comparisons")), **comparison_names(self.get("recommendations"))}
+        return names.get(str(comparison_id), str(comparison_id))
+
+    def with_comparison(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``table`` with a ``comparison`` column (the display name) first, for row names; ``comparison_id`` kept."""
+        named = table["comparison_id"].astype(str).map(self.comparison_name)
+        return table.drop(columns="comparison", errors="ignore").assign(comparison=named.to_numpy())
 
 
 def load_results(results: str | Path) -> ReportInputs:

@@ -13,7 +13,7 @@ from typing import Any
 
 from desweep import keys
 from desweep.errors import DesweepInputError
-from desweep.report.items import SECTION_IDS, Item
+from desweep.report.items import SECTION_IDS, Item, text
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +70,36 @@ def write_config(path: str | Path, config: dict[str, Any] | None = None) -> Path
     return path
 
 
-def run_multiqc(content: Path, outdir: Path, *, config: Path | None = None, title: str | None = None, timeout: int = 600) -> Path:
+def escape_navigation(page: str, items: list[Item]) -> str:
+    """``page`` with each item's name escaped in MultiQC's navigation too.
+
+    The navigation shows a section name through Jinja's ``striptags``, which
+    unescapes what :func:`text` escaped, so a label such as ``<img onerror=...>``
+    would come back as markup there: each such link gets the escaped name back.
+    Raises ``RuntimeError`` when a link is not where MultiQC's template puts it
+    (an unsafe page is never written).
+    """
+    from markupsafe import Markup
+
+    for item in items:
+        safe = text(item.name)
+        shown = Markup(safe).striptags()
+        if shown == safe:
+            continue
+        link = f'<a href="#{item.id}" class="nav-l2">'
+        page = page.replace(f"{link}{shown}</a>", f"{link}{safe}</a>")
+        if "<" in shown and shown in page:  # markup from a name anywhere else: refuse the page
+            raise RuntimeError(f"MultiQC wrote the name of section {item.id} unescaped outside its navigation link")
+    return page
+
+
+def run_multiqc(content: Path, outdir: Path, *, config: Path | None = None, title: str | None = None, timeout: int = 600,
+                items: list[Item] | None = None) -> Path:
     """Run MultiQC (a subprocess, offline) on the custom-content folder ``content``.
 
     Writes ``outdir/multiqc_report.html`` and ``outdir/multiqc_data/``, each
-    moved into place only once MultiQC succeeded.
+    moved into place only once MultiQC succeeded. ``items``: the sections written
+    to ``content``, whose names :func:`escape_navigation` puts back escaped.
     """
     work = Path(tempfile.mkdtemp(prefix=".multiqc.tmp-", dir=outdir))
     try:
@@ -85,13 +110,14 @@ def run_multiqc(content: Path, outdir: Path, *, config: Path | None = None, titl
                    "--filename", keys.MULTIQC_REPORT, "--force", "--no-version-check", "--no-ai",
                    "--config", str(config_path), "--config", str(content / SECTION_ORDER_YML)]
         if title:
-            command += ["--title", title]
+            command += ["--title", text(title)]  # MultiQC writes the title into the page as given
         env = dict(os.environ, MULTIQC_NO_VERSION_CHECK="1")
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         report = work / "out" / keys.MULTIQC_REPORT
         if proc.returncode != 0 or not report.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             raise RuntimeError("MultiQC failed: " + " | ".join(tail))
+        report.write_text(escape_navigation(report.read_text(encoding="utf-8"), items or []), encoding="utf-8")
         data_dirs = [p for p in (work / "out").iterdir() if p.is_dir() and p.name.endswith("_data")]
         if data_dirs:
             target = outdir / "multiqc_data"

@@ -3,13 +3,12 @@ Builders take :class:`ReportInputs`, read no files."""
 
 from __future__ import annotations
 
-import html
 import json
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from desweep.report.items import Item, missing, png_html, table
+from desweep.report.items import Item, missing, png_html, table, text
 from desweep.report.load import where
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ def input_section(inputs: ReportInputs) -> list[Item]:
     notes = report.get("notes") or []
     if notes:
         items.append(Item(section, "notes", "Validation notes", "html",
-                          "<ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>"))
+                          "<ul>" + "".join(f"<li>{text(str(n))}</li>" for n in notes) + "</ul>"))
     return items
 
 

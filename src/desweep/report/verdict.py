@@ -3,14 +3,13 @@ and the answer. Builders take :class:`ReportInputs`, read no files."""
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from desweep.io import is_true
 from desweep.report.figures import marker_dotplot
-from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value
+from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value, text
 from desweep.report.load import where
 
 if TYPE_CHECKING:
@@ -63,12 +62,12 @@ def verdict_section(inputs: ReportInputs) -> list[Item]:
         items.append(note(section, "rejected", "What scVI's default would have told you",
                           "scVI's default let no batch-wide gene into its top genes in any comparison."))
     else:
-        rejected = rejected.assign(batch_wide_in=[f"{count(a)} of {count(b)}" for a, b in
-                                                  zip(rejected["n_replicates_batch_wide"], rejected["n_replicates"], strict=True)])
+        rejected = inputs.with_comparison(rejected).assign(batch_wide_in=[
+            f"{count(a)} of {count(b)}" for a, b in zip(rejected["n_replicates_batch_wide"], rejected["n_replicates"], strict=True)])
         items.append(table(section, "rejected", "What scVI's default would have told you, and why not", rejected,
-                           row_id=["comparison_id", "gene"],
+                           row_id=["comparison", "gene"],
                            columns=["default_rank", "high_group", "lfc_mean", "proba_de", "group_lfc", "within_lfc",
-                                    "batch_shift_lfc", "batch_wide_in", "reason"],
+                                    "batch_shift_lfc", "batch_wide_in", "reason", "comparison_id"], hidden=("comparison_id",),
                            titles={"default_rank": "rank in the default", "batch_wide_in": "batch-wide in (runs)"},
                            description="Genes in the top N of scvi-tools' default call (batch_correction=False, mode=vanilla) "
                                        "that desweep classifies batch-wide: the same shift between the batches in clusters the "
@@ -87,26 +86,26 @@ def _bridge_lines(summary: pd.DataFrame | None, scores: pd.DataFrame | None) -> 
     """Per comparison, one line on the bridge contrast: its verdict and how its top genes score beside the settings."""
     if summary is None or summary.empty:
         return {}
-    e = html.escape
+    e = text
     rows = scores[scores["method"].astype(str) == "bridge"].set_index("comparison_id") \
         if scores is not None and "method" in scores.columns else pd.DataFrame()
     lines = {}
     for row in summary.to_dict("records"):
         cid = str(row["comparison_id"])
         reason = str(row.get("reason") or "").rstrip(".")
-        text = f"{e(str(row.get('verdict') or ''))}: {e(reason)}."
+        line = f"{e(str(row.get('verdict') or ''))}: {e(reason)}."
         if cid in rows.index:
             score = rows.loc[cid]
-            text += (f" Its top {count(score.get('n_top'))}: {percent(score.get('share_cluster_specific_mean'))} cluster-specific, "
+            line += (f" Its top {count(score.get('n_top'))}: {percent(score.get('share_cluster_specific_mean'))} cluster-specific, "
                      f"{percent(score.get('share_batch_wide_mean'))} batch-wide (rank {count(score.get('rank_in_comparison'))} "
                      "beside the settings).")
-        lines[cid] = f"<div class='small'><b>Bridge contrast</b> (desweep's own estimate, no training): {text}</div>"
+        lines[cid] = f"<div class='small'><b>Bridge contrast</b> (desweep's own estimate, no training): {line}</div>"
     return lines
 
 
 def _card(row: dict, markers: pd.DataFrame | None, rejected: pd.DataFrame | None, bridge: str = "") -> str:
     status = str(row.get("status") or "")
-    e = html.escape
+    e = text
     head = (f"<h4>{e(str(row['group1']))} vs {e(str(row['group2']))} "
             f"<span class='badge text-bg-{STATUS_STYLE.get(status, 'secondary')}' title='{e(STATUS_MEANING.get(status, ''))}'>"
             f"{e(status)}</span> "
@@ -150,10 +149,10 @@ def _genes_line(title: str, genes: pd.DataFrame | None, rank: str) -> str:
     if genes is None:
         return ""
     if genes.empty:
-        return f"<div class='genes'><b>{html.escape(title)}:</b> none</div>"
+        return f"<div class='genes'><b>{text(title)}:</b> none</div>"
     first = genes.sort_values(rank, kind="stable").head(CARD_GENES)
     more = f", and {len(genes) - len(first):,} more" if len(genes) > len(first) else ""
-    return f"<div class='genes'><b>{html.escape(title)}:</b> {html.escape(', '.join(first['gene'].astype(str)))}{more}</div>"
+    return f"<div class='genes'><b>{text(title)}:</b> {text(', '.join(first['gene'].astype(str)))}{more}</div>"
 
 
 # --------------------------------------------------------------------------- the answer
@@ -166,9 +165,11 @@ def markers_section(inputs: ReportInputs) -> list[Item]:
     if markers.empty:
         items.append(note(section, "table", "The answer", "No gene is in the answer of any comparison."))
     else:
-        items.append(table(section, "table", "The answer", markers, row_id=["comparison_id", "gene"],
+        items.append(table(section, "table", "The answer", inputs.with_comparison(markers), row_id=["comparison", "gene"],
                            columns=["rank", "confidence", "high_group", "lfc_mean", "bridge_lfc", "bridge_padj", "support",
-                                    "n_models_supporting", "pattern", "group_lfc", "batch_shift_lfc", "heterogeneous"],
+                                    "n_models_supporting", "pattern", "group_lfc", "batch_shift_lfc", "heterogeneous",
+                                    "comparison_id"],
+                           hidden=("comparison_id",),
                            titles={"high_group": "higher in", "lfc_mean": "scVI lfc", "bridge_lfc": "bridge lfc",
                                    "bridge_padj": "bridge padj", "n_models_supporting": "models"},
                            description="One ranked list per comparison, pooled over the recommended settings' runs (every "
@@ -189,12 +190,12 @@ def markers_section(inputs: ReportInputs) -> list[Item]:
         rows = _dotplot_rows(_of(markers, row), _of(inputs.get("rejected"), row), row)
         if rows.empty:
             continue
-        fig = marker_dotplot(expression, rows, groups=(str(row["group1"]), str(row["group2"])),
-                             title=f"{row['group1']} vs {row['group2']}")
-        items.append(Item(section, f"dotplot_{i:02d}", f"{row['comparison_id']}: markers across cluster x batch", "html",
-                          figure_html(fig, alt=f"dotplot of {row['comparison_id']}"),
+        name = inputs.comparison_name(row["comparison_id"])
+        fig = marker_dotplot(expression, rows, groups=(str(row["group1"]), str(row["group2"])), title=name)
+        items.append(Item(section, f"dotplot_{i:02d}", f"{name}: markers across cluster x batch", "html",
+                          figure_html(fig, alt=f"dotplot of {name}"),
                           f"The answer's genes (best first) and the rejected genes in every cluster of every batch. "
-                          f"Dot size: share of cells with counts; colour: {html.escape(inputs.marker_expression_source)}, "
+                          f"Dot size: share of cells with counts; colour: {text(inputs.marker_expression_source)}, "
                           "scaled per gene. A marker is high in its group's columns in every batch; a rejected gene is "
                           "high in a whole batch."))
     return items

@@ -14,6 +14,28 @@ from desweep.runner.config import ResolvedStep, RunConfig
 from desweep.runner import steps as pipeline
 
 
+#: output folders whose lock this process holds (the steps of `desweep run` run in its process)
+_HELD: set[Path] = set()
+
+
+@contextlib.contextmanager
+def step_lock(step_outdir: Path, command: str) -> Iterator[None]:
+    """Hold the lock of the run folder around a step command that writes a step folder of it.
+
+    A run folder is one holding :data:`desweep.keys.RUN_LOCK` (``desweep run``
+    made it): ``desweep de -o results/de`` then waits for no one but refuses,
+    in one line, while a run writes ``results``, and a run refuses to start
+    while the step writes. Elsewhere (a Nextflow work folder, a fresh folder)
+    nothing is locked; within ``desweep run`` its own lock already covers the step.
+    """
+    run_dir = Path(step_outdir).absolute().parent
+    if not (run_dir / keys.RUN_LOCK).is_file() or run_dir.resolve() in _HELD:
+        yield
+        return
+    with output_lock(run_dir, command):
+        yield
+
+
 @contextlib.contextmanager
 def output_lock(outdir: Path, command: str = "desweep run") -> Iterator[None]:
     """Hold ``OUTDIR/.desweep_run.lock`` for the block; a one-line error naming the holder when another run has it.
@@ -38,9 +60,11 @@ def output_lock(outdir: Path, command: str = "desweep run") -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: {command}\n"
                   .encode(), 0)
+        _HELD.add(outdir.resolve())
         try:
             yield
         finally:
+            _HELD.discard(outdir.resolve())
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)
@@ -54,7 +78,8 @@ def check_inputs_outside_outputs(config: RunConfig, resolved: dict[str, Resolved
     from desweep.validate import input_files
 
     outdir = config.outdir.resolve()
-    written = {(outdir / step.folder) for step in pipeline.available_steps()} | {outdir / keys.PIPELINE_INFO}
+    # each folder resolved on its own: a step folder may be a symlink out of OUTDIR, into the input's own folder
+    written = {(outdir / folder).resolve() for folder in [*(step.folder for step in pipeline.available_steps()), keys.PIPELINE_INFO]}
     candidates = [(p, "input", ("desweep run", "--input")) for p in input_files(config.values["input"])]
     for name, item in resolved.items():
         for param, value in item.user.items():
@@ -105,3 +130,23 @@ def check_design(config: RunConfig, resolved: dict[str, ResolvedStep]) -> None:
         plan, _ = make_plan(table, read_grid(p["grid_path"]), batches=[str(c) for c in counts.columns], models=p["models"],
                             source=str(validated))
         check_plan_size(plan, max_combinations=p["max_combinations"], source=validated)
+
+
+def check_batches(config: RunConfig, resolved: dict[str, ResolvedStep]) -> None:
+    """Batch names given to a step (``normalize --batches``) that the input does not have, refused before the first step.
+
+    Needs only the input's batch column (:func:`desweep.validate.input_batches`);
+    when that cannot be read, validate reports the input's problem instead.
+    """
+    from desweep.validate import input_batches
+
+    item = resolved.get("normalize")
+    wanted = item.user.get("batches") if item is not None else None
+    if not wanted:
+        return
+    have = input_batches(config.values["input"], str(config.values["batch_key"]))
+    unknown = [b for b in wanted if have is not None and b not in have]
+    if unknown:
+        source, where = config.origin("normalize.batches", "steps.normalize.batches")
+        raise DesweepInputError(source, where or "--batches", f"{unknown[0]!r} is not a batch of the input "
+                                f"(obs['{config.values['batch_key']}']: {', '.join(have or [])})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,10 @@ import click
 from desweep.errors import DesweepInputError
 from desweep.runner import steps as pipeline
 from desweep.runner.steps import SHARED_OPTIONS, TOP_LEVEL_KEYS, Step, _path
+
+logger = logging.getLogger("desweep.runner")
+#: more scVI models than this in one run gets a warning (each is a full training)
+MANY_MODELS = 10
 
 
 @dataclass
@@ -92,6 +97,10 @@ def load_config(config_path: Path | None, overrides: dict[str, Any], set_items: 
         _set_option(config, name, option, value, (f"--set {item}", ""))
     values["input"] = str(Path(str(values["input"])).absolute())
     values["models"] = _positive_int(values.get("models", 1), config.origin("models", "models"))
+    if values["models"] > MANY_MODELS:
+        source, where = config.origin("models", "models")
+        logger.warning("%s: %s: %d scVI models are trained one after another, each as long as a single run, and the sweep "
+                       "runs on each; 3 to 5 show the spread between trainings", source, where or "--models", values["models"])
     return config
 
 

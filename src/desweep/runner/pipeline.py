@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from desweep import keys
-from desweep.runner.checks import check_design, check_inputs_outside_outputs, output_lock
+from desweep.runner.checks import check_batches, check_design, check_inputs_outside_outputs, output_lock
 from desweep.runner.config import ResolvedStep, RunConfig, _command, resolve_steps
 from desweep.runner.resume import _is_current, _listing, _params_record, _read_record, _remove_empty_folders, _stamp
 
@@ -37,6 +37,7 @@ def run_pipeline(config: RunConfig, *, force: bool = False, on_locked: Callable[
 
     resolved = resolve_steps(config)
     check_inputs_outside_outputs(config, resolved)
+    check_batches(config, resolved)
     outdir = prepare_outdir(config.outdir)
     with output_lock(outdir):
         if on_locked is not None:

@@ -48,6 +48,8 @@ def _stamp(item: ResolvedStep, outdir: Path, upstream: dict[str, str], input_che
                 if not path.startswith("OUTDIR/") and Path(path).exists():
                     key = name if len(paths) == 1 else f"{name}[{i}]"
                     files[key] = input_checksum if name == item.step.input_option else file_checksum(path)
+                    # the content stands for the file: the same bytes through a link, a copy or a stage folder are the same input
+                    paths[i] = f"content:{key}"
             value = paths[0] if not isinstance(value, list | tuple) else paths
         params[name] = value
     payload = {"step": item.step.name, "params": params, "files": files, "upstream": upstream}
