@@ -525,6 +525,6 @@ def test_people_read_display_names_machines_read_ids(hostile_report, items, resu
     # in the rendered page (labels that are not file-safe): the names as written in headings and the navigation
     text = hostile_report.read_text()
     hostile = html.escape(comparison_name(HOSTILE["only_batch0"], HOSTILE["only_batch1"]))
-    assert f"{hostile}: scVI&#x27;s default and the recommended setting" in text or f"{hostile}: scVI's default" in text
+    assert f"{hostile}: scVI&#x27;s default, the recommended setting and the bridge contrast" in text
     nav = re.findall(r'<a[^>]*href="#desweep_top_genes_heatmaps_00"[^>]*>(.*?)</a>', text, re.S)
     assert nav and all(hostile in a for a in nav), nav
