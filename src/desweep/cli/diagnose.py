@@ -109,10 +109,6 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
     data_keys = get_keys(adata, adata_path, need_groups=True)
     markers_h5ad = dg.markers_adata(adata, results["markers"], results["rejected"], group_key=data_keys.group_key,
                                     batch_key=data_keys.batch_key, normalized=normalized)
-    if markers_h5ad.n_vars:
-        from desweep.diagnose.dendrogram import store_dendrogram
-
-        store_dendrogram(markers_h5ad, data_keys.group_key)
 
     prepare_outdir(outdir)
     for name, filename in TABLES.items():

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
+from desweep.diagnose.dendrogram import store_dendrogram
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -115,6 +116,8 @@ def markers_adata(adata: AnnData, markers: pd.DataFrame, rejected: pd.DataFrame,
         structure = rank_genes_groups_structure(part, genes, group_key=group_key)
         if structure is not None:
             out.uns[key] = structure
+    if out.n_vars:
+        store_dendrogram(out, group_key)
     return out
 
 
