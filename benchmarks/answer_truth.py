@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = ("validate", "integrate", "cluster", "composition", "plan", "de", "normalize", "diagnose")
 TOP_N = 50
 Z = 1.96
-PBMC = REPO.parent / "shared" / "data" / "pbmc_3tech.h5ad"
+PBMC = Path(os.environ.get("DESWEEP_SHARED_DATA", REPO.parent / "shared" / "data")) / "pbmc_3tech.h5ad"
 #: the comparisons of each real-data holdout (benchmarks/holdouts.py)
 HOLDOUT_COMPARISONS = {"pbmc_confounded": "B cells:Monocytes", "pbmc_one_specific": "B cells:Monocytes"}
 

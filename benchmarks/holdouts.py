@@ -33,6 +33,7 @@ group2, gene, truth_pattern, truth_log2fc, lfc_<batch>...``).
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,7 +168,8 @@ def build(data: Path, outdir: Path, holdouts: tuple[Holdout, ...] = PBMC_HOLDOUT
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "pbmc_3tech.h5ad")
+    shared = Path(os.environ.get("DESWEEP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--data", type=Path, default=shared / "pbmc_3tech.h5ad")
     parser.add_argument("--outdir", type=Path, required=True)
     args = parser.parse_args()
     for path in build(args.data, args.outdir):
