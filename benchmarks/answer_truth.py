@@ -93,7 +93,7 @@ def main() -> None:
         if not (outdir / keys.STEP_DIAGNOSE / keys.GENE_PATTERNS_CSV).exists():
             print(f"{name}: no diagnose outputs in {outdir}; not scored", flush=True)
             continue
-        table, checks = score_run(outdir, truth)
+        table, checks = score_run(outdir, truth, args.workdir / "data" / f"{name}.h5ad")
         for frame in (table, checks):
             frame.insert(0, "dataset", name)
         table.to_csv(args.workdir / f"answer_truth_{name}.csv", index=False)
@@ -171,7 +171,48 @@ def run_pipeline(outdir: Path, data: Path, comparisons: str, *, models: int, epo
 
 
 # --------------------------------------------------------------------------- scoring
-ESTIMATORS = ("final_list", "recommended", "bridge", "scvi_default", "anchor_bc_change_0.5", "best_swept")
+#: the prototype's expression floor: counts per million in the higher group
+MIN_CPM = 10.0
+
+
+def pseudobulk_log2_cpm(adata, *, batch_key: str = "batch", labels_key: str = "cell_type") -> pd.DataFrame:
+    """log2(CPM + 1) of the summed counts of every cluster x batch with at least 10 cells (columns ``(cluster, batch)``)."""
+    obs = adata.obs
+    columns, sums = [], []
+    for (cluster, batch), index in obs.groupby([labels_key, batch_key], observed=True).indices.items():
+        if len(index) >= 10:
+            columns.append((str(cluster), str(batch)))
+            sums.append(np.asarray(adata.X[index].sum(axis=0)).ravel())
+    counts = np.column_stack(sums)
+    cpm = counts / counts.sum(axis=0, keepdims=True) * 1e6
+    return pd.DataFrame(np.log2(cpm + 1), index=adata.var_names, columns=pd.MultiIndex.from_tuples(columns))
+
+
+def prototype_bridge(profile: pd.DataFrame, group1: str, group2: str) -> list[str]:
+    """The issue's 30-line check: genes ranked by |group1 - group2 - shift|, the shift averaged over bridge clusters.
+
+    For each batch b1 of group1 and b2 of group2, the contrast is
+    ``g1[b1] - g2[b2] - mean over bridges c of (c[b1] - c[b2])`` (no shift when b1 == b2),
+    averaged over the pairs; genes below MIN_CPM in the higher group are left out. No
+    training, no replicates, no error bars: a reference for the bridge contrast.
+    """
+    clusters = {c for c, _ in profile.columns}
+    batches_of = {c: [b for cc, b in profile.columns if cc == c] for c in clusters}
+    estimates = []
+    for b1 in batches_of.get(group1, []):
+        for b2 in batches_of.get(group2, []):
+            bridges = [c for c in clusters - {group1, group2} if b1 in batches_of[c] and b2 in batches_of[c]]
+            if b1 != b2 and not bridges:
+                continue
+            shift = np.mean([profile[(c, b1)] - profile[(c, b2)] for c in bridges], axis=0) if b1 != b2 else 0.0
+            estimates.append(profile[(group1, b1)] - profile[(group2, b2)] - shift)
+    if not estimates:
+        return []
+    contrast = pd.concat(estimates, axis=1).mean(axis=1)
+    high1 = profile[[(group1, b) for b in batches_of[group1]]].mean(axis=1)
+    high2 = profile[[(group2, b) for b in batches_of[group2]]].mean(axis=1)
+    expressed = np.where(contrast > 0, high1, high2) >= np.log2(MIN_CPM + 1)
+    return contrast[expressed].abs().sort_values(ascending=False, kind="stable").index.astype(str).tolist()
 
 
 def _read(path: Path, **kwargs) -> pd.DataFrame | None:
@@ -219,8 +260,11 @@ def _default_id(plan: pd.DataFrame) -> str | None:
     return str(hit["setting_id"].iloc[0]) if len(hit) else None
 
 
-def score_run(outdir: Path, truth: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_run(outdir: Path, truth: pd.DataFrame, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per comparison x estimator (top-N shares), and one row per comparison of checks (module docstring)."""
+    from desweep.io import read_h5ad
+
+    profile = pseudobulk_log2_cpm(read_h5ad(data))
     de, diag = outdir / keys.STEP_DE, outdir / keys.STEP_DIAGNOSE
     plan = pd.read_csv(de / keys.PLAN_CSV, dtype={"batchid1": str, "batchid2": str, "setting_id": str, "combination_id": str,
                                                     "comparison_id": str})
@@ -244,6 +288,7 @@ def score_run(outdir: Path, truth: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataF
         final = markers[markers["comparison_id"] == cid].sort_values("rank") if markers is not None else None
         rows.append({**base, "estimator": "final_list",
                      **(top_share(final["gene"].head(TOP_N).tolist(), labels) if final is not None else {}),
+                     "n_listed": len(final) if final is not None else 0,
                      "note": "" if final is not None and "confidence" in final else "consensus markers only (markers.csv has no confidence column)"})
         rows.append({**base, "estimator": "recommended", **_setting_row(scores, None if rec_row is None else str(rec_row["recommended_setting_id"]))})
         bridge_part = bridge[bridge["comparison_id"] == cid].sort_values("rank") if bridge is not None else None
@@ -254,6 +299,8 @@ def score_run(outdir: Path, truth: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataF
         rows.append({**base, "estimator": "anchor_bc_change_0.5", **_setting_row(scores, _anchor_id(sub))})
         best = scores[("precision_at_50", "mean")].idxmax() if len(scores) else None
         rows.append({**base, "estimator": "best_swept", **_setting_row(scores, best), "note": "chosen with the truth"})
+        rows.append({**base, "estimator": "bridge_prototype", **top_share(prototype_bridge(profile, g1, g2)[:TOP_N], labels),
+                     "note": "pseudobulk log2 CPM, shift averaged over bridges (every gene, no training)"})
         checks.append({**base, **_checks(cid, patterns, bridge_part, summary, labels, true_lfc)})
     return pd.DataFrame(rows), pd.DataFrame(checks)
 
