@@ -79,13 +79,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--pbmc", type=Path, default=PBMC, help="The shared PBMC data (holdouts).")
     parser.add_argument("--score-only", action="store_true", help="Score the cached outputs; run nothing.")
+    parser.add_argument("--rerun", default="", help="Comma-separated steps (e.g. diagnose) to run again on the cached runs, and "
+                        "no other step: for rescoring with newer diagnose code.")
     args = parser.parse_args()
     names = args.datasets.split(",")
     if not args.score_only:
         for name in names:
             data, comparisons = prepare_dataset(name, args.workdir / "data", args.pbmc)
             run_pipeline(args.workdir / name, data, comparisons, models=args.models, epochs=args.epochs, grid=args.grid,
-                         threads=args.threads)
+                         threads=args.threads, rerun=tuple(s for s in args.rerun.split(",") if s))
     frames = []
     for name in names:
         outdir = args.workdir / name
@@ -145,8 +147,12 @@ def read_truth(name: str, datadir: Path) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- running
-def run_pipeline(outdir: Path, data: Path, comparisons: str, *, models: int, epochs: int, grid: Path, threads: int) -> None:
-    """Run the steps whose outputs are missing, each in its own process; wall times go to ``timings.json``."""
+def run_pipeline(outdir: Path, data: Path, comparisons: str, *, models: int, epochs: int, grid: Path, threads: int,
+                 rerun: tuple[str, ...] = ()) -> None:
+    """Run the steps whose outputs are missing, each in its own process; wall times go to ``timings.json``.
+
+    With ``rerun``, run those steps (by name) again and no other.
+    """
     outdir.mkdir(parents=True, exist_ok=True)
     timings_path = outdir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
@@ -160,7 +166,9 @@ def run_pipeline(outdir: Path, data: Path, comparisons: str, *, models: int, epo
         if step.command_name not in STEPS:
             continue
         folder = outdir / step.folder
-        if all((folder / name).exists() for name in step.outputs):
+        if rerun and step.name not in rerun:
+            continue
+        if not rerun and all((folder / name).exists() for name in step.outputs):
             continue
         measured = run_step([step.command_name, *item.args])
         timings[step.name] = measured.seconds

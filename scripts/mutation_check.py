@@ -63,7 +63,8 @@ PRELOAD = ("numpy", "pandas", "scipy.sparse", "sklearn.covariance", "anndata", "
 
 
 ORIGINS = {"#19": "named in issue #19", "#19a": "tried by hand in #19 part A", "#19b": "added with this check",
-           "#13": "the diagnose rules' mutations of #13 (docs/diagnostics.md)"}
+           "#13": "the diagnose rules' mutations of #13 (docs/diagnostics.md)",
+           "#24": "the realistic simulator's planted structure (#24)"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ DE_SWEEP = "src/desweep/de/sweep.py"
 DE_MERGE = "src/desweep/de/merge.py"
 PLAN = "src/desweep/plan/__init__.py"
 T_DE = "tests/test_de.py"
+SIM_R = "src/desweep/simulate_realistic.py"
+T_SIM_R = "tests/test_simulate_realistic.py"
 T_DET = "tests/test_determinism.py::test_steps_write_identical_bytes_in_two_processes"
 T_FAST_STATS = f"{T_DE}::test_fast_statistics_equal_scvi_tools_expressions_on_the_same_samples"
 T_BAD = "tests/test_bad_inputs.py::test_bad_input_fails_in_one_line_and_writes_nothing"
@@ -294,6 +297,18 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("rank-default-share-from-best", "diagnose ranking", DIAG_R, '               "default_share_batch_wide": float(default_row["share_batch_wide_mean"]) if default_row is not None else float("nan"),',
              '               "default_share_batch_wide": float(best["share_batch_wide_mean"]) if default_row is not None else float("nan"),',
              "default's batch-wide share from the best setting", T_DIAG, origin="#13"),
+    # ----------------------------------------------------------------- realistic simulator
+    Mutation("sim-interaction-every-bridge", "simulator", SIM_R, "size=int(rng.integers(1, len(shared))), replace=False)",
+             "size=len(shared), replace=False)", "interaction genes respond in every bridge (heterogeneity undetectable)",
+             (T_SIM_R,), origin="#24"),
+    Mutation("sim-no-donor-effect", "simulator", SIM_R, "+ interaction[b, k] + donor_effect[d]", "+ interaction[b, k]",
+             "donors planted in obs but with no effect on counts", (T_SIM_R,), origin="#24"),
+    Mutation("sim-no-ambient", "simulator", SIM_R, "cell_ambient = np.clip(ambient[b]", "cell_ambient = 0 * np.clip(ambient[b]",
+             "no ambient RNA mixed in", (T_SIM_R,), origin="#24"),
+    Mutation("sim-parent-in-one-group", "simulator", SIM_R, "effect[pair, g] = lfc", "effect[pair[0], g] = lfc",
+             "the related pair's parent markers up in one group only", (T_SIM_R,), origin="#24"),
+    Mutation("sim-truth-every-gene-marker", "simulator", SIM_R, "np.abs(logit1 - logit2) > 1e-9", "np.abs(logit1 - logit2) >= 0",
+             "the contrast's truth calls every gene a marker", (T_SIM_R,), origin="#24"),
     # ----------------------------------------------------------------- the suite's own guards
     Mutation("suite-real-data-skips-in-ci", "suite guards", "tests/test_real_data.py",
              'pytest.fail(f"CI=true: {message}", pytrace=False)', "pytest.skip(message)",
