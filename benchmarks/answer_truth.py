@@ -18,8 +18,8 @@ each step in its own process; a step whose outputs exist is not rerun. Then, per
 comparison and averaged over training seeds (each model's rows of the DE tables
 scored apart):
 
-- precision@50 (share of the top 50 that are true markers) and the batch-wide share of
-  the top 50, for the final list (diagnostics/markers.csv, ranked by ``rank``), the
+- precision@50 (share of the top 50 that are true markers) and the batch-wide, null and
+  interaction shares of the top 50, for the final list (diagnostics/markers.csv, ranked by ``rank``), the
   recommended setting, the bridge contrast alone (diagnostics/bridge.csv), scVI's
   default, the ``batch_correction=True, mode=change, delta=0.5`` anchor (all batches)
   and the best single swept setting (chosen with the truth: an upper bound);
@@ -232,7 +232,8 @@ def top_share(genes: list[str], labels: pd.Series) -> dict[str, float]:
     found = labels.reindex(genes)
     n = len(genes)
     share = (lambda p: float((found == p).sum() / n)) if n else (lambda p: float("nan"))
-    return {"precision_at_50": share("marker"), "batch_wide_share": share("batch_wide"), "null_share": share("null"), "n_genes": n}
+    return {"precision_at_50": share("marker"), "batch_wide_share": share("batch_wide"), "null_share": share("null"),
+            "interaction_share": share("interaction"), "n_genes": n}
 
 
 def setting_scores(plan: pd.DataFrame, tables_dir: Path, labels: pd.Series) -> pd.DataFrame:
@@ -253,7 +254,8 @@ def _setting_row(scores: pd.DataFrame, setting_id: str | None) -> dict[str, floa
     if setting_id is None or setting_id not in scores.index:
         return {"setting_id": setting_id}
     row = scores.loc[setting_id]
-    return {"setting_id": setting_id, **{m: float(row[(m, "mean")]) for m in ("precision_at_50", "batch_wide_share", "null_share", "n_genes")},
+    metrics = ("precision_at_50", "batch_wide_share", "null_share", "interaction_share", "n_genes")
+    return {"setting_id": setting_id, **{m: float(row[(m, "mean")]) for m in metrics},
             "precision_sd_over_models": float(row[("precision_at_50", "std")])}
 
 
@@ -346,8 +348,10 @@ def print_table(name: str, table: pd.DataFrame, checks: pd.DataFrame) -> None:
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", 30)
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
-    print(f"\n{name}\n" + table.drop(columns="dataset").to_string(index=False, float_format=fmt), flush=True)
-    print(checks.drop(columns="dataset").to_string(index=False, float_format=fmt), flush=True)
+    hidden = ["dataset", "comparison_id", "setting_id", "note"]
+    print(f"\n{name} (setting ids and notes in the CSV)\n" + table.drop(columns=hidden, errors="ignore").to_string(index=False, float_format=fmt),
+          flush=True)
+    print(checks.drop(columns=["dataset", "comparison_id"]).to_string(index=False, float_format=fmt), flush=True)
 
 
 def print_costs(workdir: Path, names: list[str]) -> None:
