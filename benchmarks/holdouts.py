@@ -16,8 +16,9 @@ that were removed:
 - a batch-wide gene: one whose expression differs between the two groups' batches
   within the bridge cell types (the types kept in every batch), by the same rule,
   and that is not a true marker;
-- null: neither (a gene with some difference below the thresholds is neither a marker
-  nor null: ``truth_pattern`` "weak": BH p < 0.05 in some batch).
+- null: no sign of a difference in any batch (BH p >= 0.05 and |log2 ratio| < 0.5 in
+  each); a gene with some difference below the marker thresholds is neither a marker
+  nor null (``truth_pattern`` "weak").
 
 With a single bridge cell type the batch shift is measured in one cell type only:
 nothing can tell whether the two groups shift like it, and no heterogeneity across
@@ -43,6 +44,8 @@ import pandas as pd
 #: thresholds of a clear difference in one batch
 MIN_LOG2FC = 1.0
 MAX_PADJ = 0.05
+#: a null gene's log2 ratio stays below this in every batch
+NULL_LOG2FC = 0.5
 #: normalized library size and the pseudocount added to mean expression before the log ratio
 LIBRARY = 1e4
 PSEUDO = 0.1
@@ -122,7 +125,7 @@ def truth_table(adata, holdout: Holdout, *, batch_key: str = "batch", labels_key
         clear = pd.DataFrame({b: _clear(t) for b, t in per_batch.items()})
         sign = np.sign(lfc)
         marker = clear.all(axis=1) & (sign.nunique(axis=1) == 1)
-        weak = pd.DataFrame({b: t["padj"] < MAX_PADJ for b, t in per_batch.items()}).any(axis=1)
+        weak = pd.DataFrame({b: (t["padj"] < MAX_PADJ) | (t["lfc"].abs() >= NULL_LOG2FC) for b, t in per_batch.items()}).any(axis=1)
         batch_wide = _batch_wide(norm, holdout, group1, group2, bridges, batch_key=batch_key, labels_key=labels_key) & ~marker
         pattern = np.select([marker, batch_wide, weak], ["marker", "batch_wide", "weak"], default="null")
         frame = pd.DataFrame({"comparison_id": str(i), "group1": group1, "group2": group2, "gene": lfc.index,
@@ -151,8 +154,8 @@ def _batch_wide(norm, holdout: Holdout, group1: str, group2: str, bridges: list[
     return hit
 
 
-def build(data: Path, outdir: Path, holdouts: tuple[Holdout, ...] = PBMC_HOLDOUTS) -> list[Path]:
-    """Write each holdout's .h5ad and truth CSV under ``outdir``; return the .h5ad paths."""
+def build(data: Path, outdir: Path, holdouts: tuple[Holdout, ...] = PBMC_HOLDOUTS, *, truth_only: bool = False) -> list[Path]:
+    """Write each holdout's .h5ad (unless ``truth_only``) and truth CSV under ``outdir``; return the .h5ad paths."""
     import anndata as ad
 
     adata = ad.read_h5ad(data)
@@ -160,7 +163,8 @@ def build(data: Path, outdir: Path, holdouts: tuple[Holdout, ...] = PBMC_HOLDOUT
     written = []
     for holdout in holdouts:
         path = outdir / f"{holdout.name}.h5ad"
-        make_holdout(adata, holdout).write_h5ad(path)
+        if not truth_only:
+            make_holdout(adata, holdout).write_h5ad(path)
         truth_table(adata, holdout).to_csv(outdir / f"{holdout.name}_truth.csv", index=False)
         written.append(path)
     return written
@@ -171,9 +175,10 @@ def main() -> None:
     shared = Path(os.environ.get("DESWEEP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--data", type=Path, default=shared / "pbmc_3tech.h5ad")
     parser.add_argument("--outdir", type=Path, required=True)
+    parser.add_argument("--truth-only", action="store_true", help="Rewrite the truth tables only (the .h5ad files stay).")
     args = parser.parse_args()
-    for path in build(args.data, args.outdir):
-        truth = pd.read_csv(path.with_name(path.stem + "_truth.csv"))
+    for path in build(args.data, args.outdir, truth_only=args.truth_only):
+        truth = pd.read_csv(path.with_name(path.stem + "_truth.csv"), keep_default_na=False)
         print(path, truth.groupby(["comparison_id", "truth_pattern"]).size().to_dict())
 
 
