@@ -103,8 +103,12 @@ def main() -> None:
         print_table(name, table, checks)
         frames.append((table, checks))
     if frames:
-        pd.concat([t for t, _ in frames], ignore_index=True).to_csv(args.workdir / "answer_truth.csv", index=False)
+        tables = pd.concat([t for t, _ in frames], ignore_index=True)
+        tables.to_csv(args.workdir / "answer_truth.csv", index=False)
         pd.concat([c for _, c in frames], ignore_index=True).to_csv(args.workdir / "answer_truth_checks.csv", index=False)
+        summary = summarize(tables)
+        summary.to_csv(args.workdir / "answer_truth_summary.csv")
+        print("\nmean over comparisons: precision@50 / batch-wide share / null share\n" + summary.to_string(), flush=True)
     print_costs(args.workdir, args.datasets.split(","))
 
 
@@ -342,6 +346,14 @@ def _checks(cid: str, patterns: pd.DataFrame | None, bridge: pd.DataFrame | None
         ok = allg.notna()
         out["coverage_all_genes"] = float(((allg[ok] - bridge.loc[ok, "lfc"]).abs() <= Z * bridge.loc[ok, "se"]).mean())
     return out
+
+
+def summarize(tables: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and estimator: ``precision / batch-wide / null`` shares of the top 50, means over comparisons (percent)."""
+    order = list(dict.fromkeys(tables["estimator"]))
+    means = tables.groupby(["dataset", "estimator"], sort=False)[["precision_at_50", "batch_wide_share", "null_share"]].mean() * 100
+    text = means.apply(lambda r: " / ".join("-" if np.isnan(v) else f"{v:.0f}" for v in r), axis=1)
+    return text.unstack("estimator").reindex(columns=order)
 
 
 def print_table(name: str, table: pd.DataFrame, checks: pd.DataFrame) -> None:
