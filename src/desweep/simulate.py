@@ -36,6 +36,13 @@ Presets
     batch, both with modest log2 fold changes uniform in 0.5-2 (natural log
     0.35-1.39). Planted genes have base logits N(1, 0.75), so some are barely
     expressed.
+``realistic``
+    What real data do rather than what the classifier assumes (module
+    :mod:`desweep.simulate_realistic`, which documents its structure and
+    truth): 3,000 cells x 3,000 genes, 4 shared and 3 batch-specific clusters,
+    batch x cell-type interactions, donors (``obs['sample']``), ambient RNA, a
+    related pair of groups and markers shared with a second cluster; the truth
+    of a comparison is the group-vs-group contrast in a common batch.
 
 The realized fold change of a planted gene between cells is close to
 ``exp(truth_lfc)`` (the softmax renormalization shrinks it slightly).
