@@ -19,7 +19,8 @@ comparison and averaged over training seeds (each model's rows of the DE tables
 scored apart):
 
 - precision@50 (share of the top 50 that are true markers) and the batch-wide, null and
-  interaction shares of the top 50, for the final list (diagnostics/markers.csv, ranked by ``rank``), the
+  interaction shares of the top 50, for the final list (diagnostics/markers.csv, ranked by ``rank``;
+  and its ``confidence == "high"`` rows alone when the column exists), the
   recommended setting, the bridge contrast alone (diagnostics/bridge.csv), scVI's
   default, the ``batch_correction=True, mode=change, delta=0.5`` anchor (all batches)
   and the best single swept setting (chosen with the truth: an upper bound);
@@ -304,6 +305,10 @@ def score_run(outdir: Path, truth: pd.DataFrame, data: Path) -> tuple[pd.DataFra
                      **(top_share(final["gene"].head(TOP_N).tolist(), labels) if final is not None else {}),
                      "n_listed": len(final) if final is not None else 0,
                      "note": "" if final is not None and "confidence" in final else "consensus markers only (markers.csv has no confidence column)"})
+        if final is not None and "confidence" in final:
+            high = final[final["confidence"].astype(str) == "high"]
+            rows.append({**base, "estimator": "final_list_high", **top_share(high["gene"].head(TOP_N).tolist(), labels),
+                         "n_listed": len(high), "note": "confidence == high"})
         rows.append({**base, "estimator": "recommended", **_setting_row(scores, None if rec_row is None else str(rec_row["recommended_setting_id"]))})
         bridge_part = bridge[bridge["comparison_id"] == cid].sort_values("rank") if bridge is not None else None
         rows.append({**base, "estimator": "bridge", **(top_share(bridge_part["gene"].head(TOP_N).tolist(), labels)
