@@ -65,7 +65,8 @@ PRELOAD = ("numpy", "pandas", "scipy.sparse", "sklearn.covariance", "anndata", "
 ORIGINS = {"#19": "named in issue #19", "#19a": "tried by hand in #19 part A", "#19b": "added with this check",
            "#13": "the diagnose rules' mutations of #13 (docs/diagnostics.md)",
            "#24-answer": "the ranked answer and the named setting",
-           "#28": "survivors named in issue #28", "#24": "the per-gene call's error bars of #24"}
+           "#28": "survivors named in issue #28", "#24": "the per-gene call's error bars of #24",
+           "#24-sim": "the realistic simulator's planted structure"}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ DE_SWEEP = "src/desweep/de/sweep.py"
 DE_MERGE = "src/desweep/de/merge.py"
 PLAN = "src/desweep/plan/__init__.py"
 T_DE = "tests/test_de.py"
+SIM_R = "src/desweep/simulate_realistic.py"
+T_SIM_R = "tests/test_simulate_realistic.py"
 T_DET = "tests/test_determinism.py::test_steps_write_identical_bytes_in_two_processes"
 T_FAST_STATS = f"{T_DE}::test_fast_statistics_equal_scvi_tools_expressions_on_the_same_samples"
 T_BAD = "tests/test_bad_inputs.py::test_bad_input_fails_in_one_line_and_writes_nothing"
@@ -400,6 +403,18 @@ MUTATIONS: tuple[Mutation, ...] = (
              "        settings = order", "the bridge contrast may be recommended as an scVI setting",
              ("tests/test_markers.py::test_setting_scores_average_models_and_seeds",
               "tests/test_diagnose.py::test_on_real_scvi_de_tables")),
+    # ----------------------------------------------------------------- realistic simulator
+    Mutation("sim-interaction-every-bridge", "simulator", SIM_R, "size=int(rng.integers(1, len(shared))), replace=False)",
+             "size=len(shared), replace=False)", "interaction genes respond in every bridge (heterogeneity undetectable)",
+             (T_SIM_R,), origin="#24-sim"),
+    Mutation("sim-no-donor-effect", "simulator", SIM_R, "+ interaction[b, k] + donor_effect[d]", "+ interaction[b, k]",
+             "donors planted in obs but with no effect on counts", (T_SIM_R,), origin="#24-sim"),
+    Mutation("sim-no-ambient", "simulator", SIM_R, "cell_ambient = np.clip(ambient[b]", "cell_ambient = 0 * np.clip(ambient[b]",
+             "no ambient RNA mixed in", (T_SIM_R,), origin="#24-sim"),
+    Mutation("sim-parent-in-one-group", "simulator", SIM_R, "effect[pair, g] = lfc", "effect[pair[0], g] = lfc",
+             "the related pair's parent markers up in one group only", (T_SIM_R,), origin="#24-sim"),
+    Mutation("sim-truth-every-gene-marker", "simulator", SIM_R, "np.abs(logit1 - logit2) > 1e-9", "np.abs(logit1 - logit2) >= 0",
+             "the contrast's truth calls every gene a marker", (T_SIM_R,), origin="#24-sim"),
     # ----------------------------------------------------------------- the suite's own guards
     Mutation("suite-real-data-skips-in-ci", "suite guards", "tests/test_real_data.py",
              'pytest.fail(f"CI=true: {message}", pytrace=False)', "pytest.skip(message)",

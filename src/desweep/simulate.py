@@ -36,6 +36,13 @@ Presets
     batch, both with modest log2 fold changes uniform in 0.5-2 (natural log
     0.35-1.39). Planted genes have base logits N(1, 0.75), so some are barely
     expressed.
+``realistic``
+    What real data do rather than what the classifier assumes (module
+    :mod:`desweep.simulate_realistic`, which documents its structure and
+    truth): 3,000 cells x 3,000 genes, 4 shared and 3 batch-specific clusters,
+    batch x cell-type interactions, donors (``obs['sample']``), ambient RNA, a
+    related pair of groups and markers shared with a second cluster; the truth
+    of a comparison is the group-vs-group contrast in a common batch.
 
 The realized fold change of a planted gene between cells is close to
 ``exp(truth_lfc)`` (the softmax renormalization shrinks it slightly).
@@ -92,6 +99,22 @@ class SimulationParams:
     #: mean and SD of the base logit of planted genes (others: N(0, 1))
     planted_base: tuple[float, float] = (0.5, 0.5)
     preset: str = "default"
+    #: realistic structure (module docstring, preset ``realistic``); None leaves it out and keeps the draws of the other presets
+    interaction_genes_per_batch: int | None = None
+    donors_per_batch: int | None = None
+    #: SD of each donor's per-gene effect (natural log)
+    donor_sd: float | None = None
+    #: range of the per-batch ambient fraction (share of each cell's mean taken from its batch's average profile)
+    ambient_fraction: tuple[float, float] | None = None
+    #: markers shared by the related pair (the first two batch-specific clusters)
+    parent_markers: int | None = None
+    #: share of a cluster's markers also up in one other cluster (markers that are not exclusive)
+    shared_program_fraction: float | None = None
+
+    @property
+    def realistic(self) -> bool:
+        """Whether the realistic structure (interactions, donors, ambient RNA, related pair) is planted."""
+        return self.interaction_genes_per_batch is not None
 
     def check(self) -> None:
         """Raise a one-line error for impossible parameter values."""
@@ -107,6 +130,8 @@ class SimulationParams:
         planted += self.n_batches * self.batch_wide_genes_per_batch
         if planted > self.n_genes // 2:
             raise DesweepInputError("simulate", "--n-genes", f"too few genes ({self.n_genes}) for {planted} planted genes; need at least twice as many")
+        if self.realistic and (self.n_specific_clusters < 2 or self.n_shared_clusters < 2):
+            raise DesweepInputError("simulate", "--preset", "realistic needs 2+ batch-specific clusters (the related pair) and 2+ shared ones")
         if self.specific_cells is not None:
             low, high = self.specific_cells
             per_batch = self.n_cells // self.n_batches
@@ -115,13 +140,20 @@ class SimulationParams:
 
 
 #: named parameter sets (``desweep simulate --preset``); module docstring
-Preset = Literal["default", "hard"]
+Preset = Literal["default", "hard", "realistic"]
 PRESETS: dict[str, SimulationParams] = {
     "default": SimulationParams(),
     "hard": SimulationParams(
         n_cells=1000, n_genes=10_000, markers_per_cluster=25, batch_wide_genes_per_batch=25,
         marker_lfc=(0.5 * math.log(2), 2 * math.log(2)), batch_lfc=(0.5 * math.log(2), 2 * math.log(2)),
         library_median=2000.0, specific_cells=(30, 150), planted_base=(1.0, 0.75), preset="hard",
+    ),
+    "realistic": SimulationParams(
+        n_cells=3000, n_genes=3000, n_shared_clusters=4, n_specific_clusters=3, markers_per_cluster=30,
+        batch_wide_genes_per_batch=25, marker_lfc=(0.6 * math.log(2), 2.0 * math.log(2)),
+        batch_lfc=(0.5 * math.log(2), 2.0 * math.log(2)), specific_fraction=0.15, library_median=2500.0,
+        planted_base=(0.75, 0.75), preset="realistic", interaction_genes_per_batch=20, donors_per_batch=3, donor_sd=0.2,
+        ambient_fraction=(0.05, 0.15), parent_markers=20, shared_program_fraction=0.3,
     ),
 }
 
@@ -161,6 +193,10 @@ def simulate(params: SimulationParams | None = None, *, chunk_size: int = 5000) 
 
     params = params or SimulationParams()
     params.check()
+    if params.realistic:
+        from desweep.simulate_realistic import simulate_realistic
+
+        return simulate_realistic(params)
     rng = np.random.default_rng(params.seed)
     batches = [f"batch{b}" for b in range(params.n_batches)]
     shared, specific = cluster_names(params)

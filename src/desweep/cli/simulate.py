@@ -8,12 +8,14 @@ import click
 
 from desweep.cli._common import step_command
 
-PRESET_HELP = "default: 3,000 cells x 2,000 genes, strong effects; hard: 1,000 cells x 10,000 sparse genes, small groups, log2 effects 0.5-2"
+PRESET_HELP = ("default: 3,000 cells x 2,000 genes, strong effects; hard: 1,000 cells x 10,000 sparse genes, small groups, log2 effects "
+               "0.5-2; realistic: 3,000 cells x 3,000 genes with batch x cell-type interactions, donors (obs 'sample'), ambient RNA "
+               "and a related pair of groups")
 
 
 @click.command(name="simulate")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .h5ad file to write.")
-@click.option("--preset", type=click.Choice(["default", "hard"]), default="default", show_default=True, help=PRESET_HELP)
+@click.option("--preset", type=click.Choice(["default", "hard", "realistic"]), default="default", show_default=True, help=PRESET_HELP)
 @click.option("--n-cells", type=int, default=None, help="Cells (500 to 100,000; default: the preset's).")
 @click.option("--n-genes", type=int, default=None, help="Genes (default: the preset's).")
 @click.option("--n-batches", type=int, default=None, help="Batches (2 to 4; default 3).")
