@@ -27,11 +27,11 @@ def table(order: list[str], lfc: dict[str, float] | None = None) -> pd.DataFrame
 
 
 def bridge(order: list[str], *, lfc: dict[str, float] | None = None, heterogeneous: tuple[str, ...] = (),
-           group1: str = "A", group2: str = "B") -> pd.DataFrame:
-    lfc = lfc or {}
+           group1: str = "A", group2: str = "B", padj: dict[str, float] | None = None) -> pd.DataFrame:
+    lfc, padj = lfc or {}, padj or {}
     return pd.DataFrame({"comparison_id": "A_vs_B", "group1": group1, "group2": group2, "gene": order,
                          "rank": np.arange(1, len(order) + 1), "lfc": [lfc.get(g, 2.0) for g in order],
-                         "padj": 0.001, "heterogeneous": [g in heterogeneous for g in order]})
+                         "padj": [padj.get(g, 0.001) for g in order], "heterogeneous": [g in heterogeneous for g in order]})
 
 
 def patterns(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -70,6 +70,16 @@ def test_batch_wide_and_heterogeneous_genes_are_vetoed():
     got, vetoed = answer(tables, bridge_table=bridge(["batch_wide", "neither", "marker", "flat", "marker_of_b"],
                                                      heterogeneous=("neither",)))
     assert "neither" not in set(got["gene"]) and "batch_wide" not in set(got["gene"]) and vetoed == 2
+    assert got.iloc[0]["gene"] == "marker"
+
+
+def test_genes_the_bridge_does_not_support_come_last():
+    # "marker" first in every table, but the bridge contrast finds no evidence for it (padj 0.2): after the rest
+    tables = {f"r{k}": table(["marker", "flat", "marker_of_b", "neither", "batch_wide"]) for k in range(2)}
+    got, _ = answer(tables, bridge_table=bridge(["marker", "flat", "marker_of_b", "neither", "batch_wide"],
+                                                lfc={"marker_of_b": -2.0}, padj={"marker": 0.2}))
+    assert list(got["gene"]) == ["flat", "marker_of_b", "neither", "marker"]
+    got, _ = answer(tables)  # without a bridge contrast the pooled score alone orders
     assert got.iloc[0]["gene"] == "marker"
 
 

@@ -25,6 +25,12 @@ the mean of ``ln u`` over its tables (the rank product of Breitling et al.
 weighs the same however many replicates it has. Genes are ranked by pooled
 score (lowest first), then by name.
 
+Genes the bridge contrast does not support (``padj >= 0.05``, or untested) come
+after every gene it supports: scVI's settings err together where the model's
+decoding errs (the same latent space), and a gene that the direct estimate of
+the user's contrast finds no evidence for is not an answer, however high the
+settings rank it. Without a bridge contrast the pooled score alone orders.
+
 Veto
 ----
 Walking down that order, a gene is left out of the answer when the raw
@@ -60,6 +66,8 @@ from desweep.diagnose.tables import ComparisonCalls, oriented_comparison, table_
 logger = logging.getLogger(__name__)
 
 MIN_SUPPORT = 0.5
+#: the bridge contrast's false discovery rate below which it supports a gene (the conventional 5 %)
+BRIDGE_FDR = 0.05
 FAMILIES = ("scvi", "bridge")
 CONFIDENCE = ("high", "medium", "low")
 ANSWER_COLUMNS = ["comparison_id", "group1", "group2", "gene", "rank", "confidence", "high_group", "lfc_mean", "proba_de",
@@ -145,7 +153,6 @@ def ranked_answer(
     if not families or genes.empty:
         return pd.DataFrame(columns=ANSWER_COLUMNS), 0
     pooled = np.mean(list(families.values()), axis=0)
-    order = np.lexsort((genes.to_numpy(dtype=str), pooled))
 
     scvi_lfc = np.nanmedian(np.vstack([_signed(t, genes) for t in tables]), axis=0) if tables else np.full(len(genes), np.nan)
     proba = np.nanmedian(np.vstack([_signed(t, genes, "proba_de") for t in tables if "proba_de" in t]), axis=0) \
@@ -159,6 +166,9 @@ def ranked_answer(
     else:
         bridge_lfc = bridge_padj = bridge_rank = np.full(len(genes), np.nan)
         heterogeneous = np.zeros(len(genes), dtype=bool)
+    # genes the bridge contrast finds no evidence for come after every gene it supports, whatever scVI says
+    unsupported = np.isfinite(bridge_rank).any() & ~(np.nan_to_num(bridge_padj, nan=1.0) < BRIDGE_FDR)
+    order = np.lexsort((genes.to_numpy(dtype=str), pooled, unsupported))
     # the direction the pooled evidence gives: the bridge contrast's where it has one, else scVI's
     direction = np.where(np.isfinite(bridge_lfc) & (bridge_lfc != 0), bridge_lfc, scvi_lfc)
     signs = np.vstack([np.sign(scvi_lfc), np.sign(bridge_lfc)])
