@@ -8,6 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from desweep import scvi_compat
+
 logger = logging.getLogger(__name__)
 
 EPS = 1e-8  # scvi-tools' eps in the Bayes factor
@@ -79,15 +81,13 @@ def compare(
     Per setting, the columns of :data:`TABLE_COLUMNS` that depend on the samples.
     The log fold changes and their summary are computed once for every setting.
     """
-    from scvi.model.base._differential import describe_continuous_distrib, estimate_pseudocounts_offset
-
     scale1 = s1["scale"].mean(axis=0)
     scale2 = s2["scale"].mean(axis=0)
     x, y = pair_samples(s1, s2, use_observed=use_observed, exact=exact)
-    pseudocounts = estimate_pseudocounts_offset(scales_a=x, scales_b=y, where_zero_a=where_zero1, where_zero_b=where_zero2, quantile=0.9)
+    pseudocounts = scvi_compat.estimate_pseudocounts_offset(scales_a=x, scales_b=y, where_zero_a=where_zero1, where_zero_b=where_zero2, quantile=0.9)
     deltas = list(dict.fromkeys(float(d) for m, d in settings if m == "change"))
     if exact:
-        lfc_props = describe_continuous_distrib(samples=np.log2(x + 1e-3 * pseudocounts) - np.log2(y + 1e-3 * pseudocounts))
+        lfc_props = scvi_compat.describe_continuous_distrib(samples=np.log2(x + 1e-3 * pseudocounts) - np.log2(y + 1e-3 * pseudocounts))
         change = np.log2(x + pseudocounts) - np.log2(y + pseudocounts) if deltas else None
         up = {d: _share(change >= d) for d in deltas}
         down = {d: _share(change < -d) for d in deltas}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from desweep import scvi_compat
 from desweep.de.checks import check_inputs, check_plan
 from desweep.de.merge import DEFAULT_TOP_N, SUMMARY_COLUMNS, SUMMARY_TOP_GENES, merge_summaries, stability
 from desweep.de.sampling import (
@@ -33,10 +34,8 @@ logger = logging.getLogger(__name__)
 def _raw_stats(ctx: SweepContext, group1: str, group2: str) -> dict[str, np.ndarray]:
     cache_key = ("raw", group1, group2)
     if cache_key not in ctx.cache:
-        from scvi.model._utils import scrna_raw_counts_properties
-
         manager = ctx.model.get_anndata_manager(ctx.adata, required=True)
-        ctx.cache[cache_key] = scrna_raw_counts_properties(manager, ctx.mask(group1), ctx.mask(group2))
+        ctx.cache[cache_key] = scvi_compat.raw_counts_properties(manager, ctx.mask(group1), ctx.mask(group2))
     return ctx.cache[cache_key]
 
 
