@@ -223,7 +223,7 @@ def extra_genes_case(tmp: Path) -> tuple[list[str], str, Path]:
 
 def many_pairs_case(tmp: Path) -> tuple[list[str], str, Path]:
     pairs = tmp / "pairs.csv"
-    pairs.write_text("group1,group2\n" + "".join(f"T,B\nB,T\n" for _ in range(1)))
+    pairs.write_text("group1,group2\n" + "".join("T,B\nB,T\n" for _ in range(1)))
     out = tmp / "composition"
     result = CliRunner().invoke(cli, ["composition", "-i", str(clustered_small(tmp)), "--comparisons", str(pairs), "-o", str(out)])
     assert result.exit_code == 0, result.output

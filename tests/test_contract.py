@@ -139,7 +139,7 @@ def option_names(command: click.Command) -> set[str]:
 
 
 def called_command(module: Path) -> str:
-    calls = set(COMMAND_CALL.findall((script_block((module / "main.nf").read_text()))))
+    calls = set(COMMAND_CALL.findall(script_block((module / "main.nf").read_text())))
     assert len(calls) == 1, f"{module.name}: script block must call exactly one desweep-<step>, calls {sorted(calls)}"
     return calls.pop()
 
@@ -173,7 +173,7 @@ def test_module_options_exist_on_the_click_command(module: str) -> None:
     command = click_command(command_name)
     known = option_names(command)
     process = process_name(text)
-    passed_in_script = set(OPTION.findall((script_block(text))))
+    passed_in_script = set(OPTION.findall(script_block(text)))
     passed_in_config = set(OPTION.findall(ext_args(process)))
     passed_in_tests = set(OPTION.findall(ext_args(process, MODULE_TEST_CONFIG)))
     unknown = sorted((passed_in_script | passed_in_config | passed_in_tests) - known)
@@ -202,7 +202,8 @@ def test_module_outputs_follow_the_output_contract(module: str) -> None:
     assert declared == files, f"{module}: declares {sorted(declared)}, the contract says {sorted(files)}"
 
 
-VERSIONS_EVAL = re.compile(r"""^\s*tuple val\("\$\{task\.process\}"\), val\('([\w-]+)'\), eval\((['"])(.+?)\2\)\s*, emit: (versions_\w+)(, topic: versions)?$""", re.M)
+VERSIONS_EVAL = re.compile(r"""^\s*tuple val\("\$\{task\.process\}"\), val\('([\w-]+)'\), eval\((['"])(.+?)\2\)\s*"""
+                           r""", emit: (versions_\w+)(, topic: versions)?$""", re.M)
 
 
 @pytest.mark.parametrize("module", MODULE_IDS)

@@ -164,7 +164,7 @@ def test_classification_agrees_with_planted_truth(planted, diagnosed):
 
 
 def test_genes_up_in_group2_are_classified_by_sign(planted, diagnosed):
-    adata, comparisons, _, _ = planted
+    adata, _comparisons, _, _ = planted
     patterns = diagnosed["gene_patterns"]
     part = patterns[patterns["combination_id"] == "only_batch0_vs_only_batch1__corrected"]
     markers2 = part[part["gene"].map(adata.var["truth_cluster"]) == "only_batch1"]

@@ -116,7 +116,7 @@ def test_stub_run_stages_the_samplesheet(stub_run: Path) -> None:
     staged = read_rows(workdir / "samplesheet.csv")
     original = read_rows(DATA / "samplesheet" / "samplesheet.csv")
     assert [(r["sample"], r["batch"]) for r in staged] == [(r["sample"], r["batch"]) for r in original]
-    for row, orig in zip(staged, original):
+    for row, orig in zip(staged, original, strict=False):
         assert Path(row["path"]).is_absolute() and Path(row["path"]).resolve() == (DATA / "samplesheet" / orig["path"]).resolve()
     assert sorted(p.name for p in (workdir / "samples").glob("*/*")) == sorted(r["path"] for r in original)
 

@@ -314,5 +314,5 @@ def test_normalize_runs_after_the_sweep_with_diagnose_top_n(tmp_path: Path):
     assert resolved("diagnose.top_n=20", "normalize.top_n=7")["normalize"].params["top_n"] == 7
     stamps = {n: _stamp(resolved(f"diagnose.top_n={n}")["normalize"], tmp_path, {}, "") for n in (20, 30)}
     assert stamps[20] != stamps[30]
-    with pytest.raises(DesweepInputError, match="diagnose.top_n"):
+    with pytest.raises(DesweepInputError, match=r"diagnose\.top_n"):
         resolved("diagnose.top_n=0")

@@ -124,7 +124,7 @@ def _with_csr_matrix_output(transformer_class: type) -> type:
     """``transformer_class`` with ``fit_transform`` returning a ``csr_matrix`` (see the module docstring)."""
 
     class CsrMatrixOutput(transformer_class):
-        def fit_transform(self, X, y=None, **fit_params):  # noqa: N803 (scikit-learn's signature)
+        def fit_transform(self, X, y=None, **fit_params):  # X: scikit-learn's signature
             import scipy.sparse as sp
 
             return sp.csr_matrix(super().fit_transform(X, y, **fit_params))

@@ -249,7 +249,7 @@ def read_yaml(path: str | Path, *, what: str = "yaml", scalars_as_text: bool = F
 
     path = require_file(path, what=what)
     try:
-        return yaml.load(path.read_text(), Loader=_text_loader() if scalars_as_text else yaml.SafeLoader)  # noqa: S506 (safe loaders)
+        return yaml.load(path.read_text(), Loader=_text_loader() if scalars_as_text else yaml.SafeLoader)  # safe loaders only
     except yaml.YAMLError as err:
         raise DesweepInputError(path, what, f"is not valid YAML: {str(err).splitlines()[0]}") from err
 

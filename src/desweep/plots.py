@@ -300,10 +300,10 @@ def short_setting_labels(settings: pd.DataFrame) -> pd.Series:
     labels = pd.Series("", index=settings.index, dtype=object)
     for comparison, part in settings.groupby("comparison_id", sort=False):
         varying = [c for c in SETTING_COLUMNS if c not in _ALWAYS_SHOWN and c in part.columns and part[c].nunique(dropna=False) > 1]
-        text = part.apply(lambda row: _short_label(row, varying), axis=1)
+        text = part.apply(lambda row, varying=varying: _short_label(row, varying), axis=1)
         if text.duplicated().any():
             prefix = f"{comparison}__"
-            text = part["setting_id"].astype(str).map(lambda s: s.removeprefix(prefix))
+            text = part["setting_id"].astype(str).map(lambda s, prefix=prefix: s.removeprefix(prefix))
         labels.loc[part.index] = text
     return labels
 

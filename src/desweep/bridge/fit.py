@@ -44,7 +44,8 @@ def collapse_samples(units: Units) -> Units:
     new_meta = pd.DataFrame({"cluster": first["cluster"].to_numpy(), "batch": first["batch"].to_numpy(), "sample": "",
                              "n_cells": meta.groupby(key.to_numpy(), sort=False)["n_cells"].sum().loc[order].to_numpy(),
                              "library_size": counts.sum(axis=1).to_numpy()}, index=[f"u{i}" for i in range(len(order))])
-    return Units(counts=counts.set_axis(new_meta.index, axis=0), variance=variance.set_axis(new_meta.index, axis=0), meta=new_meta, present=units.present, samples=False)
+    return Units(counts=counts.set_axis(new_meta.index, axis=0), variance=variance.set_axis(new_meta.index, axis=0), meta=new_meta,
+                 present=units.present, samples=False)
 
 
 def design_matrix(meta: pd.DataFrame, term: Term) -> tuple[np.ndarray, list[str]]:

@@ -104,7 +104,8 @@ def build_units(adata: AnnData, present: dict[str, list[str]], *, group_key: str
         "sample": [samples[s] for _, _, s in codes], "n_cells": n_cells,
         "library_size": counts.sum(axis=1).to_numpy(),
     }, index=[f"u{i}" for i in range(len(codes))])
-    return Units(counts=counts.set_axis(meta.index, axis=0), variance=variance.set_axis(meta.index, axis=0), meta=meta, present=present, samples=bool(sample_key))
+    return Units(counts=counts.set_axis(meta.index, axis=0), variance=variance.set_axis(meta.index, axis=0), meta=meta, present=present,
+                 samples=bool(sample_key))
 
 
 def components(present: dict[str, list[str]]) -> dict[str, frozenset[str]]:

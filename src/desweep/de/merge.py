@@ -26,7 +26,8 @@ def merge_summaries(partials: list[pd.DataFrame], plan: pd.DataFrame, *, source:
     missing = [c for c in plan["combination_id"] if c not in set(ids)]
     if missing:
         keys = list(dict.fromkeys(plan.loc[plan["combination_id"].isin(missing), "sampling_key"]))
-        raise DesweepInputError(source, "sampling_key", f"no summary for {len(keys)} sampling key(s), e.g. '{keys[0]}': run `desweep de --sampling-key` for them first")
+        raise DesweepInputError(source, "sampling_key", f"no summary for {len(keys)} sampling key(s), e.g. '{keys[0]}': "
+                                "run `desweep de --sampling-key` for them first")
     extra = sorted(set(ids) - set(plan["combination_id"]))
     if extra:
         raise DesweepInputError(source, "combination_id", f"'{extra[0]}' is not in the plan (a summary from another plan?)")

@@ -98,7 +98,7 @@ def decoded_chunks(
                     lib = lib.unsqueeze(0).expand(n_draws, -1, -1)
                 generative_input = scvi_compat.generative_input(module, tensors, {**inference, "z": z, "library": lib})
 
-                def decode(code: int | None) -> np.ndarray:
+                def decode(code: int | None, generative_input: dict = generative_input) -> np.ndarray:
                     values = module.generative(**generative_input, transform_batch=code)["px"].get_normalized(output_key)
                     if scaling != 1.0:
                         values = values * scaling

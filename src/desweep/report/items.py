@@ -179,4 +179,4 @@ def percent(v: Any) -> str:
 def count(v: Any) -> str:
     """``3000.0`` -> ``3,000``; missing -> ``n/a``."""
     v = value(v)
-    return "n/a" if v is None or isinstance(v, str) else f"{int(round(v)):,}"
+    return "n/a" if v is None or isinstance(v, str) else f"{round(v):,}"

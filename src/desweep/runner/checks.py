@@ -56,13 +56,13 @@ def check_inputs_outside_outputs(config: RunConfig, resolved: dict[str, Resolved
     outdir = config.outdir.resolve()
     written = {(outdir / step.folder) for step in pipeline.available_steps()} | {outdir / keys.PIPELINE_INFO}
     candidates = [(p, "input", ("desweep run", "--input")) for p in input_files(config.values["input"])]
-    for name, item in resolved.items():
+    for item in resolved.values():
         for param, value in item.user.items():
             for path in (value if isinstance(value, list | tuple) else [value]):
                 if isinstance(path, Path):
                     candidates.append((path, param, config.origin(f"{item.step.command_name}.{param}",
                                                                   f"steps.{item.step.command_name}.{param}")))
-    for path, what, (source, where) in candidates:
+    for path, what, _origin in candidates:
         real = Path(path).resolve()
         inside = next((folder for folder in written if real == folder or folder in real.parents), None)
         if inside is not None:
