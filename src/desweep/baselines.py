@@ -186,7 +186,7 @@ def _run_deseq2(counts: pd.DataFrame, meta: pd.DataFrame, formula: str, *, threa
 
 
 def _not_estimable(cid: str, status: str, note: str, unit: str, n_units: int, formula: str) -> pd.DataFrame:
-    row = {c: np.nan for c in PSEUDOBULK_COLUMNS}
+    row: dict[str, object] = {c: np.nan for c in PSEUDOBULK_COLUMNS}
     row.update({"comparison_id": cid, "status": status, "note": note, "unit": unit, "n_units": n_units,
                 "design_formula": formula, "gene": ""})
     return pd.DataFrame([row], columns=PSEUDOBULK_COLUMNS)
@@ -258,7 +258,7 @@ def run_baselines(
         for group in comparisons[column]:
             if group not in groups:
                 raise DesweepInputError(keys.COMPARISONS_CSV, column, f"group '{group}' is not a group of the data")
-    profiles = build_profiles(adata, means, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
+    profiles = build_profiles(adata, means, group_key=data_keys.groups, batch_key=data_keys.batch_key,
                               presence=presence, pseudocount_fraction=thresholds.pseudocount_fraction)
     results: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS}
     patterns, scores = [], []
@@ -266,10 +266,10 @@ def run_baselines(
         for method in methods:
             logger.info("%s: %s", comp["comparison_id"], method)
             if method == "wilcoxon":
-                table = wilcoxon(adata, comp, group_key=data_keys.group_key)
+                table = wilcoxon(adata, comp, group_key=data_keys.groups)
                 lfc_column = "logfoldchanges"
             else:
-                table = pseudobulk_deseq2(adata, comp, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
+                table = pseudobulk_deseq2(adata, comp, group_key=data_keys.groups, batch_key=data_keys.batch_key,
                                           sample_key=sample_key, pseudo_replicates=pseudo_replicates, min_cells=min_cells,
                                           seed=seed, threads=threads)
                 lfc_column = "log2FoldChange"

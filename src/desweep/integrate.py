@@ -18,7 +18,7 @@ import time
 import warnings
 from math import ceil
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -361,11 +361,12 @@ def data_fingerprint(adata: AnnData) -> dict[str, object]:
 
 def check_fingerprint(recorded: dict[str, object], adata: AnnData, *, model_dir: str, source: str) -> None:
     """Raise when ``adata`` is not the data the model was trained on (:func:`data_fingerprint`)."""
-    current = data_fingerprint(adata)
+    current: dict[str, Any] = data_fingerprint(adata)
+    recorded_batches: Any = recorded.get("batches") or []
     for field, what in (("genes", "genes"), ("batches", "batches"), ("cells", "cells or their batches"), ("counts", "counts")):
         if recorded.get(field) != current[field]:
             detail = {"genes": f"{recorded.get('n_genes')} genes in the model, {current['n_genes']} here",
-                      "batches": f"model: {', '.join(map(str, recorded.get('batches') or []))}; here: {', '.join(current['batches'])}",
+                      "batches": f"model: {', '.join(map(str, recorded_batches))}; here: {', '.join(current['batches'])}",
                       "cells": f"{recorded.get('n_cells')} cells in the model, {current['n_cells']} here"}.get(field, "same shape, other values")
             raise DesweepInputError(model_dir, "model", f"was trained on other data than {source}: its {what} differ ({detail}); "
                                     "use the model integrate made from this data")

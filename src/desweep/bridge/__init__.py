@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
-from desweep.bridge.fit import collapse_samples, contrast, estimable, fit, lower_bound
+from desweep.bridge.fit import Term, collapse_samples, contrast, estimable, fit, lower_bound
 from desweep.bridge.shift import SHIFT_COLUMNS, bridge_shifts, shift_table
 from desweep.bridge.sweep import METHOD_COLUMN, bridge_plan_rows, bridge_tables
 from desweep.bridge.units import Identifiability, Units, build_units, check_samples, identify, present_batches
@@ -48,7 +48,7 @@ SUMMARY_COLUMNS = ["comparison_id", "group1", "group2", "verdict", "identifiable
                    "design", "reason"]
 
 
-def _choose_design(units: Units, pairs: list[tuple[str, str]]) -> tuple[Units, str, str]:
+def _choose_design(units: Units, pairs: list[tuple[str, str]]) -> tuple[Units, Term, str]:
     """Samples within batches when every pair stays estimable with them, else cluster x batch units."""
     note = ""
     if units.samples:
@@ -169,6 +169,7 @@ def bridge_contrast(
     all_units = build_units(adata, present, group_key=group_key, batch_key=batch_key, sample_key=sample_key) if wanted else None
     tables, fitted = [], {}
     for component in sorted(wanted, key=sorted):
+        assert all_units is not None  # built whenever a component is wanted
         members = comps[[verdicts[c].component == component and verdicts[c].verdict != "not_identifiable"
                          for c in comps["comparison_id"]]]
         part, designs = _fit_component(_subset(all_units, component), members, verdicts, alpha=alpha, threads=threads)

@@ -25,7 +25,7 @@ def setup_logging(*, verbose: bool = False, log_file: Path | None = None) -> Non
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     if not any(getattr(h, "_desweep", False) and not isinstance(h, logging.FileHandler) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(fmt)
         handler._desweep = True  # type: ignore[attr-defined]
         root.addHandler(handler)
@@ -215,10 +215,11 @@ def click_type(param: Param) -> click.ParamType | type:
     """The Click type of a :class:`~desweep.params.Param`: a choice from its ``Literal``, a range from its bounds."""
     if param.choices is not None:
         return click.Choice(param.choices)
-    bounds = {"min": param.minimum if param.exclusive_minimum is None else param.exclusive_minimum,
-              "max": param.maximum if param.exclusive_maximum is None else param.exclusive_maximum,
-              "min_open": param.exclusive_minimum is not None, "max_open": param.exclusive_maximum is not None}
-    range_type = {int: click.IntRange, float: click.FloatRange}.get(param.type)
+    bounds: dict[str, Any] = {"min": param.minimum if param.exclusive_minimum is None else param.exclusive_minimum,
+                              "max": param.maximum if param.exclusive_maximum is None else param.exclusive_maximum,
+                              "min_open": param.exclusive_minimum is not None, "max_open": param.exclusive_maximum is not None}
+    range_types: dict[Any, type[click.IntRange] | type[click.FloatRange]] = {int: click.IntRange, float: click.FloatRange}
+    range_type = range_types.get(param.type)
     if range_type is not None and (bounds["min"] is not None or bounds["max"] is not None):
         return range_type(bounds["min"], bounds["max"], min_open=bounds["min_open"], max_open=bounds["max_open"])
     return param.type if param.type in (int, float) else click.STRING

@@ -43,7 +43,7 @@ def composition(input_path: Path, comparisons: list[tuple[str, str]] | None, max
     adata = read_h5ad(input_path, backed=True)
     data_keys = get_keys(adata, input_path, need_groups=True)
     counts, status, table = comp.compose(
-        adata.obs, group_key=data_keys.group_key, batch_key=data_keys.batch_key, comparisons=comparisons,
+        adata.obs, group_key=data_keys.groups, batch_key=data_keys.batch_key, comparisons=comparisons,
         max_comparisons=max_comparisons, rule=comp.PresenceRule(min_cells=min_cells_present, min_enrichment=min_enrichment),
         min_cells_per_group=min_cells_per_group, source=str(input_path))
     prepare_outdir(outdir)

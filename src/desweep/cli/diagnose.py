@@ -107,7 +107,7 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
                           heatmap_genes=plot_genes, sample_key=sample_key or None, threads=threads or 1,
                           source=str(adata_path))
     data_keys = get_keys(adata, adata_path, need_groups=True)
-    markers_h5ad = dg.markers_adata(adata, results["markers"], results["rejected"], group_key=data_keys.group_key,
+    markers_h5ad = dg.markers_adata(adata, results["markers"], results["rejected"], group_key=data_keys.groups,
                                     batch_key=data_keys.batch_key, normalized=normalized)
 
     prepare_outdir(outdir)

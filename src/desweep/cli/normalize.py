@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -23,6 +23,9 @@ from desweep.errors import DesweepInputError
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+    from desweep.compute import Accelerator
+    from desweep.normalize.layers import Latent
 
 
 def read_gene_list(value: str) -> list[str]:
@@ -80,8 +83,8 @@ def write_normalized_h5ad(normalized: AnnData, destination: Path) -> Path:
 @outdir_option(f"writes {keys.NORMALIZED_H5AD}, {keys.CLUSTER_BATCH_MEANS_CSV} and {keys.LAYER_GENES_CSV}.")
 @step_command
 def normalize(adata_path: Path, model_dir: Path, choices: tuple[str, ...], batches: list[str] | None, plan_path: Path | None,
-              tables_dir: Path | None, top_n: int, genes: list[str] | None, all_genes: bool, library_size: float | str,
-              n_samples: int, latent: str, chunk_size: int | None, max_memory_gb: float, accelerator: str, seed: int,
+              tables_dir: Path | None, top_n: int, genes: list[str] | None, all_genes: bool, library_size: float | Literal["latent"],
+              n_samples: int, latent: Latent, chunk_size: int | None, max_memory_gb: float, accelerator: Accelerator, seed: int,
               threads: int | None, outdir: Path) -> None:
     """Export scVI normalized expression for each transform_batch choice.
 

@@ -149,11 +149,11 @@ def diagnose(
     plan = plan.astype({"combination_id": str, "comparison_id": str, "group1": str, "group2": str})
     comparisons = comparisons.astype({"comparison_id": str, "group1": str, "group2": str})
     check_inputs(plan, tables, comparisons, groups=set(adata.obs[data_keys.group_key].astype(str)))
-    bridge = bridge_contrast(adata, comparisons, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
+    bridge = bridge_contrast(adata, comparisons, group_key=data_keys.groups, batch_key=data_keys.batch_key,
                              sample_key=sample_key, presence=presence, threads=threads, source=source)
     plan = replicate_plan(bridge_plan_rows(bridge["bridge_summary"], plan))
     tables = {**tables, **bridge_tables(bridge["bridge"])}
-    profiles = build_profiles(adata, means, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
+    profiles = build_profiles(adata, means, group_key=data_keys.groups, batch_key=data_keys.batch_key,
                               presence=presence, pseudocount_fraction=thresholds.pseudocount_fraction)
     patterns = classify_plan(plan, tables, comparisons, profiles, top_n=top_n, thresholds=thresholds)
     by_replicate = replicate_scores(patterns, plan)

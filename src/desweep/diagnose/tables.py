@@ -84,6 +84,7 @@ class ComparisonCalls:
                 computed = self._compute(new, value)
                 cached = computed if cached is None else pd.concat([cached, computed])
                 self._cache[value] = cached
+            assert cached is not None  # computed above when the cache had none of these genes
             part = cached.loc[genes[mask]]
             if out is None:
                 out = pd.DataFrame(index=range(len(genes)), columns=part.columns)

@@ -171,7 +171,7 @@ def export_normalized(
 
     codes = [all_batches.index(b) for b in batches]
     layers = {spec.layer: np.empty((adata.n_obs, gene_idx.size), dtype=np.float32) for spec in specs}
-    sums = ClusterBatchSums(adata.obs, group_key=data_keys.group_key, batch_key=data_keys.batch_key, n_genes=adata.n_vars)
+    sums = ClusterBatchSums(adata.obs, group_key=data_keys.groups, batch_key=data_keys.batch_key, n_genes=adata.n_vars)
     for spec, start, stop, values in decoded_chunks(adata, model, specs=specs, codes=codes, library=library,
                                                      n_samples=n_samples, latent=latent, chunk_size=plan.chunk_size, seed=seed):
         layers[spec.layer][start:stop] = values[:, gene_idx]

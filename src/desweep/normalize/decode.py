@@ -122,7 +122,7 @@ def decoded_chunks(
                             rows = cell_codes == code
                             own_values[rows] = batch_mean[rows]
                 if own is not None:
-                    yield own, start, stop, own_values if own_from_batches else decode(None).mean(axis=0)
+                    yield own, start, stop, own_values if own_from_batches else decode(None).mean(axis=0)  # type: ignore[misc]
                 if total is not None:
                     total /= len(codes)
                     if mean_spec is not None:
