@@ -201,7 +201,7 @@ CLUSTER = (
 COMPOSITION = (
     Param("comparisons", str, None, "Comparisons as 'A:B;C:D' (a name holding ':', ';' or '\"' in double quotes: "
           "'\"CD4+:act\":B'), or a CSV/TSV file with group1,group2 columns (default: every pair with a batch-specific group, "
-          "up to --max-comparisons).", group="composition_options", parse="desweep.cli.composition:read_comparisons",
+          "up to --max-comparisons).", group="composition_options", parse="desweep.composition:read_comparisons",
           default_doc="batch-specific pairs"),
     Param("max_comparisons", int, 10, "Cap on the default comparisons.", group="composition_options", minimum=1),
     Param("min_cells_present", int, 10, "Cells a cluster needs in a batch to count as present there.", group="composition_options",
@@ -238,7 +238,7 @@ NORMALIZE = (
           parse=NAMES, default_doc="every batch of the model"),
     TOP_N,
     Param("genes", str, None, "Genes to export as well: a comma-separated list (a name holding \",\" in double quotes), or a "
-          "file (one gene per line, or a CSV with a 'gene' column).", parse="desweep.cli.normalize:read_gene_list"),
+          "file (one gene per line, or a CSV with a 'gene' column).", parse="desweep.io:read_gene_list"),
     Param("all_genes", bool, False, "Layers for every modelled gene (size: 4 bytes x layers x cells x genes); "
           "cluster_batch_means.csv always covers every gene."),
     Param("library_size", str, "1e4", "'latent' (each cell's own library size: expected counts) or a number every cell is "

@@ -17,6 +17,7 @@ import pandas as pd
 
 from desweep import keys
 from desweep.io import is_true
+from desweep.names import natural_key
 from desweep.plan import SETTING_COLUMNS
 
 if TYPE_CHECKING:
@@ -252,12 +253,6 @@ def umap(coords: np.ndarray, batch: pd.Series, cluster: pd.Series) -> Figure:
         ax.set_yticks([])
         ax.set_title(f"UMAP by {name}", fontsize=10)
     return fig
-
-
-def natural_key(text: str) -> tuple:
-    import re
-
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
 
 
 def composition_bars(counts: pd.DataFrame) -> Figure:

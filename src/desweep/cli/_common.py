@@ -14,6 +14,7 @@ import click
 
 from desweep import keys
 from desweep.errors import DesweepInputError
+from desweep.io import prepare_outdir, read_plan_tables  # noqa: F401  (the commands import them from here)
 from desweep.params import NAMES, Param
 
 logger = logging.getLogger("desweep")
@@ -143,18 +144,6 @@ def plan_tables_dir(plan_path: Path, tables_dir: Path | None) -> Path:
     return tables_dir
 
 
-def read_plan_tables(plan: Any, tables_dir: Path) -> dict:
-    """``combination_id`` -> its DE table for every plan row whose ``<tables_dir>/<id>.csv`` exists."""
-    from desweep.io import read_csv
-
-    tables = {}
-    for cid in plan["combination_id"].astype(str):
-        path = tables_dir / f"{cid}.csv"
-        if path.exists():
-            tables[cid] = read_csv(path, required=("gene",), what="DE table")
-    return tables
-
-
 means_option = click.option(
     "--means", "means_path", type=click.Path(path_type=Path), default=None,
     help=f"Optional {keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}: classify in every scVI normalized choice too.",
@@ -192,23 +181,6 @@ def name_list(option: str) -> Callable[[str], list[str]]:
             raise DesweepInputError(option, option.lstrip("-").replace("-", "_"), f"{err}; write a name holding ',' in double quotes") from None
 
     return parse
-
-def prepare_outdir(outdir: Path) -> Path:
-    """Create ``outdir`` and remove temporary files ended processes left there; a one-line error if it is a file or not writable."""
-    import os
-
-    from desweep.io import remove_stale_partials
-
-    if outdir.exists() and not outdir.is_dir():
-        raise DesweepInputError(outdir, "--outdir", "exists and is a file, not a folder")
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DesweepInputError(outdir, "--outdir", f"cannot be created: {err.strerror}") from err
-    if not os.access(outdir, os.W_OK):
-        raise DesweepInputError(outdir, "--outdir", "is not writable")
-    remove_stale_partials(outdir)
-    return outdir
 
 
 def click_type(param: Param) -> click.ParamType | type:

@@ -10,18 +10,6 @@ from desweep import keys, params
 from desweep.cli._common import input_option, options_from, outdir_option, prepare_outdir, step_command
 
 
-def read_comparisons(value: str) -> list[tuple[str, str]]:
-    """``--comparisons``: pairs written ``'A:B;C:D'``, or a CSV/TSV file with ``group1`` and ``group2`` columns."""
-    from desweep import composition as comp
-    from desweep.io import read_csv
-
-    path = Path(value)
-    if path.is_file() or path.suffix.lower() in (".csv", ".tsv"):
-        table = read_csv(path, required=("group1", "group2"), what="--comparisons")
-        return comp.check_pairs(list(zip(table["group1"], table["group2"], strict=True)), source=str(path))
-    return comp.parse_comparisons(value)
-
-
 @click.command(name="composition")
 @input_option(f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
 @options_from(params.COMPOSITION)

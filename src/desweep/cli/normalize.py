@@ -10,7 +10,6 @@ import click
 from desweep import keys, params
 from desweep.cli._common import (
     input_option,
-    name_list,
     options_from,
     outdir_option,
     plan_tables_dir,
@@ -26,27 +25,6 @@ if TYPE_CHECKING:
 
     from desweep.compute import Accelerator
     from desweep.normalize.layers import Latent
-
-
-def read_gene_list(value: str) -> list[str]:
-    """Genes from ``--genes``: a comma-separated list (a name holding ``,`` in double quotes), or a file.
-
-    The file holds one gene per line (blank lines and ``#`` comments skipped),
-    or is a CSV whose ``gene`` column lists them (e.g. a DE table).
-    """
-    from desweep.io import read_csv, require_file
-
-    path = Path(value)
-    if not path.exists():
-        if "/" in value or value.endswith((".txt", ".csv", ".tsv")):
-            raise DesweepInputError(value, "--genes", "file does not exist")
-        return name_list("--genes")(value)
-    require_file(path, what="--genes")
-    lines = [ln.strip() for ln in path.read_text().splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    if lines and "," in lines[0]:
-        return list(read_csv(path, required=["gene"], what="--genes")["gene"])
-    return lines
 
 
 def read_top_gene_tables(plan_path: Path, tables_dir: Path | None) -> dict:

@@ -10,14 +10,6 @@ from desweep import keys, params
 from desweep.cli._common import options_from, outdir_option, prepare_outdir, step_command
 
 
-def read_grid(grid_path: Path | None) -> dict | None:
-    """The checked grid of ``--grid`` (``None``: the default grid)."""
-    from desweep.io import read_yaml
-    from desweep.plan import check_grid
-
-    return check_grid(read_yaml(grid_path, what="grid"), source=grid_path) if grid_path is not None else None
-
-
 def _show_default_grid(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
         from desweep.plan import default_grid_text
@@ -50,6 +42,7 @@ def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | Non
     """
     from desweep.io import read_csv, write_csv
     from desweep.plan import COMPARISON_COLUMNS, check_plan_size, make_plan
+    from desweep.plan.grid import read_grid
 
     comparisons = read_csv(comparisons_path, required=COMPARISON_COLUMNS, what="comparisons", all_text=True)
     grid = read_grid(grid_path)

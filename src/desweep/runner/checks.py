@@ -99,7 +99,7 @@ def check_design(config: RunConfig, resolved: dict[str, ResolvedStep]) -> None:
         max_comparisons=p["max_comparisons"], rule=comp.PresenceRule(min_cells=p["min_cells_present"], min_enrichment=p["min_enrichment"]),
         min_cells_per_group=p["min_cells_per_group"], source=str(validated))
     if "plan" in resolved:
-        from desweep.cli.plan import read_grid
+        from desweep.plan.grid import read_grid
 
         p = resolved["plan"].params
         plan, _ = make_plan(table, read_grid(p["grid_path"]), batches=[str(c) for c in counts.columns], models=p["models"],
