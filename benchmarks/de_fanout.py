@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The Nextflow DE fan-out against one ``desweep de --all``, in one run (issue #15 item 4).
+"""The Nextflow DE fan-out against one ``desweep de --all``, in one run.
 
 Simulates 4 batches with 3 shared and 4 batch-specific clusters, runs validate,
 integrate (a few epochs), cluster (the planted labels), composition (the default

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The classifier, the recommendation and the consensus markers against planted truth (issue #13).
+"""The classifier, the recommendation and the consensus markers against planted truth.
 
 For each preset (``hard``: 1,000 cells x 10,000 sparse genes, small groups, log2
 effects 0.5-2; ``default``: the bundled example) and simulator seed, runs the

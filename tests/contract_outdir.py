@@ -1,4 +1,4 @@
-"""A synthetic OUTDIR that follows issue #13's output contract exactly, for the report's tests.
+"""A synthetic OUTDIR that follows the output contract exactly, for the report's tests.
 
 Built from the planted truth of a small simulation, without training or DE:
 every diagnostics table has exactly the contract's columns, in the contract's

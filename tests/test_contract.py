@@ -1,4 +1,4 @@
-"""Static contract between the Nextflow modules and the Click commands they call (issue #7).
+"""Static contract between the Nextflow modules and the Click commands they call.
 
 For every ``modules/local/<step>/main.nf``:
 
@@ -31,7 +31,7 @@ from desweep.cli import COMMANDS
 REPO = Path(__file__).resolve().parents[1]
 MODULES = REPO / "modules" / "local"
 MODULES_CONFIG = REPO / "conf" / "modules.config"
-#: the module nf-tests' options, one file for all (#14 item 5)
+#: the module nf-tests' options, one file for all
 MODULE_TEST_CONFIG = REPO / "tests" / "modules.config"
 #: the conda environment every module's environment.yml links to
 CONDA_ENVIRONMENT = REPO / "containers" / "environment.yml"
@@ -245,7 +245,7 @@ def test_module_files(module: str) -> None:
     emits = set(re.findall(r"emit:\s*(\w+)", text))
     assert emits == {next(iter(item)) for item in meta["output"]}, f"{module}/meta.yml outputs differ from the emits {sorted(emits)}"
 
-    # one conda environment and one test config for every module (#14 item 5): links and a path to them
+    # one conda environment and one test config for every module: links and a path to them
     env = folder / "environment.yml"
     assert env.is_symlink() and env.resolve() == CONDA_ENVIRONMENT, f"{env} is not a link to {CONDA_ENVIRONMENT}"
     assert not (folder / "tests" / "nextflow.config").exists(), f"{module}: options go into {MODULE_TEST_CONFIG}"

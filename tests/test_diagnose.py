@@ -430,7 +430,7 @@ def test_on_real_scvi_de_tables(pipeline_dirs, tmp_path):
     assert len(rejected) >= 5 and rejected["gene"].map(adata.var["truth_pattern"]).eq("batch_wide").mean() >= 0.8
 
 
-# --------------------------------------------------------------------------- the per-gene test (issue #13)
+# --------------------------------------------------------------------------- the per-gene test
 def _counts_adata(means_by_group: dict[tuple[str, str], float], n_by_group: dict[tuple[str, str], int], *, seed: int,
                   n_genes: int = 40):
     """Poisson counts of ``n_genes`` genes (gene 0 at the given means, the rest at 5) per (cluster, batch)."""

@@ -1,4 +1,4 @@
-"""Names are data (issue #16 A): encodings are one-to-one, tables keep names as written."""
+"""Names are data: encodings are one-to-one, tables keep names as written."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One definition per parameter (issue #14 items 1 and 6).
+"""One definition per parameter.
 
 - the Nextflow files generated from desweep.params are current (and the check fails when a default changes);
 - Click options come from the definitions: choices from the ``Literal``, ranges, defaults;

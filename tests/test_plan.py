@@ -188,7 +188,7 @@ def test_every_grid_point_is_planned_or_skipped_for_every_small_grid():
         assert pd.concat([plan["combination_id"], skipped["combination_id"]]).is_unique
 
 
-# --------------------------------------------------------------------------- model replicates (issue #13)
+# --------------------------------------------------------------------------- model replicates
 def test_models_repeat_every_combination_once_per_model():
     one, _ = make_plan(COMPARISONS, GRID)
     three, _skipped = make_plan(COMPARISONS, GRID, models=3)

@@ -72,7 +72,7 @@ NORM_BATCH = "batch"  # scvi_norm__batch__<batch>: every cell decoded in <batch>
 NORM_MEAN_ALL_BATCHES = "mean_all_batches"  # mean over the decoded batches
 NORM_SAMPLE = "sample"  # scvi_norm__mean_all_batches__sample_<k>: posterior sample k
 
-# --- diagnostics, baselines and report (issue #6) ---------------------------
+# --- diagnostics, baselines and report ---------------------------
 DIAGNOSE_THRESHOLDS_CSV = "thresholds.csv"
 PLOTS_DIR = "plots"
 PLOT_TOP_GENES_DIR = "top_genes"

@@ -3,7 +3,7 @@
 Each :class:`Param` holds a parameter's name, type, default, help, range and,
 when Nextflow exposes it, its ``nextflow_schema.json`` group. From these records:
 
-- the Click options of every step (:func:`desweep.cli._params.options_from`);
+- the Click options of every step (:func:`desweep.cli._common.options_from`);
 - ``desweep run``'s top-level options, its ``--set`` checks and ``--list-options``;
 - ``nextflow_schema.json``'s groups, ``nextflow.config``'s params defaults and the
   parameter table of docs/usage.md, written by ``desweep dev sync-nextflow``
@@ -30,9 +30,9 @@ from desweep.choices import literal_values
 from desweep.cluster import Neighbors
 from desweep.compute import Accelerator
 from desweep.de import DEFAULT_N_SAMPLES, Sampling
-from desweep.de import DEFAULT_TOP_N as STABILITY_TOP_N
+from desweep.de import STABILITY_TOP_N
 from desweep.integrate import GeneLikelihood
-from desweep.normalize import CHOICE_HELP, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, DEFAULT_TOP_N, Latent
+from desweep.normalize import CHOICE_HELP, CLASSIFIED_TOP_N, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, Latent
 from desweep.plan import DEFAULT_MAX_COMBINATIONS, WARN_COMBINATIONS
 
 #: a comma-separated list of names (a name holding ``,`` in double quotes), read by :func:`desweep.names.split_list`
@@ -150,7 +150,7 @@ SEED = Param("seed", int, 0, "Random seed of integrate, cluster, normalize and b
              group="input_output_options", minimum=0, maximum=SEED_MAX)
 THREADS = Param("threads", int, None, "torch threads.", minimum=1, default_doc="the cores given to the process")
 ACCELERATOR = Param("accelerator", Accelerator, "auto", "Device for training and sampling: auto uses a GPU when one is present.")
-TOP_N = Param("top_n", int, DEFAULT_TOP_N, "Top genes classified per DE setting and per baseline; the normalized layers hold the union "
+TOP_N = Param("top_n", int, CLASSIFIED_TOP_N, "Top genes classified per DE setting and per baseline; the normalized layers hold the union "
               "of every setting's top genes.", group="diagnostics_options", minimum=1)
 MODELS = Param("models", int, 1, "scVI models trained (replicates, model k with seed + k); the DE sweep runs on each and "
                "diagnostics average over them.", group="integrate_options", minimum=1,

@@ -10,7 +10,8 @@ import pandas as pd
 from desweep.errors import DesweepInputError
 from desweep.plan import PLAN_COLUMNS
 
-DEFAULT_TOP_N = 10
+#: top genes compared between replicates in the stability table (de/stability.csv)
+STABILITY_TOP_N = 10
 SUMMARY_TOP_GENES = 10
 SUMMARY_COLUMNS = PLAN_COLUMNS + [
     "sampling", "n_samples", "batch_size", "n_cells1", "n_cells2", "n_genes", "n_de", "n_tied_top", "max_proba_de", "pseudocounts",
@@ -38,7 +39,7 @@ def merge_summaries(partials: list[pd.DataFrame], plan: pd.DataFrame, *, source:
     return summary[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
-def stability(tables: Mapping[str, pd.DataFrame], plan: pd.DataFrame, *, top_n: int = DEFAULT_TOP_N) -> pd.DataFrame:
+def stability(tables: Mapping[str, pd.DataFrame], plan: pd.DataFrame, *, top_n: int = STABILITY_TOP_N) -> pd.DataFrame:
     """Replicate stability: per setting and gene, the fraction of replicates (models x seeds) where the gene is DE / in the top ``top_n``.
 
     Parameters

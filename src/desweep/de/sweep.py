@@ -14,7 +14,7 @@ import pandas as pd
 
 from desweep import scvi_compat
 from desweep.de.checks import check_inputs, check_plan
-from desweep.de.merge import DEFAULT_TOP_N, SUMMARY_COLUMNS, SUMMARY_TOP_GENES, merge_summaries, stability
+from desweep.de.merge import STABILITY_TOP_N, SUMMARY_COLUMNS, SUMMARY_TOP_GENES, merge_summaries, stability
 from desweep.de.sampling import (
     DEFAULT_N_SAMPLES, Sampling, SweepContext, make_context, own_batches, release, sample_scvi, sample_shared,
 )
@@ -154,7 +154,7 @@ def models_of(plan: pd.DataFrame) -> list[int]:
 
 def run_sweep(
     adata: AnnData, model: SCVI | Mapping[int, SCVI], plan: pd.DataFrame, *, group_key: str, n_samples: int = DEFAULT_N_SAMPLES,
-    batch_size: int | None = None, sampling: Sampling = "shared", top_n: int = DEFAULT_TOP_N,
+    batch_size: int | None = None, sampling: Sampling = "shared", top_n: int = STABILITY_TOP_N,
     on_table: Callable[[str, pd.DataFrame], object] | None = None, on_group: Callable[[str, pd.DataFrame], object] | None = None,
     keys: Sequence[str] | None = None, merge: bool = True, source: str = "adata",
 ) -> SweepResult:

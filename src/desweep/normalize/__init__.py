@@ -60,7 +60,7 @@ from desweep.choices import check_choice
 from desweep.datakeys import get_keys
 from desweep.errors import DesweepInputError
 from desweep.normalize.decode import NOISE_BLOCK, decoded_chunks, latent_noise
-from desweep.normalize.genes import DEFAULT_TOP_N, GeneSelection, describe_layer_genes, gene_positions, select_layer_genes
+from desweep.normalize.genes import CLASSIFIED_TOP_N, GeneSelection, describe_layer_genes, gene_positions, select_layer_genes
 from desweep.normalize.layers import (
     CHOICE_HELP, CHOICES, DEFAULT_CHOICES, DEFAULT_LIBRARY_SIZE, LATENTS, Choice, Latent, LayerSpec, check_choices, layer_plan,
     model_batches, parse_library_size,
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from scvi.model import SCVI
 
 __all__ = [
-    "CHOICES", "CHOICE_HELP", "DEFAULT_CHOICES", "DEFAULT_LIBRARY_SIZE", "DEFAULT_MAX_MEMORY_GB", "DEFAULT_TOP_N", "LATENTS",
+    "CHOICES", "CHOICE_HELP", "DEFAULT_CHOICES", "DEFAULT_LIBRARY_SIZE", "DEFAULT_MAX_MEMORY_GB", "CLASSIFIED_TOP_N", "LATENTS",
     "MAX_CHUNK", "NOISE_BLOCK", "Choice", "ClusterBatchSums", "GeneSelection", "Latent", "LayerSpec", "MemoryPlan",
     "check_choices", "cluster_batch_means", "describe_layer_genes", "export_normalized", "gene_positions", "latent_noise",
     "layer_plan", "model_batches", "parse_library_size", "plan_memory", "select_layer_genes",

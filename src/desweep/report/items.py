@@ -149,11 +149,6 @@ def table(section: str, part: str, name: str, df: pd.DataFrame, *, row_id: str |
     return Item(section, part, name, "table", data, description, extra)
 
 
-def html_table(df: pd.DataFrame) -> str:
-    """A small static table (no sorting) for short lists."""
-    return df.to_html(index=False, border=0, classes="table table-sm", na_rep="", escape=True)
-
-
 def png_html(data: bytes, *, alt: str, width: str = "100%") -> str:
     encoded = base64.b64encode(data).decode("ascii")
     return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}" style="max-width:{width};height:auto;">'
