@@ -95,3 +95,31 @@ def test_only_the_cli_and_the_runner_import_the_cli():
             assert cli_imports <= {"desweep.cli"}, module
         else:
             assert not cli_imports, module
+
+
+def test_library_errors_name_the_parameter_and_the_cli_the_option():
+    import click
+    import pytest
+    from click.testing import CliRunner
+
+    from desweep.cli._common import step_command
+    from desweep.diagnose.classify import Thresholds
+    from desweep.errors import ParameterError
+
+    with pytest.raises(ParameterError) as caught:
+        Thresholds(alpha=0.9).check()
+    assert str(caught.value) == "alpha: must be between 0 and 0.5, got 0.9"
+
+    @click.command()
+    @click.option("--top-n", type=int)
+    @click.option("-c", "--cut", "cut_at", type=int)
+    @step_command
+    def command(top_n: int, cut_at: int) -> None:
+        if cut_at is not None:
+            raise ParameterError("cut_at", "cut_at", "too deep")
+        raise ParameterError("top_n", "top_n", f"must be at least 1, got {top_n}")
+
+    result = CliRunner().invoke(command, ["--top-n", "0"])
+    assert result.exit_code == 1 and result.output == "Error: --top-n: top_n: must be at least 1, got 0\n"
+    result = CliRunner().invoke(command, ["-c", "3"])
+    assert result.output == "Error: --cut: cut_at: too deep\n"

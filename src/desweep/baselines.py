@@ -38,7 +38,7 @@ from desweep import keys
 from desweep.choices import literal_values
 from desweep.composition import PresenceRule
 from desweep.diagnose import Thresholds, build_profiles, classify_setting, shares
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 from desweep.pseudobulk import fit_deseq2, sum_counts, wald_test
 
 if TYPE_CHECKING:
@@ -196,14 +196,14 @@ def check_methods(methods: list[str] | tuple[str, ...]) -> list[str]:
     """``methods`` if each is one of :data:`METHODS` (and there is one at least)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise DesweepInputError("--methods", "methods", f"unknown method '{unknown[0] if unknown else ''}' (choose from {', '.join(METHODS)})")
+        raise ParameterError("methods", "methods", f"unknown method '{unknown[0] if unknown else ''}' (choose from {', '.join(METHODS)})")
     return list(methods)
 
 
 def check_pseudo_replicates(n: int) -> int:
     """``n`` if it is 0 (off) or at least 2 (one pseudo-replicate per group x batch would be the batch itself)."""
     if n < 0 or n == 1:
-        raise DesweepInputError("--pseudo-replicates", "pseudo_replicates", f"must be 0 (off) or at least 2, got {n}")
+        raise ParameterError("pseudo_replicates", "pseudo_replicates", f"must be 0 (off) or at least 2, got {n}")
     return n
 
 
@@ -246,7 +246,7 @@ def run_baselines(
 
     methods = check_methods(methods)
     if top_n < 1:
-        raise DesweepInputError("--top-n", "top_n", f"must be at least 1, got {top_n}")
+        raise ParameterError("top_n", "top_n", f"must be at least 1, got {top_n}")
     check_pseudo_replicates(pseudo_replicates)
     data_keys = get_keys(adata, source, need_groups=True)
     for column in ("comparison_id", "group1", "group2", "design"):

@@ -26,7 +26,7 @@ import pandas as pd
 from desweep import keys
 from desweep.compute import safe_batch_size
 from desweep.datakeys import get_keys
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -52,11 +52,11 @@ def select_genes(
     import scanpy as sc
 
     if n_top_genes < 0:
-        raise DesweepInputError("--n-top-genes", "n_top_genes", f"must be 0 (all genes) or positive, got {n_top_genes}")
+        raise ParameterError("n_top_genes", "n_top_genes", f"must be 0 (all genes) or positive, got {n_top_genes}")
     extra = list(extra_genes or [])
     absent = [g for g in extra if g not in adata.var_names]
     if absent:
-        raise DesweepInputError("--extra-genes", absent[0], f"not a gene of the data ({len(absent)} of {len(extra)} absent; "
+        raise ParameterError("extra_genes", absent[0], f"not a gene of the data ({len(absent)} of {len(extra)} absent; "
                                 f"{adata.n_vars} genes with counts, e.g. {', '.join(map(str, adata.var_names[:3]))})")
     if n_top_genes == 0 or n_top_genes >= adata.n_vars:
         keep = np.ones(adata.n_vars, dtype=bool)

@@ -32,7 +32,7 @@ from desweep.bridge.shift import SHIFT_COLUMNS, bridge_shifts, shift_table
 from desweep.bridge.sweep import METHOD_COLUMN, bridge_plan_rows, bridge_tables
 from desweep.bridge.units import Identifiability, Units, build_units, check_samples, identify, present_batches
 from desweep.composition import PresenceRule
-from desweep.errors import DesweepInputError
+from desweep.errors import ParameterError
 from desweep.names import join_names
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ def bridge_contrast(
         ``alpha`` outside (0, 1), or a sample column missing or not nested in batches.
     """
     if not 0 < alpha < 1:
-        raise DesweepInputError("--alpha", "alpha", f"must be between 0 and 1, got {alpha}")
+        raise ParameterError("alpha", "alpha", f"must be between 0 and 1, got {alpha}")
     if sample_key:
         check_samples(adata.obs, sample_key=sample_key, batch_key=batch_key, source=source)
     present = present_batches(adata, group_key=group_key, batch_key=batch_key, rule=presence)

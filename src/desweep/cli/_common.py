@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from desweep import keys
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 from desweep.io import prepare_outdir, read_plan_tables  # noqa: F401  (the commands import them from here)
 from desweep.params import NAMES, Param
 
@@ -58,7 +58,7 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
         except DesweepInputError as err:
             if debug:
                 raise
-            raise click.ClickException(str(err)) from err
+            raise click.ClickException(str(as_option_error(err))) from err
         except (click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as err:
@@ -70,6 +70,15 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
             _restore_signals(previous)
 
     return wrapper
+
+
+def as_option_error(err: DesweepInputError, ctx: click.Context | None = None) -> DesweepInputError:
+    """A library function's :class:`~desweep.errors.ParameterError` under the option of the command that sets it."""
+    if not isinstance(err, ParameterError):
+        return err
+    ctx = ctx or click.get_current_context(silent=True)
+    options = [p for p in (ctx.command.params if ctx else []) if isinstance(p, click.Option) and p.name == err.parameter]
+    return err.for_option(next((o for o in options[0].opts if o.startswith("--")), None) if options else None)
 
 
 def _exit_cleanly_on_signals() -> dict[int, Any]:
@@ -165,7 +174,8 @@ def parsed(parse: Callable[[Any], Any]) -> Callable[[click.Context, click.Parame
         try:
             return parse(value)
         except DesweepInputError as err:
-            raise click.ClickException(str(err)) from err
+            mapped = as_option_error(err, ctx)
+            raise click.ClickException(str(mapped)) from mapped
 
     return callback
 

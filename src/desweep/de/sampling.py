@@ -18,7 +18,7 @@ import pandas as pd
 from desweep.choices import check_choice, literal_values
 from desweep.compute import safe_batch_size
 from desweep.de.checks import batch_registry
-from desweep.errors import DesweepInputError
+from desweep.errors import ParameterError
 from desweep.plan import SweepRow, sampling_keys
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def make_context(
     """Prepare the caches for running ``keys`` (default: every sampling key of ``plan``)."""
     check_choice(sampling, Sampling, source="--sampling", field="sampling")
     if n_samples < 2:
-        raise DesweepInputError("--n-samples", "n_samples", f"must be at least 2, got {n_samples}")
+        raise ParameterError("n_samples", "n_samples", f"must be at least 2, got {n_samples}")
     registry = batch_registry(model, adata)
     names = [str(b) for b in registry.categorical_mapping]
     codes = pd.Categorical(adata.obs[registry.original_key].astype(str), categories=names).codes

@@ -19,7 +19,7 @@ from desweep.de.sampling import (
     DEFAULT_N_SAMPLES, Sampling, SweepContext, make_context, own_batches, release, sample_scvi, sample_shared,
 )
 from desweep.de.statistics import compare, make_table
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 from desweep.names import join_names
 from desweep.plan import PLAN_COLUMNS, SweepRow, sampling_keys
 from desweep.progress import ProgressLog
@@ -102,7 +102,7 @@ def run_group(
     rows = plan[plan["sampling_key"] == sampling_key]
     if rows.empty:
         known = sampling_keys(plan)
-        raise DesweepInputError("--sampling-key", "sampling_key", f"'{sampling_key}' is not in the plan ({len(known)} keys, e.g. '{known[0]}')")
+        raise ParameterError("sampling_key", "sampling_key", f"'{sampling_key}' is not in the plan ({len(known)} keys, e.g. '{known[0]}')")
     ctx = context or make_context(adata, model, plan, group_key=group_key, keys=[sampling_key], n_samples=n_samples,
                                   batch_size=batch_size, sampling=sampling)
     key = SweepRow.from_record(rows.iloc[0])

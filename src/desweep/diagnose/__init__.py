@@ -46,7 +46,7 @@ from desweep.diagnose.profiles import (
 from desweep.diagnose.rank import recommendations, recommended_settings, replicate_scores, setting_scores, shares
 from desweep.diagnose.replicates import classify_plan, describe_setting, replicate_plan
 from desweep.diagnose.tables import ComparisonCalls, classify_setting, table_lfc, top_genes
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -143,7 +143,7 @@ def diagnose(
     from desweep.datakeys import get_keys
 
     if top_n < 1:
-        raise DesweepInputError("--top-n", "top_n", f"must be at least 1, got {top_n}")
+        raise ParameterError("top_n", "top_n", f"must be at least 1, got {top_n}")
     thresholds.check()
     data_keys = get_keys(adata, source, need_groups=True)
     plan = plan.astype({"combination_id": str, "comparison_id": str, "group1": str, "group2": str})

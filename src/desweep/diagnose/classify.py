@@ -82,7 +82,7 @@ import pandas as pd
 
 from desweep.choices import literal_values
 from desweep.diagnose.profiles import DEFAULT_PSEUDOCOUNT_FRACTION, ExpressionProfile
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 from desweep.meta import random_effects
 
 logger = logging.getLogger(__name__)
@@ -125,9 +125,9 @@ class Thresholds:
     def check(self) -> None:
         """Raise a one-line error for a value out of range."""
         if not 0 < self.explained_fraction < 1:
-            raise DesweepInputError("--explained-fraction", "explained_fraction", f"must be between 0 and 1, got {self.explained_fraction}")
+            raise ParameterError("explained_fraction", "explained_fraction", f"must be between 0 and 1, got {self.explained_fraction}")
         if not 0 < self.alpha < 0.5:
-            raise DesweepInputError("--alpha", "alpha", f"must be between 0 and 0.5, got {self.alpha}")
+            raise ParameterError("alpha", "alpha", f"must be between 0 and 0.5, got {self.alpha}")
         if self.min_abs_lfc < 0 or self.pseudocount_fraction <= 0:
             raise DesweepInputError("thresholds", "min_abs_lfc/pseudocount_fraction", "must be non-negative (pseudocount positive)")
 

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 from desweep.names import encode_name, join_names, split_names
 from desweep.plan.grid import check_grid, default_grid, default_grid_text
 from desweep.plan.row import (
@@ -163,7 +163,7 @@ def make_plan(
     and equal inputs give equal plans.
     """
     if isinstance(models, bool) or not isinstance(models, int) or models < 1:
-        raise DesweepInputError("--models", "models", f"must be a positive integer, got {models!r}")
+        raise ParameterError("models", "models", f"must be a positive integer, got {models!r}")
     grid = check_grid(grid, source="grid") if grid is not None else default_grid()
     missing = [c for c in COMPARISON_COLUMNS if c not in comparisons.columns]
     if missing:
