@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 @click.command(name="cluster")
 @input_option(f"The integrated .h5ad ({keys.STEP_INTEGRATE}/{keys.INTEGRATED_H5AD}).")
 @options_from(params.CLUSTER)
-@outdir_option(f"writes {keys.CLUSTERED_H5AD} and {keys.CLUSTER_METRICS_CSV}.")
+@outdir_option(keys.outdir_help("cluster"))
 @step_command
 def cluster(input_path: Path, resolution: float, n_neighbors: int, neighbors: Neighbors, seed: int, outdir: Path) -> None:
     """Leiden clusters and UMAP on the scVI latent space.

@@ -13,7 +13,7 @@ from desweep.cli._common import input_option, options_from, outdir_option, prepa
 @click.command(name="composition")
 @input_option(f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
 @options_from(params.COMPOSITION)
-@outdir_option(f"writes {keys.CLUSTER_BATCH_COUNTS_CSV}, {keys.CLUSTER_STATUS_CSV} and {keys.COMPARISONS_CSV}.")
+@outdir_option(keys.outdir_help("composition"))
 @step_command
 def composition(input_path: Path, comparisons: list[tuple[str, str]] | None, max_comparisons: int, min_cells_present: int,
                 min_enrichment: float, min_cells_per_group: int, outdir: Path) -> None:

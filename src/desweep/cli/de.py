@@ -34,7 +34,7 @@ if TYPE_CHECKING:
               help=f"With --merge: folder of the per-key summaries (default: OUTDIR/{keys.DE_PARTIAL_SUMMARY_DIR}).")
 @click.option("--tables", "tables_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"With --merge: folder of the tables (default: OUTDIR/{keys.DE_TABLES_DIR}).")
-@outdir_option(f"writes {keys.DE_TABLES_DIR}/, {keys.DE_PARTIAL_SUMMARY_DIR}/, {keys.DE_SUMMARY_CSV} and {keys.DE_STABILITY_CSV}.")
+@outdir_option(keys.outdir_help("de"))
 @step_command
 def de(plan_path: Path, adata_path: Path | None, model_dirs: tuple[Path, ...], sampling_keys: tuple[str, ...], run_all: bool,
        merge: bool, n_samples: int, batch_size: int | None, sampling: Sampling, stability_top_n: int, partials_dir: Path | None,

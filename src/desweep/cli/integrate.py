@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 @click.command(name="integrate")
 @input_option(f"The validated .h5ad ({keys.STEP_VALIDATE}/{keys.VALIDATED_H5AD}).")
 @options_from(params.INTEGRATE)
-@outdir_option(f"writes {keys.MODEL_DIR}/, {keys.INTEGRATED_H5AD}, {keys.HISTORY_CSV} and {keys.METRICS_CSV}.")
+@outdir_option(keys.outdir_help("integrate"))
 @step_command
 def integrate(input_path: Path, accelerator: Accelerator, gpu_fallback: bool, seed: int, threads: int | None, outdir: Path,
               **training: Any) -> None:

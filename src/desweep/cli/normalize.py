@@ -58,7 +58,7 @@ def write_normalized_h5ad(normalized: AnnData, destination: Path) -> Path:
               help=f"The DE plan ({keys.STEP_DE}/{keys.PLAN_CSV}): the layers hold the top --top-n genes of each of its tables.")
 @tables_option
 @options_from(params.NORMALIZE)
-@outdir_option(f"writes {keys.NORMALIZED_H5AD}, {keys.CLUSTER_BATCH_MEANS_CSV} and {keys.LAYER_GENES_CSV}.")
+@outdir_option(keys.outdir_help("normalize"))
 @step_command
 def normalize(adata_path: Path, model_dir: Path, choices: tuple[str, ...], batches: list[str] | None, plan_path: Path | None,
               tables_dir: Path | None, top_n: int, genes: list[str] | None, all_genes: bool, library_size: float | Literal["latent"],

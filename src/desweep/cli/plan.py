@@ -29,7 +29,7 @@ def _show_default_grid(ctx: click.Context, _param: click.Parameter, value: bool)
 @options_from(params.PLAN)
 @click.option("--show-default-grid", is_flag=True, is_eager=True, expose_value=False, callback=_show_default_grid,
               help="Print the default grid YAML and exit.")
-@outdir_option(f"writes {keys.PLAN_CSV} and {keys.PLAN_SKIPPED_CSV}.")
+@outdir_option(keys.outdir_help("plan"))
 @step_command
 def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | None, max_combinations: int, models: int,
          outdir: Path) -> None:

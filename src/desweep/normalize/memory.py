@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from desweep.errors import DesweepInputError, ParameterError
+from desweep.errors import ParameterError
 
 DEFAULT_MAX_MEMORY_GB = 16.0
 MAX_CHUNK = 4096
