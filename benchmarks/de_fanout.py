@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The Nextflow DE fan-out against one ``desweep de --all``, in one run (issue #15 item 4).
+"""The Nextflow DE fan-out against one ``desweep de --all``, in one run.
 
 Simulates 4 batches with 3 shared and 4 batch-specific clusters, runs validate,
 integrate (a few epochs), cluster (the planted labels), composition (the default
@@ -48,10 +48,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _timing import run_step  # noqa: E402
+from _timing import run_step
 
-from desweep import keys  # noqa: E402
-from desweep.runner import load_config, resolve_steps  # noqa: E402
+from desweep import keys
+from desweep.runner import load_config, resolve_steps
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW = REPO / "benchmarks" / "de_fanout" / "main.nf"
@@ -102,14 +102,14 @@ def main() -> None:
     outdir = workdir / "results"
     rows_file = workdir / "rows.json"
     if args.table_only:
-        plan = list(csv.DictReader(open(outdir / keys.STEP_DE / keys.PLAN_CSV)))
+        plan = list(csv.DictReader((outdir / keys.STEP_DE / keys.PLAN_CSV).read_text().splitlines()))
         results = [FanOut(**row) for row in json.loads(rows_file.read_text())] if rows_file.is_file() else []
         if args.summarize:
             results.append(summarize(args.summarize, plan, workdir / f"nf_{args.summarize}", float("nan")))
         print_table(args, plan, results)
         return
     prepare(args, workdir / "input.h5ad", outdir)
-    plan = list(csv.DictReader(open(outdir / keys.STEP_DE / keys.PLAN_CSV)))
+    plan = list(csv.DictReader((outdir / keys.STEP_DE / keys.PLAN_CSV).read_text().splitlines()))
     print(f"plan: {len(plan)} combinations; load {_load()}", flush=True)
     results = [] if args.skip_all else [run_all(outdir, args.threads, workdir / "all")]
     reference = results[0] if results else None
@@ -201,7 +201,7 @@ def run_nextflow(split: str, plan: list[dict[str, str]], outdir: Path, launch: P
 def summarize(split: str, plan: list[dict[str, str]], launch: Path, wall: float) -> FanOut:
     """Tasks, passes and CPU (``realtime x %cpu``) of the DE and DE_MERGE tasks in ``launch``'s trace."""
     planned = len({tuple(row[c] for c in TASK_COLUMNS[split]) for row in plan})
-    trace = [row for row in csv.DictReader(open(launch / "trace.tsv"), delimiter="\t") if row["status"] == "COMPLETED"]
+    trace = [row for row in csv.DictReader((launch / "trace.tsv").read_text().splitlines(), delimiter="\t") if row["status"] == "COMPLETED"]
     de_tasks = [row for row in trace if row["process"].endswith(":DE")]
     merge = [row for row in trace if row["process"].endswith(":DE_MERGE")]
     if not de_tasks:

@@ -36,9 +36,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _timing import run_step  # noqa: E402
+from _timing import run_step
 
-from desweep import keys  # noqa: E402
+from desweep import keys
 
 GRID = Path(__file__).parent / "grid16.yaml"
 TOP_N = 50
@@ -69,7 +69,8 @@ def main() -> None:
     run_step(["simulate", "-o", str(data), "--n-cells", str(args.cells), "--n-genes", str(args.genes), "--seed", "0",
               *(["--preset", preset] if preset != "default" else [])])
     run_step(["validate", "-i", str(data), "--labels-key", "cell_type", "-o", str(workdir / "validate")])
-    device = f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU (smoke test)'}, {args.cells} cells x {args.genes} genes ({preset} preset), {args.epochs} epochs, " \
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU (smoke test)"
+    device = f"{gpu}, {args.cells} cells x {args.genes} genes ({preset} preset), {args.epochs} epochs, " \
              f"{args.threads} CPU threads"
     rows = {name: train(name, accelerator, batch, args, workdir) for name, (accelerator, batch) in RUNS.items()}
     write(rows, args.table, device)  # the training figures, in case the rest runs out of time

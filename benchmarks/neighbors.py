@@ -67,7 +67,7 @@ def leiden(adata, graph, n_neighbors: int) -> np.ndarray:
         def get_params(self, deep: bool = True) -> dict:
             return {"n_neighbors": n_neighbors}
 
-        def fit_transform(self, X, y=None):  # noqa: N803
+        def fit_transform(self, X, y=None):
             return graph
 
     sub = adata.copy()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The classifier, the recommendation and the consensus markers against planted truth (issue #13).
+"""The classifier, the recommendation and the consensus markers against planted truth.
 
 For each preset (``hard``: 1,000 cells x 10,000 sparse genes, small groups, log2
 effects 0.5-2; ``default``: the bundled example) and simulator seed, runs the
@@ -42,10 +42,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _timing import run_step  # noqa: E402
+from _timing import run_step
 
-from desweep import keys  # noqa: E402
-from desweep.runner import load_config, resolve_steps  # noqa: E402
+from desweep import keys
+from desweep.runner import load_config, resolve_steps
 
 STEPS = ("validate", "integrate", "cluster", "composition", "plan", "de", "diagnose")
 TOP_N = 50
@@ -137,7 +137,6 @@ def score_run(outdir: Path, *, preset: str, seed: int) -> list[dict]:
     var = read_h5ad(outdir / "input.h5ad", backed=True).var
     comparisons = read_csv(outdir / keys.STEP_COMPOSITION / keys.COMPARISONS_CSV).astype({"comparison_id": str})
     patterns = pd.read_csv(diag / keys.GENE_PATTERNS_CSV, dtype={"gene": str, "setting_id": str})
-    scores = pd.read_csv(diag / keys.SETTING_SCORES_CSV)
     rec = pd.read_csv(diag / keys.RECOMMENDATIONS_CSV).set_index("comparison_id")
     markers = pd.read_csv(diag / keys.MARKERS_CSV, dtype={"gene": str})
     plan = pd.read_csv(outdir / keys.STEP_DE / keys.PLAN_CSV, dtype={"batchid1": str, "batchid2": str})

@@ -16,6 +16,7 @@ before it kept the DE tables' top genes), with the size of normalized.h5ad.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -24,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _timing import Measurement, run_step  # noqa: E402
+from _timing import Measurement, run_step
 
-from desweep import keys  # noqa: E402
-from desweep.runner import load_config, resolve_steps  # noqa: E402
+from desweep import keys
+from desweep.runner import load_config, resolve_steps
 
 #: extra rows: (name, the step's options as `desweep run --set` items), each written under OUTDIR/variants/<name>
 EXTRA = {"cluster": ("cluster_exact", ("cluster.neighbors=exact",)), "normalize": ("normalize_all", ("normalize.all_genes=true",))}
@@ -86,7 +87,7 @@ def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> tuple[dict[
     sizes = {"normalized.h5ad MiB": _mib(outdir / keys.STEP_NORMALIZE / keys.NORMALIZED_H5AD)}
     if not args.no_extra:
         sizes["normalized.h5ad --all-genes MiB"] = _mib(outdir / "variants" / EXTRA["normalize"][0] / keys.NORMALIZED_H5AD)
-    sizes["layer genes"] = float(sum(1 for _ in open(outdir / keys.STEP_NORMALIZE / keys.LAYER_GENES_CSV)) - 1)
+    sizes["layer genes"] = float(len((outdir / keys.STEP_NORMALIZE / keys.LAYER_GENES_CSV).read_text().splitlines()) - 1)
     print(f"  {n_cells:>7} cells  " + ", ".join(f"{k} {v:.0f}" for k, v in sizes.items()), flush=True)
     return measured, sizes
 
@@ -105,12 +106,12 @@ def print_table(results: dict[int, dict[str, Measurement]], files: dict[int, dic
     """Wall s, CPU s and peak MiB per size, then the growth exponents of the CPU time (and of the wall time)."""
     steps = list(results[sizes[0]])
     header = f"{'step':<14}" + "".join(f"{n:>9} wall {n:>9} CPU {n:>7} MiB" for n in sizes)
-    header += "".join(f"  exp CPU (wall) {a}->{b}" for a, b in zip(sizes, sizes[1:]))
+    header += "".join(f"  exp CPU (wall) {a}->{b}" for a, b in itertools.pairwise(sizes))
     print("\n" + header)
     for step in steps:
         row = f"{step:<14}" + "".join(f"{results[n][step].seconds:14.1f} {results[n][step].cpu_seconds:13.1f} "
                                       f"{results[n][step].peak_mib:11.0f}" for n in sizes)
-        for a, b in zip(sizes, sizes[1:]):
+        for a, b in itertools.pairwise(sizes):
             ra, rb = results[a][step], results[b][step]
             row += f"  {growth(ra.cpu_seconds, rb.cpu_seconds, a, b):>10.2f} ({growth(ra.seconds, rb.seconds, a, b):.2f})"
         print(row)

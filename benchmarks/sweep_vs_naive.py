@@ -41,8 +41,8 @@ import warnings
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 GROUP_KEY = "cell_type"
 BATCH_KEY = "batch"

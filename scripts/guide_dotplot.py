@@ -11,7 +11,7 @@ import argparse
 import matplotlib
 
 matplotlib.use("Agg")
-import scanpy as sc  # noqa: E402
+import scanpy as sc
 
 
 def main(markers_h5ad: str, comparison_id: str, output: str) -> None:

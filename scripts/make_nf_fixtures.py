@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Remake tests/data/nf_fixtures/: the inputs the module nf-tests start from (issue #15).
+"""Remake tests/data/nf_fixtures/: the inputs the module nf-tests start from.
 
 Each module test (modules/local/*/tests/main.nf.test) starts from these files instead of
 replaying validate -> integrate -> ... in its setup. They are one small ``desweep run`` on

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""A short mutation check (issue #19): one-line changes to desweep, each run against the fast tests that should catch it.
+"""A short mutation check: one-line changes to desweep, each run against the fast tests that should catch it.
 
 Usage::
 
@@ -256,7 +256,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("baselines-empty-scores", "outputs", "src/desweep/cli/baselines.py", 'write_csv(results["baseline_scores"], ',
              'write_csv(results["baseline_scores"].head(0), ', "baseline_scores.csv written with its header only",
              ("tests/test_baselines.py::test_cli_writes_tables_and_reports_errors",)),
-    # ----------------------------------------------------------------- diagnose (#13's rules, docs/diagnostics.md)
+    # ----------------------------------------------------------------- diagnose (the rules of docs/diagnostics.md)
     Mutation("diag-both-explanations-cs", "diagnose call", DIAG_C, "    if net_ok and not shift_high:",
              "    if net_ok:",
              "both explanations called cluster-specific", T_DIAG, origin="#13"),

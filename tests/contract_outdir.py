@@ -1,4 +1,4 @@
-"""A synthetic OUTDIR that follows issue #13's output contract exactly, for the report's tests.
+"""A synthetic OUTDIR that follows the output contract exactly, for the report's tests.
 
 Built from the planted truth of a small simulation, without training or DE:
 every diagnostics table has exactly the contract's columns, in the contract's
@@ -300,7 +300,7 @@ def _recommendations(scores: pd.DataFrame, comparisons: pd.DataFrame, markers: p
                      "recommended_setting": best["setting"], "n_recommended_settings": 1, "all_settings_agree": False,
                      "share_cluster_specific": p, "share_batch_wide": best["share_batch_wide_mean"],
                      "default_share_batch_wide": default["share_batch_wide_mean"],
-                     "default_n_batch_wide": int(round(default["share_batch_wide_mean"] * TOP_N)), "n_top": TOP_N,
+                     "default_n_batch_wide": round(default["share_batch_wide_mean"] * TOP_N), "n_top": TOP_N,
                      "n_markers": int((markers["comparison_id"] == cid).sum()), "n_rejected": int((rejected["comparison_id"] == cid).sum()),
                      "n_high_confidence": int((markers["comparison_id"] == cid).sum()),
                      "model_spread_sd": 0.02, "reason": f"{best['setting']} has the most cluster-specific top genes."})

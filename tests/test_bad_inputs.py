@@ -251,7 +251,7 @@ def extra_genes_case(tmp: Path) -> tuple[list[str], str, Path]:
 
 def many_pairs_case(tmp: Path) -> tuple[list[str], str, Path]:
     pairs = tmp / "pairs.csv"
-    pairs.write_text("group1,group2\n" + "".join(f"T,B\nB,T\n" for _ in range(1)))
+    pairs.write_text("group1,group2\n" + "".join("T,B\nB,T\n" for _ in range(1)))
     out = tmp / "composition"
     result = CliRunner().invoke(cli, ["composition", "-i", str(clustered_small(tmp)), "--comparisons", str(pairs), "-o", str(out)])
     assert result.exit_code == 0, result.output
@@ -305,7 +305,7 @@ CASES: list[Case] = [
     run_case("config unknown key", "input: in.h5ad\nbatchkey: batch\n", "config.yaml: batchkey: unknown key"),
     run_case("config unknown step option", "input: in.h5ad\nsteps:\n  integrate:\n    epochs: 3\n", "steps.integrate.epochs: unknown option of `desweep integrate`"),
     run_case("config not YAML", "input: [in.h5ad\n", "config.yaml: config: is not valid YAML"),
-    # issue #16: names are data
+    # names are data
     samplesheet_case("samplesheet empty batch", "sample,batch,path", ["s1,b1,s1.h5ad", "s2,,s2.h5ad"],
                      "samples.csv: row 3 column 'batch': '' is empty or reads as a missing value"),
     samplesheet_case("samplesheet NA batch", "sample,batch,path", ["s1,NA,s1.h5ad", "s2,N/A,s2.h5ad"],
@@ -330,7 +330,7 @@ CASES: list[Case] = [
          "-o", str(tmp / "c")], "pairs.csv: group2: column missing", tmp / "c")),
     Case("extra gene absent", extra_genes_case),
     Case("plan over --max-combinations", many_pairs_case),
-    # issue #16: every option of a run checked before the first step, named by its --set item
+    # every option of a run checked before the first step, named by its --set item
     run_flags_case("set value out of range", ["--set", "diagnose.top_n=0"], "--set diagnose.top_n=0: --top-n: 0 is not in the range x>=1"),
     run_flags_case("set empty integer", ["--set", "integrate.max_epochs="], "--set integrate.max_epochs=: --max-epochs: '' is not a valid integer"),
     run_flags_case("set unparsable list", ["--set", "integrate.max_epochs=[1,2"], "--set integrate.max_epochs=[1,2: --max-epochs: '[1,2'"),
@@ -429,7 +429,7 @@ def test_samplesheet_prefixes_barcodes_and_intersects_genes(tmp_path: Path):
 
 
 def test_samplesheet_names_stay_as_written_and_tsv_is_read_as_tsv(tmp_path: Path):
-    """Batches "1" and "1.0" stay two batches, "01" stays "01" (#16 A); a .tsv sheet is tab-separated."""
+    """Batches "1" and "1.0" stay two batches, "01" stays "01"; a .tsv sheet is tab-separated."""
     for name, seed in (("s1.h5ad", 1), ("s2.h5ad", 2), ("s3.h5ad", 3)):
         write(small_adata(seed=seed), tmp_path / name)
     (tmp_path / "samples.tsv").write_text("sample\tbatch\tpath\nA_1\t1\ts1.h5ad\nB\t1.0\ts2.h5ad\nC\t01\ts3.h5ad\n")
@@ -442,7 +442,7 @@ def test_samplesheet_names_stay_as_written_and_tsv_is_read_as_tsv(tmp_path: Path
 
 @pytest.mark.slow
 def test_users_leiden_column_is_kept_as_labels(tmp_path: Path):
-    """--labels-key leiden compared desweep's own Leiden clusters, silently (#16 C): desweep writes desweep_leiden."""
+    """--labels-key leiden compared desweep's own Leiden clusters, silently: desweep writes desweep_leiden."""
     a = small_adata()
     a.obs["leiden"] = pd.Categorical(np.where(np.arange(a.n_obs) % 3 == 0, "0", "1"))
     a.obsm["X_scVI"] = np.random.default_rng(0).normal(size=(a.n_obs, 4)).astype(np.float32)

@@ -1,8 +1,8 @@
 """The benchmark and helper scripts keep up with desweep's code (a rename or a move there breaks them otherwise unseen).
 
 No test runs benchmarks/ or scripts/ end to end (they take minutes to hours), so a name
-that moves in ``src/desweep`` (``desweep.runner.step_arguments``, gone when the runner
-became a package in #14) broke two benchmarks without a failing test. Two cheap checks:
+that moves in ``src/desweep`` (a function moved into a package, say) breaks a benchmark
+without a failing test. Two cheap checks:
 
 - every ``from desweep... import name`` in those scripts resolves, wherever it sits: at
   the top, inside a function (run only deep into a benchmark) or in code a script hands

@@ -32,7 +32,7 @@ def test_default_comparisons_cover_every_batch_specific_pair_confounded_first(si
     assert pairs[0] == ("only_batch0", "only_batch1")
     assert len(pairs) == 1 + 2 * 3  # the specific pair, and each specific cluster vs each shared one
     table = comp.comparison_table(status, pairs)
-    designs = dict(zip(table["comparison_id"], table["design"]))
+    designs = dict(zip(table["comparison_id"], table["design"], strict=True))
     assert designs["only_batch0_vs_only_batch1"] == "confounded"
     assert designs["only_batch0_vs_shared1"] == "one_specific"
     assert list(table.columns[:6]) == ["comparison_id", "group1", "group2", "design", "recommended_batch_correction", "reason"]

@@ -1,4 +1,4 @@
-"""The conda and mamba profiles make desweep importable in a task without a package index (issue #15 item 3).
+"""The conda and mamba profiles make desweep importable in a task without a package index.
 
 desweep is no conda package: the profiles put the pipeline's ``src/`` on ``PYTHONPATH`` and
 the tasks run ``bin/desweep-<step>`` and ``bin/desweep`` (Nextflow puts ``bin/`` on a task's

@@ -1,4 +1,4 @@
-"""desweep's images: the dependency locks, the tags, and the pipeline run in them (issue #18).
+"""desweep's images: the dependency locks, the tags, and the pipeline run in them.
 
 - the locks the images install from (containers/requirements*.lock) fit pyproject.toml, and
   the check fails when either side changes without the other;

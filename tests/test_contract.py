@@ -1,4 +1,4 @@
-"""Static contract between the Nextflow modules and the Click commands they call (issue #7).
+"""Static contract between the Nextflow modules and the Click commands they call.
 
 For every ``modules/local/<step>/main.nf``:
 
@@ -31,40 +31,22 @@ from desweep.cli import COMMANDS
 REPO = Path(__file__).resolve().parents[1]
 MODULES = REPO / "modules" / "local"
 MODULES_CONFIG = REPO / "conf" / "modules.config"
-#: the module nf-tests' options, one file for all (#14 item 5)
+#: the module nf-tests' options, one file for all
 MODULE_TEST_CONFIG = REPO / "tests" / "modules.config"
 #: the conda environment every module's environment.yml links to
 CONDA_ENVIRONMENT = REPO / "containers" / "environment.yml"
 USAGE = REPO / "docs" / "usage.md"
 
-#: module -> (its step folder, the files it declares there), as names of constants in keys.py
-#: (``NAME/*.csv`` for a folder of tables): the output contract of docs/architecture.md.
-CONTRACT_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "validate": ("STEP_VALIDATE", ("VALIDATED_H5AD", "VALIDATION_REPORT")),
-    "integrate": ("STEP_INTEGRATE", ("MODEL_DIR", "INTEGRATED_H5AD", "HISTORY_CSV", "METRICS_CSV")),
-    "cluster": ("STEP_CLUSTER", ("CLUSTERED_H5AD", "CLUSTER_METRICS_CSV")),
-    "composition": ("STEP_COMPOSITION", ("CLUSTER_BATCH_COUNTS_CSV", "CLUSTER_STATUS_CSV", "COMPARISONS_CSV")),
-    "plan": ("STEP_DE", ("PLAN_CSV", "PLAN_SKIPPED_CSV")),
-    "de": ("STEP_DE", ("DE_TABLES_DIR/*.csv", "DE_PARTIAL_SUMMARY_DIR/*.csv")),
-    "de_merge": ("STEP_DE", ("DE_SUMMARY_CSV", "DE_STABILITY_CSV")),
-    "normalize": ("STEP_NORMALIZE", ("NORMALIZED_H5AD", "CLUSTER_BATCH_MEANS_CSV", "LAYER_GENES_CSV")),
-    "diagnose": ("STEP_DIAGNOSE", ("MARKERS_CSV", "REJECTED_CSV", "MARKERS_H5AD", "RECOMMENDATIONS_CSV", "RECOMMENDED_SETTINGS_CSV",
-                                   "SETTING_SCORES_CSV", "SETTING_SCORES_BY_REPLICATE_CSV", "GENE_PATTERNS_CSV", "CONCORDANCE_CSV",
-                                   "CONCORDANCE_SETTINGS_CSV", "DIAGNOSE_THRESHOLDS_CSV", "TOP_GENE_EXPRESSION_CSV", "BRIDGE_CSV",
-                                   "BRIDGE_SUMMARY_CSV", "PLOTS_DIR")),
-    "baselines": ("STEP_BASELINES", ("WILCOXON_CSV", "PSEUDOBULK_CSV", "BASELINE_PATTERNS_CSV", "BASELINE_SCORES_CSV")),
-    "report": ("STEP_REPORT", ("MULTIQC_REPORT", "multiqc_data", "MULTIQC_CUSTOM_CONTENT_DIR")),
-}
-
-
-def resolve_name(name: str) -> str:
-    """``"DE_TABLES_DIR/*.csv"`` -> ``"tables/*.csv"``: each part that names a keys constant is replaced."""
-    return "/".join(getattr(keys, part) if re.fullmatch(r"[A-Z][A-Z0-9_]*", part) else part for part in name.split("/"))
+#: module -> (its step folder, the files it declares there): the output contract of keys.OUTPUTS, a step's
+#: outputs belonging to its own module unless an output names another (the DE merge)
+CONTRACT: dict[str, tuple[str, set[str]]] = {}
+for _step, (_folder, _outputs) in keys.OUTPUTS.items():
+    for _output in _outputs:
+        CONTRACT.setdefault(_output.module or _step, (_folder, set()))[1].add(_output.pattern)
 
 
 def contract(module: str) -> tuple[str, set[str]]:
-    folder, names = CONTRACT_KEYS[module]
-    return getattr(keys, folder), {resolve_name(n) for n in names}
+    return CONTRACT[module]
 
 
 #: modules that are not pipeline steps of the contract (their outputs are checked by name only)
@@ -139,7 +121,7 @@ def option_names(command: click.Command) -> set[str]:
 
 
 def called_command(module: Path) -> str:
-    calls = set(COMMAND_CALL.findall((script_block((module / "main.nf").read_text()))))
+    calls = set(COMMAND_CALL.findall(script_block((module / "main.nf").read_text())))
     assert len(calls) == 1, f"{module.name}: script block must call exactly one desweep-<step>, calls {sorted(calls)}"
     return calls.pop()
 
@@ -153,7 +135,7 @@ def test_every_step_of_the_contract_has_a_module() -> None:
     called = {called_command(m) for m in module_dirs()}
     steps = {name for name in COMMANDS if name not in ("run", "simulate", "dev")}
     assert not sorted(steps - called), f"commands without a Nextflow module: {sorted(steps - called)}"
-    assert set(CONTRACT_KEYS) <= set(MODULE_IDS), f"modules missing: {sorted(set(CONTRACT_KEYS) - set(MODULE_IDS))}"
+    assert set(CONTRACT) <= set(MODULE_IDS), f"modules missing: {sorted(set(CONTRACT) - set(MODULE_IDS))}"
 
 
 @pytest.mark.parametrize("module", MODULE_IDS)
@@ -173,7 +155,7 @@ def test_module_options_exist_on_the_click_command(module: str) -> None:
     command = click_command(command_name)
     known = option_names(command)
     process = process_name(text)
-    passed_in_script = set(OPTION.findall((script_block(text))))
+    passed_in_script = set(OPTION.findall(script_block(text)))
     passed_in_config = set(OPTION.findall(ext_args(process)))
     passed_in_tests = set(OPTION.findall(ext_args(process, MODULE_TEST_CONFIG)))
     unknown = sorted((passed_in_script | passed_in_config | passed_in_tests) - known)
@@ -190,7 +172,7 @@ def test_module_outputs_follow_the_output_contract(module: str) -> None:
     outputs = output_paths(text)
     if command in NON_CONTRACT:
         return
-    assert module in CONTRACT_KEYS, f"add module {module} to CONTRACT_KEYS in this test"
+    assert module in CONTRACT, f"add the outputs of module {module} to keys.OUTPUTS"
     folder, files = contract(module)
     script = (script_block(text))
     assert re.search(rf"--outdir\s+{re.escape(folder)}\b", script), f"{module}: must write into --outdir {folder}"
@@ -202,7 +184,8 @@ def test_module_outputs_follow_the_output_contract(module: str) -> None:
     assert declared == files, f"{module}: declares {sorted(declared)}, the contract says {sorted(files)}"
 
 
-VERSIONS_EVAL = re.compile(r"""^\s*tuple val\("\$\{task\.process\}"\), val\('([\w-]+)'\), eval\((['"])(.+?)\2\)\s*, emit: (versions_\w+)(, topic: versions)?$""", re.M)
+VERSIONS_EVAL = re.compile(r"""^\s*tuple val\("\$\{task\.process\}"\), val\('([\w-]+)'\), eval\((['"])(.+?)\2\)\s*"""
+                           r""", emit: (versions_\w+)(, topic: versions)?$""", re.M)
 
 
 @pytest.mark.parametrize("module", MODULE_IDS)
@@ -244,7 +227,7 @@ def test_module_files(module: str) -> None:
     emits = set(re.findall(r"emit:\s*(\w+)", text))
     assert emits == {next(iter(item)) for item in meta["output"]}, f"{module}/meta.yml outputs differ from the emits {sorted(emits)}"
 
-    # one conda environment and one test config for every module (#14 item 5): links and a path to them
+    # one conda environment and one test config for every module: links and a path to them
     env = folder / "environment.yml"
     assert env.is_symlink() and env.resolve() == CONDA_ENVIRONMENT, f"{env} is not a link to {CONDA_ENVIRONMENT}"
     assert not (folder / "tests" / "nextflow.config").exists(), f"{module}: options go into {MODULE_TEST_CONFIG}"
@@ -332,3 +315,14 @@ def test_de_fanout_benchmark_counts_tasks_as_the_subworkflow_makes_them(monkeypa
     # the subworkflow adds the model to every split's columns (a sampling key names its model already)
     expected = {split: {"model", *names} for split, names in de_task_columns().items()}
     assert {split: {"model", *names} for split, names in benchmark.TASK_COLUMNS.items()} == expected
+
+
+def test_the_report_and_diagnose_read_and_write_files_of_the_contract() -> None:
+    from desweep.cli.diagnose import TABLES
+    from desweep.report.load import CSV_FILES, OTHER_FILES
+
+    written = {(folder, output.name) for folder, outputs in keys.OUTPUTS.values() for output in outputs}
+    read = {name: (folder, file.split("/")[0]) for name, (folder, file) in {**CSV_FILES, **OTHER_FILES}.items()
+            if folder != keys.PIPELINE_INFO}
+    assert {name: where for name, where in read.items() if where not in written} == {}
+    assert {(keys.STEP_DIAGNOSE, file) for file in TABLES.values()} <= written

@@ -559,7 +559,7 @@ def test_cli_runs_each_model_replicate_with_its_model(pipeline_dirs, tmp_path):
     result = runner.invoke(cli, ["de", *inputs, "--model", model, "--model", model, "--all", "-o", str(out)])
     assert result.exit_code == 0, result.output
     # the same trained model given as both replicates, the same seeds: the same tables
-    for setting, part in plan.groupby("setting_id"):
+    for _setting, part in plan.groupby("setting_id"):
         first, second = (pd.read_csv(out / keys.DE_TABLES_DIR / f"{c}.csv") for c in part.sort_values("model")["combination_id"])
         pd.testing.assert_frame_equal(first, second)
     summary = pd.read_csv(out / keys.DE_SUMMARY_CSV)

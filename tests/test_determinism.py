@@ -1,4 +1,4 @@
-"""Same inputs and seed in two processes: byte-identical outputs (issue #19).
+"""Same inputs and seed in two processes: byte-identical outputs.
 
 composition, plan, DE (shared and scvi samplers), normalize and diagnose run in two
 fresh Python processes that differ only in ``PYTHONHASHSEED``. Python salts the hash

@@ -164,7 +164,7 @@ def test_classification_agrees_with_planted_truth(planted, diagnosed):
 
 
 def test_genes_up_in_group2_are_classified_by_sign(planted, diagnosed):
-    adata, comparisons, _, _ = planted
+    adata, _comparisons, _, _ = planted
     patterns = diagnosed["gene_patterns"]
     part = patterns[patterns["combination_id"] == "only_batch0_vs_only_batch1__corrected"]
     markers2 = part[part["gene"].map(adata.var["truth_cluster"]) == "only_batch1"]
@@ -453,7 +453,7 @@ def run_documented_scanpy_calls(markers_h5ad: Path, comparison_id: str) -> None:
     exec(compile(code, "docs/diagnostics.md", "exec"), {})  # noqa: S102 - the documentation's own example
 
 
-# --------------------------------------------------------------------------- the per-gene test (issue #13)
+# --------------------------------------------------------------------------- the per-gene test
 def _counts_adata(means_by_group: dict[tuple[str, str], float], n_by_group: dict[tuple[str, str], int], *, seed: int,
                   n_genes: int = 40):
     """Poisson counts of ``n_genes`` genes (gene 0 at the given means, the rest at 5) per (cluster, batch)."""

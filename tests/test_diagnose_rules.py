@@ -1,4 +1,4 @@
-"""Diagnose rules on hand-built expression profiles and scores (issue #19, item 4).
+"""Diagnose rules on hand-built expression profiles and scores.
 
 One test per branch of the per-gene call (:func:`desweep.diagnose.classify_genes`)
 and of the recommendation (:mod:`desweep.diagnose.rank`), on profiles and

@@ -76,7 +76,7 @@ def test_model_that_does_not_match_the_data_fails_in_one_line(pipeline_dirs, tmp
 
 
 def test_model_trained_on_other_data_with_the_same_genes_is_refused(pipeline_dirs):
-    """Same genes, cells and batches, other counts: scvi-tools would load it without a word (#16 C)."""
+    """Same genes, cells and batches, other counts: scvi-tools would load it without a word."""
     from desweep.errors import DesweepInputError
     from desweep.integrate import load_model
 

@@ -198,7 +198,7 @@ def test_high_confidence_answers_are_planted_and_no_answer_is_batch_wide(planted
 
 
 def test_rejected_are_the_defaults_batch_wide_genes(planted, answer):
-    adata, comparisons, _, _ = planted
+    adata, _comparisons, _, _ = planted
     rejected, patterns = answer["rejected"], answer["gene_patterns"]
     assert list(rejected.columns[:6]) == ["comparison_id", "group1", "group2", "gene", "default_rank", "high_group"]
     for cid, part in rejected.groupby("comparison_id"):

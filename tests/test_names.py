@@ -1,4 +1,4 @@
-"""Names are data (issue #16 A): encodings are one-to-one, tables keep names as written."""
+"""Names are data: encodings are one-to-one, tables keep names as written."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_encode_name_keeps_plain_names_and_is_one_to_one():
     assert encode_name("only_batch0") == "only_batch0" and encode_name("01") == "01" and encode_name("B.cell-2") == "B.cell-2"
     encoded = {name: encode_name(name) for name in AWKWARD}
     assert len(set(encoded.values())) == len(AWKWARD), "two names share an encoding"
-    for name, code in encoded.items():
+    for code in encoded.values():
         assert len(code) <= MAX_PLAIN
         assert all(c.isascii() and (c.isalnum() or c in "._-+") for c in code), code
         assert "__" not in code and "_vs_" not in f"_{code}_", code

@@ -1,4 +1,4 @@
-"""The Nextflow pipeline, run for real on tiny data (issue #7).
+"""The Nextflow pipeline, run for real on tiny data.
 
 ``scripts/nextflow run . -profile test`` offline, with the local executor and no
 containers: the tasks find ``bin/desweep-*`` (Nextflow puts the pipeline's ``bin/`` on
@@ -12,9 +12,9 @@ their PATH) and this project's Python (this test puts the interpreter's folder, 
   same input and seed (every table byte for byte);
 - ``-resume`` afterwards: every task is CACHED;
 - a samplesheet that breaks assets/schema_input.json stops the run at launch, before any task,
-  with one line per row and column (issue #15);
+  with one line per row and column;
 - a task on a host without desweep fails at its versions (an ``eval`` output) instead of recording
-  ``null`` (issue #15);
+  ``null``;
 - every profile resolves (``nextflow config``) to the settings docs/usage.md promises.
 """
 
@@ -116,7 +116,7 @@ def test_stub_run_stages_the_samplesheet(stub_run: Path) -> None:
     staged = read_rows(workdir / "samplesheet.csv")
     original = read_rows(DATA / "samplesheet" / "samplesheet.csv")
     assert [(r["sample"], r["batch"]) for r in staged] == [(r["sample"], r["batch"]) for r in original]
-    for row, orig in zip(staged, original):
+    for row, orig in zip(staged, original, strict=False):
         assert Path(row["path"]).is_absolute() and Path(row["path"]).resolve() == (DATA / "samplesheet" / orig["path"]).resolve()
     assert sorted(p.name for p in (workdir / "samples").glob("*/*")) == sorted(r["path"] for r in original)
 
@@ -202,7 +202,7 @@ def test_real_run_matches_desweep_run(real_run: PipelineRun, reference_run: Path
     own samples; and DE_MERGE's stability reads only the gene, rank and is_de_fdr
     columns, which the CSV holds exactly. Training, clustering, normalize (noise
     drawn per block of cells from the seed), diagnose and baselines see the same
-    inputs. If a change to the fan-out (issue #15) makes a float column legitimately
+    inputs. If a change to the fan-out makes a float column legitimately
     differ, compare that column with a tolerance stated in tests/nextflow_runs.py with its reason; the
     failure message names the columns and the largest difference. In a container the UMAP layout is the
     host's only with the host's OpenBLAS kernels: the docker and podman profiles pass OPENBLAS_CORETYPE in

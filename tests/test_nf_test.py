@@ -1,4 +1,4 @@
-"""nf-test, run by ``make test`` (issue #15): every nf-test, the pipeline's and the modules', real and -stub.
+"""nf-test, run by ``make test``: every nf-test, the pipeline's and the modules', real and -stub.
 
 tests/default.nf.test runs the pipeline (-profile test); modules/local/*/tests/main.nf.test
 run each module from the committed fixtures in tests/data/nf_fixtures

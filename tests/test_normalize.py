@@ -392,9 +392,9 @@ def test_plan_memory_100k_cells_fits_24_gib():
     assert plan.chunk_size == 4096 and plan.total_bytes < DEFAULT_MAX_MEMORY_GB * 2**30 < 24 * 2**30
     small = plan_memory(n_cells=100_000, n_genes_model=2000, n_genes_out=2000, n_layers=5, n_samples=25, max_memory_gb=4.5)
     assert small.chunk_size < 4096 and small.total_bytes <= 4.5 * 2**30
-    with pytest.raises(DesweepInputError, match="need 3.73 GiB"):
+    with pytest.raises(DesweepInputError, match=r"need 3\.73 GiB"):
         plan_memory(n_cells=100_000, n_genes_model=2000, n_genes_out=2000, n_layers=5, n_samples=1, max_memory_gb=2)
-    with pytest.raises(DesweepInputError, match="--chunk-size"):
+    with pytest.raises(DesweepInputError, match="chunk_size: 100000 cells need"):
         plan_memory(n_cells=100_000, n_genes_model=2000, n_genes_out=2000, n_layers=5, n_samples=1, max_memory_gb=4,
                     chunk_size=100_000)
 

@@ -188,10 +188,10 @@ def test_every_grid_point_is_planned_or_skipped_for_every_small_grid():
         assert pd.concat([plan["combination_id"], skipped["combination_id"]]).is_unique
 
 
-# --------------------------------------------------------------------------- model replicates (issue #13)
+# --------------------------------------------------------------------------- model replicates
 def test_models_repeat_every_combination_once_per_model():
     one, _ = make_plan(COMPARISONS, GRID)
-    three, skipped = make_plan(COMPARISONS, GRID, models=3)
+    three, _skipped = make_plan(COMPARISONS, GRID, models=3)
     assert (one["model"] == 0).all() and not one["combination_id"].str.contains("__model").any()  # ids as before
     assert len(three) == 3 * len(one) and sorted(three["model"].unique()) == [0, 1, 2]
     assert three["combination_id"].is_unique

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from types import SimpleNamespace
@@ -25,7 +26,7 @@ def test_a_line_at_the_first_unit_and_every_tenth_and_no_more(caplog, total):
         progress.update(done)
     logged = [int(re.search(r"item (\d+)/", line).group(1)) for line in _lines(caplog)]
     assert logged[0] == 1 and logged[-1] == total
-    gaps = [b - a for a, b in zip(logged, logged[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(logged)]
     assert max(gaps) <= -(-total // 10), "a line at least every tenth of the work"
     assert len(logged) <= 12, "nothing floods a log file"
 

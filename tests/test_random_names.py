@@ -1,4 +1,4 @@
-"""Property test (issue #16 A): random batch, label and gene names survive the whole pipeline.
+"""Property test: random batch, label and gene names survive the whole pipeline.
 
 Each seeded name set mixes digits with leading zeros, missing-value words, the
 characters ``; : , / + - " \\``, unicode, spaces and 200-character names. A

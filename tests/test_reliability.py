@@ -88,7 +88,7 @@ STEP_NAMES = ("validate", "integrate", "cluster", "composition", "plan", "de", "
 DESCENDANTS = {
     "validate": set(STEP_NAMES),
     "cluster": set(STEP_NAMES) - {"validate", "integrate"},
-    "plan": {"plan", "de", "normalize", "diagnose", "baselines", "report"},  # normalize reads the DE tables (#17)
+    "plan": {"plan", "de", "normalize", "diagnose", "baselines", "report"},  # normalize reads the DE tables
     "normalize": {"normalize", "diagnose", "baselines", "report"},
 }
 QUICK = ["--set", "diagnose.plots=false", "--set", "baselines.methods=wilcoxon", "--set", "de.n_samples=200"]
@@ -99,7 +99,7 @@ def ran(line: str) -> set[str]:
 
 
 def test_resume_reruns_the_changed_step_and_only_its_descendants(tiny_input: Path, tmp_path: Path, monkeypatch):
-    """One outdir, one change at a time (issue #16 B, #19 item 5): threads and path spelling, the grid file's
+    """One outdir, one change at a time: threads and path spelling, the grid file's
     content, a config value, a deleted output, new content at the input's path; then --force."""
     import shutil
 
@@ -199,7 +199,7 @@ def first_steps(monkeypatch, names: tuple[str, ...]) -> None:
 
 
 def test_changed_samplesheet_member_reruns_everything(tmp_path: Path, monkeypatch):
-    """Only the sheet's bytes were hashed: a member shrunk in place left every step skipped (issue #16 B)."""
+    """Only the sheet's bytes were hashed: a member shrunk in place left every step skipped."""
     import shutil
 
     first_steps(monkeypatch, ("validate", "integrate"))
@@ -261,7 +261,7 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 600) -> None:
 
 
 def test_one_writer_per_folder_input_guard_and_ctrl_c(tiny_input: Path, tmp_path: Path, monkeypatch):
-    """Real processes (issue #16 C, D): a second run into a busy folder is refused, naming the first; an input inside
+    """Real processes: a second run into a busy folder is refused, naming the first; an input inside
     the folder a run writes is refused; Ctrl-C during training ends with one 'Aborted!' line and a folder that resumes."""
     out = tmp_path / "out"
     first = desweep_process("run", "-i", str(tiny_input), "--labels-key", "cell_type", "-o", str(out), "--threads", "1",
@@ -368,7 +368,7 @@ def test_same_inputs_and_seed_give_byte_identical_tables(tiny_input: Path, tmp_p
 
 def test_normalize_runs_after_the_sweep_with_diagnose_top_n(tmp_path: Path):
     """normalize reads the DE plan and tables (their top genes, diagnose's --top-n); its own option still wins;
-    its stamp covers them (#17 with #16's resume)."""
+    its stamp covers them."""
     from desweep.runner import _stamp, load_config, resolve_steps
 
     def resolved(*items: str):
@@ -384,5 +384,5 @@ def test_normalize_runs_after_the_sweep_with_diagnose_top_n(tmp_path: Path):
     assert resolved("diagnose.top_n=20", "normalize.top_n=7")["normalize"].params["top_n"] == 7
     stamps = {n: _stamp(resolved(f"diagnose.top_n={n}")["normalize"], tmp_path, {}, "") for n in (20, 30)}
     assert stamps[20] != stamps[30]
-    with pytest.raises(DesweepInputError, match="diagnose.top_n"):
+    with pytest.raises(DesweepInputError, match=r"diagnose\.top_n"):
         resolved("diagnose.top_n=0")

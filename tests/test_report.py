@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def results_dir(sim_small, tmp_path_factory) -> Path:
-    """A full OUTDIR following issue #13's contract (no training), with baselines and a UMAP; normalized/ missing."""
+    """A full OUTDIR following the output contract (no training), with baselines and a UMAP; normalized/ missing."""
     from desweep.baselines import run_baselines
     from desweep.io import write_csv
     from desweep.plots import save_png, umap
@@ -430,7 +430,7 @@ def _normalized_outdir(tmp_path: Path, layer_genes: pd.DataFrame) -> Path:
     ([3, 0, 0], [False, False, False], "The layers hold every modelled gene (3, --all-genes): 1 among the top genes"),
 ])
 def test_report_says_which_genes_the_normalized_layers_hold(tmp_path, n_top_tables, requested, expected):
-    """Issue #17: the layers hold the DE top genes and --genes by default; the report says which, from layer_genes.csv."""
+    """The layers hold the DE top genes and --genes by default; the report says which, from layer_genes.csv."""
     from desweep.report.load import load_results
     from desweep.report.runqc import normalized_section
 

@@ -1,4 +1,4 @@
-"""Schemas, params and container files of the Nextflow layer (issue #7).
+"""Schemas, params and container files of the Nextflow layer.
 
 - nextflow_schema.json and the samplesheet schema are valid JSON Schema (draft 2020-12);
 - assets/schema_input.json is the very file the Python validate step uses;

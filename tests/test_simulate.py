@@ -75,7 +75,7 @@ def test_cli_writes_h5ad(tmp_path):
     assert {"batch", "cell_type"} <= set(adata.obs.columns)
 
 
-# --------------------------------------------------------------------------- the hard preset (issue #13)
+# --------------------------------------------------------------------------- the hard preset
 @pytest.fixture(scope="module")
 def hard():
     from desweep.simulate import preset_params

@@ -1,4 +1,4 @@
-"""The pipeline through a real SLURM cluster, and config that composes with the user's (issue #15).
+"""The pipeline through a real SLURM cluster, and config that composes with the user's.
 
 The cluster is the session's single-node one (``slurm_cluster``, tests/slurm_cluster.py), which
 .ci/run sets up from Debian's slurm-wlm and munge; without them these tests skip with the reason

@@ -1,4 +1,4 @@
-"""Static Groovy 4 parse check of every .nf / .config / .nf.test (issue #7).
+"""Static Groovy 4 parse check of every .nf / .config / .nf.test.
 
 scripts/check_groovy_syntax parses files with Groovy's CompilationUnit up to the
 CONVERSION phase in one JVM and reports ``file:line:col: message`` per error.

@@ -1,4 +1,4 @@
-"""The suite's own guards: tests that need outside data or tools cannot pass silently without them (issues #19, #15)."""
+"""The suite's own guards: tests that need outside data or tools cannot pass silently without them."""
 
 from __future__ import annotations
 

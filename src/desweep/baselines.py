@@ -38,7 +38,7 @@ from desweep import keys
 from desweep.choices import literal_values
 from desweep.composition import PresenceRule
 from desweep.diagnose import Thresholds, build_profiles, classify_setting, shares
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 from desweep.pseudobulk import fit_deseq2, sum_counts, wald_test
 from desweep.names import comparison_name
 
@@ -187,7 +187,7 @@ def _run_deseq2(counts: pd.DataFrame, meta: pd.DataFrame, formula: str, *, threa
 
 
 def _not_estimable(cid: str, status: str, note: str, unit: str, n_units: int, formula: str) -> pd.DataFrame:
-    row = {c: np.nan for c in PSEUDOBULK_COLUMNS}
+    row: dict[str, object] = {c: np.nan for c in PSEUDOBULK_COLUMNS}
     row.update({"comparison_id": cid, "status": status, "note": note, "unit": unit, "n_units": n_units,
                 "design_formula": formula, "gene": ""})
     return pd.DataFrame([row], columns=PSEUDOBULK_COLUMNS)
@@ -197,14 +197,14 @@ def check_methods(methods: list[str] | tuple[str, ...]) -> list[str]:
     """``methods`` if each is one of :data:`METHODS` (and there is one at least)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise DesweepInputError("--methods", "methods", f"unknown method '{unknown[0] if unknown else ''}' (choose from {', '.join(METHODS)})")
+        raise ParameterError("methods", "methods", f"unknown method '{unknown[0] if unknown else ''}' (choose from {', '.join(METHODS)})")
     return list(methods)
 
 
 def check_pseudo_replicates(n: int) -> int:
     """``n`` if it is 0 (off) or at least 2 (one pseudo-replicate per group x batch would be the batch itself)."""
     if n < 0 or n == 1:
-        raise DesweepInputError("--pseudo-replicates", "pseudo_replicates", f"must be 0 (off) or at least 2, got {n}")
+        raise ParameterError("pseudo_replicates", "pseudo_replicates", f"must be 0 (off) or at least 2, got {n}")
     return n
 
 
@@ -247,7 +247,7 @@ def run_baselines(
 
     methods = check_methods(methods)
     if top_n < 1:
-        raise DesweepInputError("--top-n", "top_n", f"must be at least 1, got {top_n}")
+        raise ParameterError("top_n", "top_n", f"must be at least 1, got {top_n}")
     check_pseudo_replicates(pseudo_replicates)
     data_keys = get_keys(adata, source, need_groups=True)
     for column in ("comparison_id", "group1", "group2", "design"):
@@ -259,7 +259,7 @@ def run_baselines(
         for group in comparisons[column]:
             if group not in groups:
                 raise DesweepInputError(keys.COMPARISONS_CSV, column, f"group '{group}' is not a group of the data")
-    profiles = build_profiles(adata, means, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
+    profiles = build_profiles(adata, means, group_key=data_keys.groups, batch_key=data_keys.batch_key,
                               presence=presence, pseudocount_fraction=thresholds.pseudocount_fraction)
     results: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS}
     patterns, scores = [], []
@@ -267,10 +267,10 @@ def run_baselines(
         for method in methods:
             logger.info("%s: %s", comparison_name(comp["group1"], comp["group2"]), method)
             if method == "wilcoxon":
-                table = wilcoxon(adata, comp, group_key=data_keys.group_key)
+                table = wilcoxon(adata, comp, group_key=data_keys.groups)
                 lfc_column = "logfoldchanges"
             else:
-                table = pseudobulk_deseq2(adata, comp, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
+                table = pseudobulk_deseq2(adata, comp, group_key=data_keys.groups, batch_key=data_keys.batch_key,
                                           sample_key=sample_key, pseudo_replicates=pseudo_replicates, min_cells=min_cells,
                                           seed=seed, threads=threads)
                 lfc_column = "log2FoldChange"

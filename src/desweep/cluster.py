@@ -30,7 +30,7 @@ import pandas as pd
 from desweep import keys
 from desweep.choices import check_choice, literal_values
 from desweep.datakeys import DataKeys, get_keys, set_keys
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -75,7 +75,7 @@ def cluster(
     if keys.X_SCVI not in adata.obsm:
         raise DesweepInputError(source, f"obsm['{keys.X_SCVI}']", "missing: run `desweep integrate` first")
     if resolution <= 0:
-        raise DesweepInputError("--resolution", "resolution", f"must be positive, got {resolution}")
+        raise ParameterError("resolution", "resolution", f"must be positive, got {resolution}")
     start = time.perf_counter()
     sc.pp.neighbors(adata, use_rep=keys.X_SCVI, transformer=knn_transformer(neighbors, n_neighbors, n_obs=adata.n_obs, seed=seed),
                     random_state=seed)
@@ -124,7 +124,7 @@ def _with_csr_matrix_output(transformer_class: type) -> type:
     """``transformer_class`` with ``fit_transform`` returning a ``csr_matrix`` (see the module docstring)."""
 
     class CsrMatrixOutput(transformer_class):
-        def fit_transform(self, X, y=None, **fit_params):  # noqa: N803 (scikit-learn's signature)
+        def fit_transform(self, X, y=None, **fit_params):  # X: scikit-learn's signature
             import scipy.sparse as sp
 
             return sp.csr_matrix(super().fit_transform(X, y, **fit_params))

@@ -245,3 +245,26 @@ def comparison_id(group1: str, group2: str) -> str:
 
 def _batches(status: pd.DataFrame, group: str) -> set[str]:
     return set(split_names(status.loc[group, "batches"]))
+
+
+def read_comparisons(value: str) -> list[tuple[str, str]]:
+    """Comparisons written ``'A:B;C:D'``, or a CSV/TSV file with ``group1`` and ``group2`` columns."""
+    from pathlib import Path
+
+    from desweep.io import read_csv
+
+    from desweep.names import NAME_SEPARATOR
+
+    path = Path(value)
+    # a file when one is there, or a .csv/.tsv name without a pair in it: "A:B.csv" compares A with a group "B.csv"
+    if _is_file(path) or (NAME_SEPARATOR not in value and path.suffix.lower() in (".csv", ".tsv")):
+        table = read_csv(path, required=("group1", "group2"), what="--comparisons")
+        return check_pairs(list(zip(table["group1"], table["group2"], strict=True)), source=str(path))
+    return parse_comparisons(value)
+
+
+def _is_file(path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # longer than a file name may be (255 bytes): pairs written out
+        return False

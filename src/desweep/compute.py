@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from desweep.choices import check_choice, literal_values
-from desweep.errors import DesweepInputError
+from desweep.errors import ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def resolve_accelerator(requested: Accelerator, *, allow_fallback: bool = True) 
         return "gpu" if has_gpu else "cpu"
     if requested == "gpu" and not has_gpu:
         if not allow_fallback:
-            raise DesweepInputError("--accelerator", "gpu", "requested but no CUDA device is available (and --no-gpu-fallback was given)")
+            raise ParameterError("accelerator", "gpu", "requested but no CUDA device is available (and --no-gpu-fallback was given)")
         warnings.warn("--accelerator gpu requested but no CUDA device is available: using the CPU", stacklevel=2)
         logger.warning("no CUDA device available: falling back to the CPU")
         return "cpu"

@@ -38,6 +38,13 @@ class DataKeys:
     labels_key: str | None = None
     group_key: str | None = None
 
+    @property
+    def groups(self) -> str:
+        """``group_key`` where it must be set (``get_keys(..., need_groups=True)`` checked that it is)."""
+        if self.group_key is None:
+            raise ValueError("group_key is not set: run `desweep cluster` first")
+        return self.group_key
+
 
 def set_keys(adata: AnnData, data_keys: DataKeys) -> None:
     """Record ``data_keys`` in ``adata.uns['desweep']`` (other entries are kept)."""

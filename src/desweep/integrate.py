@@ -18,7 +18,7 @@ import time
 import warnings
 from math import ceil
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ import pandas as pd
 from desweep import keys
 from desweep.compute import safe_batch_size
 from desweep.datakeys import get_keys
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -52,11 +52,11 @@ def select_genes(
     import scanpy as sc
 
     if n_top_genes < 0:
-        raise DesweepInputError("--n-top-genes", "n_top_genes", f"must be 0 (all genes) or positive, got {n_top_genes}")
+        raise ParameterError("n_top_genes", "n_top_genes", f"must be 0 (all genes) or positive, got {n_top_genes}")
     extra = list(extra_genes or [])
     absent = [g for g in extra if g not in adata.var_names]
     if absent:
-        raise DesweepInputError("--extra-genes", absent[0], f"not a gene of the data ({len(absent)} of {len(extra)} absent; "
+        raise ParameterError("extra_genes", absent[0], f"not a gene of the data ({len(absent)} of {len(extra)} absent; "
                                 f"{adata.n_vars} genes with counts, e.g. {', '.join(map(str, adata.var_names[:3]))})")
     if n_top_genes == 0 or n_top_genes >= adata.n_vars:
         keep = np.ones(adata.n_vars, dtype=bool)
@@ -377,11 +377,12 @@ def data_fingerprint(adata: AnnData) -> dict[str, object]:
 
 def check_fingerprint(recorded: dict[str, object], adata: AnnData, *, model_dir: str, source: str) -> None:
     """Raise when ``adata`` is not the data the model was trained on (:func:`data_fingerprint`)."""
-    current = data_fingerprint(adata)
+    current: dict[str, Any] = data_fingerprint(adata)
+    recorded_batches: Any = recorded.get("batches") or []
     for field, what in (("genes", "genes"), ("batches", "batches"), ("cells", "cells or their batches"), ("counts", "counts")):
         if recorded.get(field) != current[field]:
             detail = {"genes": f"{recorded.get('n_genes')} genes in the model, {current['n_genes']} here",
-                      "batches": f"model: {', '.join(map(str, recorded.get('batches') or []))}; here: {', '.join(current['batches'])}",
+                      "batches": f"model: {', '.join(map(str, recorded_batches))}; here: {', '.join(current['batches'])}",
                       "cells": f"{recorded.get('n_cells')} cells in the model, {current['n_cells']} here"}.get(field, "same shape, other values")
             raise DesweepInputError(model_dir, "model", f"was trained on other data than {source}: its {what} differ ({detail}); "
                                     "use the model integrate made from this data")

@@ -259,7 +259,7 @@ def read_yaml(path: str | Path, *, what: str = "yaml", scalars_as_text: bool = F
     except UnicodeDecodeError as err:
         raise DesweepInputError(path, what, f"is not a YAML text file (byte {err.start} is not UTF-8 text; binary?)") from None
     try:
-        return yaml.load(text, Loader=_text_loader() if scalars_as_text else yaml.SafeLoader)  # noqa: S506 (safe loaders)
+        return yaml.load(text, Loader=_text_loader() if scalars_as_text else yaml.SafeLoader)  # safe loaders only
     except yaml.YAMLError as err:
         raise DesweepInputError(path, what, f"is not valid YAML: {str(err).splitlines()[0]}") from err
 
@@ -301,3 +301,51 @@ def _looks_like_text(path: Path) -> bool:
     with path.open("rb") as fh:
         sample = fh.read(512)
     return bool(sample) and all(32 <= b < 127 or b in (9, 10, 13) for b in sample)
+
+
+def read_gene_list(value: str) -> list[str]:
+    """Genes given as a comma-separated list (a name holding ``,`` in double quotes), or a file.
+
+    The file holds one gene per line (blank lines and ``#`` comments skipped),
+    or is a CSV whose ``gene`` column lists them (e.g. a DE table).
+    """
+    from desweep.names import split_list
+
+    path = Path(value)
+    if not path.exists():
+        if "/" in value or value.endswith((".txt", ".csv", ".tsv")):
+            raise DesweepInputError(value, "--genes", "file does not exist")
+        try:
+            return split_list(value)
+        except ValueError as err:
+            raise DesweepInputError("--genes", "genes", f"{err}; write a name holding ',' in double quotes") from None
+    require_file(path, what="--genes")
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if lines and "," in lines[0]:
+        return list(read_csv(path, required=["gene"], what="--genes")["gene"])
+    return lines
+
+
+def prepare_outdir(outdir: Path) -> Path:
+    """Create ``outdir`` and remove temporary files ended processes left there; a one-line error if it is a file or not writable."""
+    if outdir.exists() and not outdir.is_dir():
+        raise DesweepInputError(outdir, "--outdir", "exists and is a file, not a folder")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DesweepInputError(outdir, "--outdir", f"cannot be created: {err.strerror}") from err
+    if not os.access(outdir, os.W_OK):
+        raise DesweepInputError(outdir, "--outdir", "is not writable")
+    remove_stale_partials(outdir)
+    return outdir
+
+
+def read_plan_tables(plan: pd.DataFrame, tables_dir: Path) -> dict[str, pd.DataFrame]:
+    """``combination_id`` -> its DE table for every plan row whose ``<tables_dir>/<id>.csv`` exists."""
+    tables = {}
+    for cid in plan["combination_id"].astype(str):
+        path = tables_dir / f"{cid}.csv"
+        if path.exists():
+            tables[cid] = read_csv(path, required=("gene",), what="DE table")
+    return tables

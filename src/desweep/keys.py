@@ -6,6 +6,8 @@ Click defaults, tests, the runner and the Nextflow output globs use these names;
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # --- AnnData keys -----------------------------------------------------------
 UNS_DESWEEP = "desweep"  # uns dict: batch_key, group_key, input checksum, ...
 X_SCVI = "X_scVI"
@@ -72,7 +74,7 @@ NORM_BATCH = "batch"  # scvi_norm__batch__<batch>: every cell decoded in <batch>
 NORM_MEAN_ALL_BATCHES = "mean_all_batches"  # mean over the decoded batches
 NORM_SAMPLE = "sample"  # scvi_norm__mean_all_batches__sample_<k>: posterior sample k
 
-# --- diagnostics, baselines and report (issue #6) ---------------------------
+# --- diagnostics, baselines and report ---------------------------
 DIAGNOSE_THRESHOLDS_CSV = "thresholds.csv"
 PLOTS_DIR = "plots"
 PLOT_TOP_GENES_DIR = "top_genes"
@@ -107,6 +109,88 @@ NAME_COLUMNS = frozenset({
 
 # --- DE sweep (desweep plan / desweep de) -----------------------------------
 DE_PARTIAL_SUMMARY_DIR = "summary"  # de/summary/<sampling_key>.csv, one per `desweep de --sampling-key` run
+
+
+
+# --- the output contract: what each step writes into its folder ------------
+@dataclass(frozen=True)
+class Output:
+    """One file or folder a step writes into its step folder.
+
+    Attributes
+    ----------
+    name
+        File or folder name inside the step folder.
+    kind
+        ``csv``, ``h5ad``, ``json``, ``html`` or ``folder``.
+    files
+        For a folder whose files the Nextflow module declares one by one: their glob (``*.csv``).
+    optional
+        Written only with some options (the runner does not require it to skip a step).
+    table
+        The name the step's results give this table (``desweep diagnose``'s result dictionary).
+    module
+        The Nextflow module that writes it, when not the step's own (the DE merge).
+    """
+
+    name: str
+    kind: str
+    files: str = ""
+    optional: bool = False
+    table: str = ""
+    module: str = ""
+
+    @property
+    def pattern(self) -> str:
+        """The path a Nextflow module declares, relative to the step folder."""
+        return f"{self.name}/{self.files}" if self.files else self.name
+
+
+#: step (command name) -> (its folder under OUTDIR, what it writes there)
+OUTPUTS: dict[str, tuple[str, tuple[Output, ...]]] = {
+    "validate": (STEP_VALIDATE, (Output(VALIDATED_H5AD, "h5ad"), Output(VALIDATION_REPORT, "json"))),
+    "integrate": (STEP_INTEGRATE, (Output(MODEL_DIR, "folder"), Output(INTEGRATED_H5AD, "h5ad"), Output(HISTORY_CSV, "csv"),
+                                   Output(METRICS_CSV, "csv"))),
+    "cluster": (STEP_CLUSTER, (Output(CLUSTERED_H5AD, "h5ad"), Output(CLUSTER_METRICS_CSV, "csv"))),
+    "composition": (STEP_COMPOSITION, (Output(CLUSTER_BATCH_COUNTS_CSV, "csv"), Output(CLUSTER_STATUS_CSV, "csv"),
+                                       Output(COMPARISONS_CSV, "csv"))),
+    "plan": (STEP_DE, (Output(PLAN_CSV, "csv"), Output(PLAN_SKIPPED_CSV, "csv"))),
+    "de": (STEP_DE, (Output(DE_TABLES_DIR, "folder", files="*.csv"), Output(DE_PARTIAL_SUMMARY_DIR, "folder", files="*.csv"),
+                     Output(DE_SUMMARY_CSV, "csv", module="de_merge"), Output(DE_STABILITY_CSV, "csv", module="de_merge"))),
+    "normalize": (STEP_NORMALIZE, (Output(NORMALIZED_H5AD, "h5ad"), Output(CLUSTER_BATCH_MEANS_CSV, "csv"),
+                                   Output(LAYER_GENES_CSV, "csv"))),
+    "diagnose": (STEP_DIAGNOSE, (
+        Output(MARKERS_CSV, "csv", table="markers"), Output(REJECTED_CSV, "csv", table="rejected"), Output(MARKERS_H5AD, "h5ad"),
+        Output(RECOMMENDATIONS_CSV, "csv", table="recommendations"),
+        Output(RECOMMENDED_SETTINGS_CSV, "csv", table="recommended_settings"),
+        Output(SETTING_SCORES_CSV, "csv", table="setting_scores"),
+        Output(SETTING_SCORES_BY_REPLICATE_CSV, "csv", table="setting_scores_by_replicate"),
+        Output(GENE_PATTERNS_CSV, "csv", table="gene_patterns"), Output(CONCORDANCE_CSV, "csv", table="concordance"),
+        Output(CONCORDANCE_SETTINGS_CSV, "csv", table="concordance_settings"),
+        Output(DIAGNOSE_THRESHOLDS_CSV, "csv", table="thresholds"),
+        Output(TOP_GENE_EXPRESSION_CSV, "csv", table="top_gene_expression"), Output(BRIDGE_CSV, "csv", table="bridge"),
+        Output(BRIDGE_SUMMARY_CSV, "csv", table="bridge_summary"), Output(PLOTS_DIR, "folder", optional=True))),
+    "baselines": (STEP_BASELINES, (Output(WILCOXON_CSV, "csv"), Output(PSEUDOBULK_CSV, "csv"), Output(BASELINE_PATTERNS_CSV, "csv"),
+                                   Output(BASELINE_SCORES_CSV, "csv"))),
+    "report": (STEP_REPORT, (Output(MULTIQC_REPORT, "html"), Output("multiqc_data", "folder"),
+                             Output(MULTIQC_CUSTOM_CONTENT_DIR, "folder"))),
+}
+
+
+def required_outputs(step: str) -> tuple[str, ...]:
+    """The files and folders ``step`` always writes into its folder (what a finished step must have)."""
+    return tuple(o.name for o in OUTPUTS[step][1] if not o.optional)
+
+
+def step_tables(step: str) -> dict[str, str]:
+    """Table name in the step's results -> the file it is written to."""
+    return {o.table: o.name for o in OUTPUTS[step][1] if o.table}
+
+
+def outdir_help(step: str) -> str:
+    """``writes a, b and c/.``: the outputs of ``step``, for its --outdir help."""
+    names = [o.name + ("/" if o.kind == "folder" else "") for o in OUTPUTS[step][1]]
+    return "writes " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + "."
 
 
 #: in OUTDIR: held by the `desweep run` writing it (like the stamps, runner bookkeeping starts with .desweep_)

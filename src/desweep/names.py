@@ -197,3 +197,8 @@ def _tokens(text: str, separators: str) -> list[tuple[str, str]]:
         if i >= n:
             return tokens
         i += 1
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders the numbers inside names by value: ``b2`` before ``b10``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))

@@ -3,7 +3,7 @@
 Each :class:`Param` holds a parameter's name, type, default, help, range and,
 when Nextflow exposes it, its ``nextflow_schema.json`` group. From these records:
 
-- the Click options of every step (:func:`desweep.cli._params.options_from`);
+- the Click options of every step (:func:`desweep.cli._common.options_from`);
 - ``desweep run``'s top-level options, its ``--set`` checks and ``--list-options``;
 - ``nextflow_schema.json``'s groups, ``nextflow.config``'s params defaults and the
   parameter table of docs/usage.md, written by ``desweep dev sync-nextflow``
@@ -30,9 +30,9 @@ from desweep.choices import literal_values
 from desweep.cluster import Neighbors
 from desweep.compute import Accelerator
 from desweep.de import DEFAULT_N_SAMPLES, Sampling
-from desweep.de import DEFAULT_TOP_N as STABILITY_TOP_N
+from desweep.de import STABILITY_TOP_N
 from desweep.integrate import GeneLikelihood
-from desweep.normalize import CHOICE_HELP, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, DEFAULT_TOP_N, Latent
+from desweep.normalize import CHOICE_HELP, CLASSIFIED_TOP_N, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, Latent
 from desweep.plan import DEFAULT_MAX_COMBINATIONS, WARN_COMBINATIONS
 
 #: a comma-separated list of names (a name holding ``,`` in double quotes), read by :func:`desweep.names.split_list`
@@ -150,7 +150,7 @@ SEED = Param("seed", int, 0, "Random seed of integrate, cluster, normalize and b
              group="input_output_options", minimum=0, maximum=SEED_MAX)
 THREADS = Param("threads", int, None, "torch threads.", minimum=1, default_doc="the cores given to the process")
 ACCELERATOR = Param("accelerator", Accelerator, "auto", "Device for training and sampling: auto uses a GPU when one is present.")
-TOP_N = Param("top_n", int, DEFAULT_TOP_N, "Top genes classified per DE setting and per baseline; the normalized layers hold the union "
+TOP_N = Param("top_n", int, CLASSIFIED_TOP_N, "Top genes classified per DE setting and per baseline; the normalized layers hold the union "
               "of every setting's top genes.", group="diagnostics_options", minimum=1)
 MODELS = Param("models", int, 1, "scVI models trained (replicates, model k with seed + k); the DE sweep runs on each and "
                "diagnostics average over them.", group="integrate_options", minimum=1,
@@ -201,7 +201,7 @@ CLUSTER = (
 COMPOSITION = (
     Param("comparisons", str, None, "Comparisons as 'A:B;C:D' (a name holding ':', ';' or '\"' in double quotes: "
           "'\"CD4+:act\":B'), or a CSV/TSV file with group1,group2 columns (default: every pair with a batch-specific group, "
-          "up to --max-comparisons).", group="composition_options", parse="desweep.cli.composition:read_comparisons",
+          "up to --max-comparisons).", group="composition_options", parse="desweep.composition:read_comparisons",
           default_doc="batch-specific pairs"),
     Param("max_comparisons", int, 10, "Cap on the default comparisons.", group="composition_options", minimum=1),
     Param("min_cells_present", int, 10, "Cells a cluster needs in a batch to count as present there.", group="composition_options",
@@ -238,7 +238,7 @@ NORMALIZE = (
           parse=NAMES, default_doc="every batch of the model"),
     TOP_N,
     Param("genes", str, None, "Genes to export as well: a comma-separated list (a name holding \",\" in double quotes), or a "
-          "file (one gene per line, or a CSV with a 'gene' column).", parse="desweep.cli.normalize:read_gene_list"),
+          "file (one gene per line, or a CSV with a 'gene' column).", parse="desweep.io:read_gene_list"),
     Param("all_genes", bool, False, "Layers for every modelled gene (size: 4 bytes x layers x cells x genes); "
           "cluster_batch_means.csv always covers every gene."),
     Param("library_size", str, "1e4", "'latent' (each cell's own library size: expected counts) or a number every cell is "

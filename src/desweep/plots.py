@@ -17,6 +17,7 @@ import pandas as pd
 
 from desweep import keys
 from desweep.io import is_true
+from desweep.names import natural_key
 from desweep.plan import SETTING_COLUMNS
 
 if TYPE_CHECKING:
@@ -254,12 +255,6 @@ def umap(coords: np.ndarray, batch: pd.Series, cluster: pd.Series) -> Figure:
     return fig
 
 
-def natural_key(text: str) -> tuple:
-    import re
-
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
-
-
 def composition_bars(counts: pd.DataFrame) -> Figure:
     """Cells of each cluster (bars) stacked by batch, from ``composition/cluster_batch_counts.csv``."""
     counts = counts.set_index("cluster") if "cluster" in counts.columns else counts
@@ -303,11 +298,11 @@ def short_setting_labels(settings: pd.DataFrame) -> pd.Series:
         scvi = part[method.loc[part.index] == "scvi"]
         varying = [c for c in SETTING_COLUMNS if c not in _ALWAYS_SHOWN and c in scvi.columns and scvi[c].nunique(dropna=False) > 1]
         # another estimator (the bridge contrast) has no scVI parameters: named by its method
-        text = part.apply(lambda row: _short_label(row, varying) if method.loc[row.name] == "scvi"
+        text = part.apply(lambda row, varying=varying: _short_label(row, varying) if method.loc[row.name] == "scvi"
                           else f"{method.loc[row.name]} contrast", axis=1)
         if text.duplicated().any():
             prefix = f"{comparison}__"
-            text = part["setting_id"].astype(str).map(lambda s: s.removeprefix(prefix))
+            text = part["setting_id"].astype(str).map(lambda s, prefix=prefix: s.removeprefix(prefix))
         labels.loc[part.index] = text
     return labels
 

@@ -13,7 +13,7 @@ import contextlib
 import io
 import logging
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,12 @@ logger = logging.getLogger(__name__)
 UNIT_COLUMN = "_desweep_unit"
 
 
+@overload
+def sum_counts(adata: AnnData, units: pd.Series | np.ndarray, *, with_variance: Literal[False] = False,
+               ) -> tuple[pd.DataFrame, np.ndarray]: ...
+@overload
+def sum_counts(adata: AnnData, units: pd.Series | np.ndarray, *, with_variance: Literal[True],
+               ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]: ...
 def sum_counts(adata: AnnData, units: pd.Series | np.ndarray, *, with_variance: bool = False,
                ) -> tuple[pd.DataFrame, np.ndarray] | tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Raw counts of ``adata.X`` summed per unit label.

@@ -63,13 +63,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from desweep.errors import DesweepInputError
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +175,7 @@ def cluster_names(params: SimulationParams) -> tuple[list[str], list[str]]:
     return shared, specific
 
 
-def simulate(params: SimulationParams | None = None, *, chunk_size: int = 5000) -> "AnnData":  # noqa: F821
+def simulate(params: SimulationParams | None = None, *, chunk_size: int = 5000) -> AnnData:
     """Simulate raw counts with planted markers and batch-wide genes.
 
     Parameters
@@ -266,7 +269,7 @@ def _assign_cells(
 ) -> pd.DataFrame:
     batch_of_cell = rng.integers(0, params.n_batches, size=params.n_cells)
     labels = np.empty(params.n_cells, dtype=object)
-    for b, batch in enumerate(batches):
+    for b in range(len(batches)):
         cells = np.flatnonzero(batch_of_cell == b)
         has_specific = b < len(specific)
         if not has_specific:
@@ -274,7 +277,7 @@ def _assign_cells(
         elif params.specific_cells is not None:
             n_specific = int(rng.integers(params.specific_cells[0], params.specific_cells[1] + 1))
         else:
-            n_specific = int(round(params.specific_fraction * cells.size))
+            n_specific = round(params.specific_fraction * cells.size)
         labels[cells[:n_specific]] = specific[b] if has_specific else None
         shared_weights = rng.dirichlet(np.full(len(shared), 8.0))
         labels[cells[n_specific:]] = rng.choice(shared, size=cells.size - n_specific, p=shared_weights)

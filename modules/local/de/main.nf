@@ -7,7 +7,7 @@ process DE {
 
     input:
     // meta.sampling_keys: the plan's sampling keys this task runs (rows of one key share
-    // their posterior samples); DE_SWEEP makes one task per key by default
+    // their posterior samples); DE_SWEEP gives one task the sweep of one model by default (params.de_split)
     tuple val(meta), path(plan), path(h5ad), path(model)
 
     output:

@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
-from desweep.bridge.fit import collapse_samples, contrast, estimable, fit, lower_bound, residual_df
+from desweep.bridge.fit import Term, collapse_samples, contrast, estimable, fit, lower_bound, residual_df
 from desweep.bridge.shift import SHIFT_COLUMNS, bridge_shifts, shift_table
 from desweep.bridge.sweep import METHOD_COLUMN, bridge_plan_rows, bridge_tables
 from desweep.bridge.units import Identifiability, Units, build_units, check_samples, identify, present_batches
 from desweep.composition import PresenceRule
-from desweep.errors import DesweepInputError
+from desweep.errors import ParameterError
 from desweep.names import join_names
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ SUMMARY_COLUMNS = ["comparison_id", "group1", "group2", "verdict", "identifiable
 PSEUDO_REPLICATES = 3
 
 
-def _choose_design(units: Units, pairs: list[tuple[str, str]]) -> tuple[Units, str, str]:
+def _choose_design(units: Units, pairs: list[tuple[str, str]]) -> tuple[Units, Term, str]:
     """Samples within batches when every pair stays estimable with them, else cluster x batch units."""
     note = ""
     if units.samples:
@@ -182,7 +182,7 @@ def bridge_contrast(
         ``alpha`` outside (0, 1), or a sample column missing or not nested in batches.
     """
     if not 0 < alpha < 1:
-        raise DesweepInputError("--alpha", "alpha", f"must be between 0 and 1, got {alpha}")
+        raise ParameterError("alpha", "alpha", f"must be between 0 and 1, got {alpha}")
     if sample_key:
         check_samples(adata.obs, sample_key=sample_key, batch_key=batch_key, source=source)
     present = present_batches(adata, group_key=group_key, batch_key=batch_key, rule=presence)
@@ -192,6 +192,7 @@ def bridge_contrast(
     all_units = build_units(adata, present, group_key=group_key, batch_key=batch_key, sample_key=sample_key) if wanted else None
     tables, fitted = [], {}
     for component in sorted(wanted, key=sorted):
+        assert all_units is not None  # built whenever a component is wanted
         members = comps[[verdicts[c].component == component and verdicts[c].verdict != "not_identifiable"
                          for c in comps["comparison_id"]]]
         split = None if sample_key else partial(_split_units, adata, present, component, group_key=group_key, batch_key=batch_key)

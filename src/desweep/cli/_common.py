@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from desweep import keys
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
+from desweep.io import prepare_outdir, read_plan_tables  # noqa: F401  (the commands import them from here)
 from desweep.params import NAMES, Param
 
 logger = logging.getLogger("desweep")
@@ -25,7 +26,7 @@ def setup_logging(*, verbose: bool = False, log_file: Path | None = None) -> Non
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     if not any(getattr(h, "_desweep", False) and not isinstance(h, logging.FileHandler) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(fmt)
         handler._desweep = True  # type: ignore[attr-defined]
         root.addHandler(handler)
@@ -63,7 +64,7 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
         except DesweepInputError as err:
             if debug:
                 raise
-            raise click.ClickException(str(err)) from err
+            raise click.ClickException(str(as_option_error(err))) from err
         except (click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as err:
@@ -75,6 +76,15 @@ def step_command(func: Callable[..., Any]) -> Callable[..., Any]:
             _restore_signals(previous)
 
     return wrapper
+
+
+def as_option_error(err: DesweepInputError, ctx: click.Context | None = None) -> DesweepInputError:
+    """A library function's :class:`~desweep.errors.ParameterError` under the option of the command that sets it."""
+    if not isinstance(err, ParameterError):
+        return err
+    ctx = ctx or click.get_current_context(silent=True)
+    options = [p for p in (ctx.command.params if ctx else []) if isinstance(p, click.Option) and p.name == err.parameter]
+    return err.for_option(next((o for o in options[0].opts if o.startswith("--")), None) if options else None)
 
 
 def _exit_cleanly_on_signals() -> dict[int, Any]:
@@ -172,18 +182,6 @@ def plan_tables_dir(plan_path: Path, tables_dir: Path | None) -> Path:
     return tables_dir
 
 
-def read_plan_tables(plan: Any, tables_dir: Path) -> dict:
-    """``combination_id`` -> its DE table for every plan row whose ``<tables_dir>/<id>.csv`` exists."""
-    from desweep.io import read_csv
-
-    tables = {}
-    for cid in plan["combination_id"].astype(str):
-        path = tables_dir / f"{cid}.csv"
-        if path.exists():
-            tables[cid] = read_csv(path, required=("gene",), what="DE table")
-    return tables
-
-
 means_option = click.option(
     "--means", "means_path", type=click.Path(path_type=Path), default=None,
     help=f"Optional {keys.STEP_NORMALIZE}/{keys.CLUSTER_BATCH_MEANS_CSV}: classify in every scVI normalized choice too.",
@@ -205,7 +203,8 @@ def parsed(parse: Callable[[Any], Any]) -> Callable[[click.Context, click.Parame
         try:
             return parse(value)
         except DesweepInputError as err:
-            raise click.ClickException(str(err)) from err
+            mapped = as_option_error(err, ctx)
+            raise click.ClickException(str(mapped)) from mapped
 
     return callback
 
@@ -222,32 +221,16 @@ def name_list(option: str) -> Callable[[str], list[str]]:
 
     return parse
 
-def prepare_outdir(outdir: Path) -> Path:
-    """Create ``outdir`` and remove temporary files ended processes left there; a one-line error if it is a file or not writable."""
-    import os
-
-    from desweep.io import remove_stale_partials
-
-    if outdir.exists() and not outdir.is_dir():
-        raise DesweepInputError(outdir, "--outdir", "exists and is a file, not a folder")
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DesweepInputError(outdir, "--outdir", f"cannot be created: {err.strerror}") from err
-    if not os.access(outdir, os.W_OK):
-        raise DesweepInputError(outdir, "--outdir", "is not writable")
-    remove_stale_partials(outdir)
-    return outdir
-
 
 def click_type(param: Param) -> click.ParamType | type:
     """The Click type of a :class:`~desweep.params.Param`: a choice from its ``Literal``, a range from its bounds."""
     if param.choices is not None:
         return click.Choice(param.choices)
-    bounds = {"min": param.minimum if param.exclusive_minimum is None else param.exclusive_minimum,
-              "max": param.maximum if param.exclusive_maximum is None else param.exclusive_maximum,
-              "min_open": param.exclusive_minimum is not None, "max_open": param.exclusive_maximum is not None}
-    range_type = {int: click.IntRange, float: click.FloatRange}.get(param.type)
+    bounds: dict[str, Any] = {"min": param.minimum if param.exclusive_minimum is None else param.exclusive_minimum,
+                              "max": param.maximum if param.exclusive_maximum is None else param.exclusive_maximum,
+                              "min_open": param.exclusive_minimum is not None, "max_open": param.exclusive_maximum is not None}
+    range_types: dict[Any, type[click.IntRange] | type[click.FloatRange]] = {int: click.IntRange, float: click.FloatRange}
+    range_type = range_types.get(param.type)
     if range_type is not None and (bounds["min"] is not None or bounds["max"] is not None):
         return range_type(bounds["min"], bounds["max"], min_open=bounds["min_open"], max_open=bounds["max_open"])
     return param.type if param.type in (int, float) else click.STRING

@@ -15,7 +15,7 @@ from desweep.cli._common import comparisons_option, input_option, means_option, 
 @comparisons_option
 @means_option
 @options_from(params.BASELINES)
-@outdir_option(f"writes {keys.WILCOXON_CSV}, {keys.PSEUDOBULK_CSV}, {keys.BASELINE_PATTERNS_CSV} and {keys.BASELINE_SCORES_CSV}.")
+@outdir_option(keys.outdir_help("baselines"))
 @step_command
 def baselines(adata_path: Path, comparisons_path: Path, means_path: Path | None, methods: list[str], top_n: int, sample_key: str,
               pseudo_replicates: int, min_cells: int, seed: int, threads: int | None, outdir: Path) -> None:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from desweep import keys, params
 from desweep.cli._common import input_option, options_from, outdir_option, prepare_outdir, step_command
 
+if TYPE_CHECKING:
+    from desweep.cluster import Neighbors
+
 
 @click.command(name="cluster")
 @input_option(f"The integrated .h5ad ({keys.STEP_INTEGRATE}/{keys.INTEGRATED_H5AD}).")
 @options_from(params.CLUSTER)
-@outdir_option(f"writes {keys.CLUSTERED_H5AD} and {keys.CLUSTER_METRICS_CSV}.")
+@outdir_option(keys.outdir_help("cluster"))
 @step_command
-def cluster(input_path: Path, resolution: float, n_neighbors: int, neighbors: str, seed: int, outdir: Path) -> None:
+def cluster(input_path: Path, resolution: float, n_neighbors: int, neighbors: Neighbors, seed: int, outdir: Path) -> None:
     """Leiden clusters and UMAP on the scVI latent space.
 
     The groups compared later are the labels given to `desweep validate`

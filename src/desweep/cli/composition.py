@@ -10,32 +10,10 @@ from desweep import keys, params
 from desweep.cli._common import input_option, options_from, outdir_option, prepare_outdir, step_command
 
 
-def read_comparisons(value: str) -> list[tuple[str, str]]:
-    """``--comparisons``: pairs written ``'A:B;C:D'``, or a CSV/TSV file with ``group1`` and ``group2`` columns."""
-    from desweep import composition as comp
-    from desweep.io import read_csv
-
-    from desweep.names import NAME_SEPARATOR
-
-    path = Path(value)
-    # a file when one is there, or a .csv/.tsv name without a pair in it: "A:B.csv" compares A with a group "B.csv"
-    if _is_file(path) or (NAME_SEPARATOR not in value and path.suffix.lower() in (".csv", ".tsv")):
-        table = read_csv(path, required=("group1", "group2"), what="--comparisons")
-        return comp.check_pairs(list(zip(table["group1"], table["group2"], strict=True)), source=str(path))
-    return comp.parse_comparisons(value)
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # longer than a file name may be (255 bytes): pairs written out
-        return False
-
-
 @click.command(name="composition")
 @input_option(f"The clustered .h5ad ({keys.STEP_CLUSTER}/{keys.CLUSTERED_H5AD}).")
 @options_from(params.COMPOSITION)
-@outdir_option(f"writes {keys.CLUSTER_BATCH_COUNTS_CSV}, {keys.CLUSTER_STATUS_CSV} and {keys.COMPARISONS_CSV}.")
+@outdir_option(keys.outdir_help("composition"))
 @step_command
 def composition(input_path: Path, comparisons: list[tuple[str, str]] | None, max_comparisons: int, min_cells_present: int,
                 min_enrichment: float, min_cells_per_group: int, outdir: Path) -> None:
@@ -53,7 +31,7 @@ def composition(input_path: Path, comparisons: list[tuple[str, str]] | None, max
     adata = read_h5ad(input_path, backed=True)
     data_keys = get_keys(adata, input_path, need_groups=True)
     counts, status, table = comp.compose(
-        adata.obs, group_key=data_keys.group_key, batch_key=data_keys.batch_key, comparisons=comparisons,
+        adata.obs, group_key=data_keys.groups, batch_key=data_keys.batch_key, comparisons=comparisons,
         max_comparisons=max_comparisons, rule=comp.PresenceRule(min_cells=min_cells_present, min_enrichment=min_enrichment),
         min_cells_per_group=min_cells_per_group, source=str(input_path))
     prepare_outdir(outdir)

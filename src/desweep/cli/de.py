@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from desweep import keys, params
 from desweep.cli._common import input_option, options_from, outdir_option, prepare_outdir, step_command
+
+if TYPE_CHECKING:
+    from desweep.compute import Accelerator
+    from desweep.de.sampling import Sampling
 
 
 @click.command(name="de")
@@ -30,11 +34,11 @@ from desweep.cli._common import input_option, options_from, outdir_option, prepa
               help=f"With --merge: folder of the per-key summaries (default: OUTDIR/{keys.DE_PARTIAL_SUMMARY_DIR}).")
 @click.option("--tables", "tables_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"With --merge: folder of the tables (default: OUTDIR/{keys.DE_TABLES_DIR}).")
-@outdir_option(f"writes {keys.DE_TABLES_DIR}/, {keys.DE_PARTIAL_SUMMARY_DIR}/, {keys.DE_SUMMARY_CSV} and {keys.DE_STABILITY_CSV}.")
+@outdir_option(keys.outdir_help("de"))
 @step_command
 def de(plan_path: Path, adata_path: Path | None, model_dirs: tuple[Path, ...], sampling_keys: tuple[str, ...], run_all: bool,
-       merge: bool, n_samples: int, batch_size: int | None, sampling: str, stability_top_n: int, partials_dir: Path | None,
-       tables_dir: Path | None, accelerator: str, threads: int | None, outdir: Path) -> None:
+       merge: bool, n_samples: int, batch_size: int | None, sampling: Sampling, stability_top_n: int, partials_dir: Path | None,
+       tables_dir: Path | None, accelerator: Accelerator, threads: int | None, outdir: Path) -> None:
     """Run the DE sweep of a plan: one table per combination, a summary and replicate stability.
 
     One sampling key per Nextflow task, then a merge:
@@ -66,10 +70,10 @@ def de(plan_path: Path, adata_path: Path | None, model_dirs: tuple[Path, ...], s
         for option, value in (("--input", adata_path), ("--model", model_dirs)):
             if not value:
                 raise DesweepInputError("desweep de", option, "required unless --merge")
-        run = _run_keys if sampling_keys else _run_all
-        run(plan, adata_path=adata_path, model_dirs=model_dirs, keys_to_run=list(sampling_keys) or sweep.sampling_keys(plan),
-            n_samples=n_samples, batch_size=batch_size, sampling=sampling, top_n=stability_top_n, accelerator=accelerator,
-            threads=threads, outdir=outdir)
+        assert adata_path is not None  # checked just above
+        _sweep(plan, adata_path=adata_path, model_dirs=model_dirs, keys_to_run=list(sampling_keys) or None, merge=run_all,
+               n_samples=n_samples, batch_size=batch_size, sampling=sampling, top_n=stability_top_n, accelerator=accelerator,
+               threads=threads, outdir=outdir)
         return
 
     summary, stability = _merge(plan, partials_dir=partials_dir, tables_dir=tables_dir, top_n=stability_top_n)
@@ -87,7 +91,7 @@ def _write_merged(summary, stability, outdir: Path) -> None:
                f"{outdir / keys.DE_STABILITY_CSV}")
 
 
-def _load(plan, *, adata_path: Path, model_dirs: tuple[Path, ...], accelerator: str, threads: int | None):
+def _load(plan, *, adata_path: Path, model_dirs: tuple[Path, ...], accelerator: Accelerator, threads: int | None):
     """The data, its keys and ``{model index: model}`` for the rows of ``plan``, one --model per model they use."""
     from desweep import compute
     from desweep import de as sweep
@@ -109,56 +113,33 @@ def _load(plan, *, adata_path: Path, model_dirs: tuple[Path, ...], accelerator: 
     return adata, data_keys, loaded
 
 
-def _run_all(plan, *, adata_path: Path, model_dirs: tuple[Path, ...], n_samples: int, batch_size: int | None, sampling: str,
-             top_n: int, accelerator: str, threads: int | None, outdir: Path, **_) -> None:
-    """``--all``: the library sweep (:func:`desweep.de.run_sweep`), writing each table and per-key summary as it comes."""
+def _sweep(plan, *, adata_path: Path, model_dirs: tuple[Path, ...], keys_to_run: list[str] | None, merge: bool, n_samples: int,
+           batch_size: int | None, sampling: Sampling, top_n: int, accelerator: Accelerator, threads: int | None,
+           outdir: Path) -> None:
+    """The library sweep (:func:`desweep.de.run_sweep`), writing each table and per-key summary as it comes.
+
+    ``--all``: every key, then the merge; ``--sampling-key``: the given keys (one Nextflow task), no merge.
+    """
     from desweep import de as sweep
     from desweep.io import write_csv
 
-    adata, data_keys, models = _load(plan, adata_path=adata_path, model_dirs=model_dirs, accelerator=accelerator, threads=threads)
+    subset = plan if keys_to_run is None else plan[plan["sampling_key"].isin(keys_to_run)]
+    adata, data_keys, models = _load(subset, adata_path=adata_path, model_dirs=model_dirs, accelerator=accelerator,
+                                     threads=threads)
     for index, model in models.items():  # before anything is written
-        sweep.check_inputs(adata, model, plan[plan["model"] == index], group_key=data_keys.group_key, source=str(adata_path))
+        sweep.check_inputs(adata, model, subset[subset["model"] == index], group_key=data_keys.groups, source=str(adata_path))
     prepare_outdir(outdir)
     result = sweep.run_sweep(
-        adata, models, plan, group_key=data_keys.group_key, n_samples=n_samples, batch_size=batch_size, sampling=sampling,
-        top_n=top_n, source=str(adata_path),
+        adata, models, plan, group_key=data_keys.groups, n_samples=n_samples, batch_size=batch_size, sampling=sampling,
+        top_n=top_n, keys=keys_to_run, merge=merge, source=str(adata_path),
         on_table=lambda cid, table: write_csv(table, outdir / keys.DE_TABLES_DIR / f"{cid}.csv"),
         on_group=lambda key, summary: write_csv(summary, outdir / keys.DE_PARTIAL_SUMMARY_DIR / f"{key}.csv"),
     )
-    click.echo(f"{len(sweep.sampling_keys(plan))} sampling keys in {result.seconds:.1f} s "
+    n_keys = len(keys_to_run) if keys_to_run is not None else len(sweep.sampling_keys(plan))
+    click.echo(f"{n_keys} sampling keys in {result.seconds:.1f} s "
                f"(decoding {result.decode_seconds:.1f} s in {result.decode_passes} passes, {sampling} sampling)")
-    _write_merged(result.summary, result.stability, outdir)
-
-
-def _run_keys(plan, *, adata_path: Path, model_dirs: tuple[Path, ...], keys_to_run: list[str], n_samples: int,
-              batch_size: int | None, sampling: str, accelerator: str, threads: int | None, outdir: Path, **_) -> None:
-    """``--sampling-key``: the given keys (one Nextflow task), each key's tables and partial summary; no merge."""
-    from desweep import de as sweep
-    from desweep.io import write_csv
-
-    subset = plan[plan["sampling_key"].isin(keys_to_run)]
-    adata, data_keys, models = _load(subset, adata_path=adata_path, model_dirs=model_dirs, accelerator=accelerator,
-                                     threads=threads)
-    start, decode_seconds, decode_passes, done = time.perf_counter(), 0.0, 0, 0
-    progress = sweep.sweep_progress(plan, keys_to_run)
-    for index, model in models.items():
-        rows = subset[subset["model"] == index]
-        model_keys = [key for key in keys_to_run if key in set(rows["sampling_key"])]
-        sweep.check_inputs(adata, model, rows, group_key=data_keys.group_key, source=str(adata_path))
-        prepare_outdir(outdir)
-        context = sweep.make_context(adata, model, rows, group_key=data_keys.group_key, keys=model_keys, n_samples=n_samples,
-                                     batch_size=batch_size, sampling=sampling)
-        for key in model_keys:
-            tables, summary = sweep.run_group(adata, model, rows, key, group_key=data_keys.group_key, context=context)
-            for cid, table in tables.items():
-                write_csv(table, outdir / keys.DE_TABLES_DIR / f"{cid}.csv")
-            write_csv(summary, outdir / keys.DE_PARTIAL_SUMMARY_DIR / f"{key}.csv")
-            done += 1
-            progress.update(done, f"{key} ({len(tables)} tables)")
-        decode_seconds += context.decode_seconds
-        decode_passes += context.n_decode_passes
-    click.echo(f"{len(keys_to_run)} sampling keys in {time.perf_counter() - start:.1f} s "
-               f"(decoding {decode_seconds:.1f} s in {decode_passes} passes, {sampling} sampling)")
+    if merge:
+        _write_merged(result.summary, result.stability, outdir)
 
 
 def _merge(plan, *, partials_dir: Path, tables_dir: Path, top_n: int):

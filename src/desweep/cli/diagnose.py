@@ -34,14 +34,7 @@ def optional_input(path: Path | None, option: str) -> Path | None:
 
 
 #: result table -> the file diagnose writes it to
-TABLES = {
-    "markers": keys.MARKERS_CSV, "rejected": keys.REJECTED_CSV, "recommendations": keys.RECOMMENDATIONS_CSV,
-    "recommended_settings": keys.RECOMMENDED_SETTINGS_CSV, "setting_scores": keys.SETTING_SCORES_CSV,
-    "setting_scores_by_replicate": keys.SETTING_SCORES_BY_REPLICATE_CSV, "gene_patterns": keys.GENE_PATTERNS_CSV,
-    "concordance": keys.CONCORDANCE_CSV, "concordance_settings": keys.CONCORDANCE_SETTINGS_CSV,
-    "thresholds": keys.DIAGNOSE_THRESHOLDS_CSV, "top_gene_expression": keys.TOP_GENE_EXPRESSION_CSV,
-    "bridge": keys.BRIDGE_CSV, "bridge_summary": keys.BRIDGE_SUMMARY_CSV,
-}
+TABLES = keys.step_tables("diagnose")
 
 
 @click.command(name="diagnose")
@@ -58,11 +51,7 @@ TABLES = {
 @click.option("--normalized", "normalized_path", type=click.Path(path_type=Path), default=None,
               help=f"Optional {keys.STEP_NORMALIZE}/{keys.NORMALIZED_H5AD}: its layers of the markers go into {keys.MARKERS_H5AD}.")
 @options_from(params.DIAGNOSE)
-@outdir_option(f"writes {keys.MARKERS_CSV}, {keys.REJECTED_CSV}, {keys.MARKERS_H5AD}, {keys.RECOMMENDATIONS_CSV}, "
-               f"{keys.RECOMMENDED_SETTINGS_CSV}, {keys.SETTING_SCORES_CSV}, {keys.SETTING_SCORES_BY_REPLICATE_CSV}, "
-               f"{keys.GENE_PATTERNS_CSV}, {keys.CONCORDANCE_CSV}, {keys.CONCORDANCE_SETTINGS_CSV}, "
-               f"{keys.DIAGNOSE_THRESHOLDS_CSV}, {keys.TOP_GENE_EXPRESSION_CSV}, {keys.BRIDGE_CSV}, "
-               f"{keys.BRIDGE_SUMMARY_CSV} and {keys.PLOTS_DIR}/.")
+@outdir_option(keys.outdir_help("diagnose"))
 @step_command
 def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, comparisons_path: Path, means_path: Path | None,
              history_path: Path | None, counts_path: Path | None, normalized_path: Path | None, top_n: int,
@@ -107,7 +96,7 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
                           heatmap_genes=plot_genes, sample_key=sample_key or None, threads=threads or 1,
                           source=str(adata_path))
     data_keys = get_keys(adata, adata_path, need_groups=True)
-    markers_h5ad = dg.markers_adata(adata, results["markers"], results["rejected"], group_key=data_keys.group_key,
+    markers_h5ad = dg.markers_adata(adata, results["markers"], results["rejected"], group_key=data_keys.groups,
                                     batch_key=data_keys.batch_key, normalized=normalized)
 
     prepare_outdir(outdir)

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from desweep import keys, params
 from desweep.cli._common import input_option, options_from, outdir_option, prepare_outdir, step_command
 
+if TYPE_CHECKING:
+    from desweep.compute import Accelerator
+
 
 @click.command(name="integrate")
 @input_option(f"The validated .h5ad ({keys.STEP_VALIDATE}/{keys.VALIDATED_H5AD}).")
 @options_from(params.INTEGRATE)
-@outdir_option(f"writes {keys.MODEL_DIR}/, {keys.INTEGRATED_H5AD}, {keys.HISTORY_CSV} and {keys.METRICS_CSV}.")
+@outdir_option(keys.outdir_help("integrate"))
 @step_command
-def integrate(input_path: Path, accelerator: str, gpu_fallback: bool, seed: int, threads: int | None, outdir: Path,
+def integrate(input_path: Path, accelerator: Accelerator, gpu_fallback: bool, seed: int, threads: int | None, outdir: Path,
               **training: Any) -> None:
     """Train scVI on the validated counts and write the model, embedding, history and metrics.
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
 from desweep import keys, params
 from desweep.cli._common import (
     input_option,
-    name_list,
     options_from,
     outdir_option,
     plan_tables_dir,
@@ -24,26 +23,8 @@ from desweep.errors import DesweepInputError
 if TYPE_CHECKING:
     from anndata import AnnData
 
-
-def read_gene_list(value: str) -> list[str]:
-    """Genes from ``--genes``: a comma-separated list (a name holding ``,`` in double quotes), or a file.
-
-    The file holds one gene per line (blank lines and ``#`` comments skipped),
-    or is a CSV whose ``gene`` column lists them (e.g. a DE table).
-    """
-    from desweep.io import read_csv, require_file
-
-    path = Path(value)
-    if not path.exists():
-        if "/" in value or value.endswith((".txt", ".csv", ".tsv")):
-            raise DesweepInputError(value, "--genes", "file does not exist")
-        return name_list("--genes")(value)
-    require_file(path, what="--genes")
-    lines = [ln.strip() for ln in path.read_text().splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    if lines and "," in lines[0]:
-        return list(read_csv(path, required=["gene"], what="--genes")["gene"])
-    return lines
+    from desweep.compute import Accelerator
+    from desweep.normalize.layers import Latent
 
 
 def read_top_gene_tables(plan_path: Path, tables_dir: Path | None) -> dict:
@@ -77,11 +58,11 @@ def write_normalized_h5ad(normalized: AnnData, destination: Path) -> Path:
               help=f"The DE plan ({keys.STEP_DE}/{keys.PLAN_CSV}): the layers hold the top --top-n genes of each of its tables.")
 @tables_option
 @options_from(params.NORMALIZE)
-@outdir_option(f"writes {keys.NORMALIZED_H5AD}, {keys.CLUSTER_BATCH_MEANS_CSV} and {keys.LAYER_GENES_CSV}.")
+@outdir_option(keys.outdir_help("normalize"))
 @step_command
 def normalize(adata_path: Path, model_dir: Path, choices: tuple[str, ...], batches: list[str] | None, plan_path: Path | None,
-              tables_dir: Path | None, top_n: int, genes: list[str] | None, all_genes: bool, library_size: float | str,
-              n_samples: int, latent: str, chunk_size: int | None, max_memory_gb: float, accelerator: str, seed: int,
+              tables_dir: Path | None, top_n: int, genes: list[str] | None, all_genes: bool, library_size: float | Literal["latent"],
+              n_samples: int, latent: Latent, chunk_size: int | None, max_memory_gb: float, accelerator: Accelerator, seed: int,
               threads: int | None, outdir: Path) -> None:
     """Export scVI normalized expression for each transform_batch choice.
 

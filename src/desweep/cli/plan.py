@@ -10,16 +10,10 @@ from desweep import keys, params
 from desweep.cli._common import options_from, outdir_option, parsed, prepare_outdir, step_command
 
 
-def read_grid(grid_path: Path | None) -> dict | None:
-    """The checked grid of ``--grid`` (``None``: the default grid)."""
-    from desweep.io import read_yaml
-    from desweep.plan import check_grid
-
-    return check_grid(read_yaml(grid_path, what="grid"), source=grid_path) if grid_path is not None else None
-
-
 def checked_grid(grid_path: Path) -> Path:
     """``--grid`` read and checked when the command line is read, so ``desweep run`` refuses a bad grid before its first step."""
+    from desweep.plan.grid import read_grid
+
     read_grid(grid_path)
     return grid_path
 
@@ -43,7 +37,7 @@ def _show_default_grid(ctx: click.Context, _param: click.Parameter, value: bool)
 @options_from(params.PLAN)
 @click.option("--show-default-grid", is_flag=True, is_eager=True, expose_value=False, callback=_show_default_grid,
               help="Print the default grid YAML and exit.")
-@outdir_option(f"writes {keys.PLAN_CSV} and {keys.PLAN_SKIPPED_CSV}.")
+@outdir_option(keys.outdir_help("plan"))
 @step_command
 def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | None, max_combinations: int, models: int,
          outdir: Path) -> None:
@@ -56,6 +50,7 @@ def plan(comparisons_path: Path, grid_path: Path | None, counts_path: Path | Non
     """
     from desweep.io import read_csv, write_csv
     from desweep.plan import COMPARISON_COLUMNS, check_plan_size, make_plan
+    from desweep.plan.grid import read_grid
 
     comparisons = read_csv(comparisons_path, required=COMPARISON_COLUMNS, what="comparisons", all_text=True)
     grid = read_grid(grid_path)

@@ -25,7 +25,7 @@ def existing_config(path: Path) -> Path:
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None, callback=parsed(existing_config),
               help="MultiQC config to use instead of the shipped one (assets/multiqc_config.yml).")
 @options_from(params.REPORT)
-@outdir_option(f"writes {keys.MULTIQC_REPORT}, multiqc_data/ and {keys.MULTIQC_CUSTOM_CONTENT_DIR}/ (usually OUTDIR/{keys.STEP_REPORT}).")
+@outdir_option(keys.outdir_help("report").removesuffix(".") + f" (usually OUTDIR/{keys.STEP_REPORT}).")
 @step_command
 def report(results_dir: Path, config_path: Path | None, title: str | None, outdir: Path) -> None:
     """One self-contained MultiQC HTML report of a desweep run (offline), opening with the verdict.

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from desweep.cli._common import step_command
+
+if TYPE_CHECKING:
+    from desweep.simulate import Preset
 
 PRESET_HELP = ("default: 3,000 cells x 2,000 genes, strong effects; hard: 1,000 cells x 10,000 sparse genes, small groups, log2 effects "
                "0.5-2; realistic: 3,000 cells x 3,000 genes with batch x cell-type interactions, donors (obs 'sample'), ambient RNA "
@@ -25,7 +29,7 @@ PRESET_HELP = ("default: 3,000 cells x 2,000 genes, strong effects; hard: 1,000 
 @click.option("--batch-wide-genes", type=int, default=None, help="Planted batch-wide genes per batch (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @step_command
-def simulate(output: Path, preset: str, n_cells: int | None, n_genes: int | None, n_batches: int | None,
+def simulate(output: Path, preset: Preset, n_cells: int | None, n_genes: int | None, n_batches: int | None,
              n_shared_clusters: int | None, n_specific_clusters: int | None, markers_per_cluster: int | None,
              batch_wide_genes: int | None, seed: int) -> None:
     """Simulate batched raw counts with planted cluster markers and batch-wide genes.

@@ -15,7 +15,7 @@ from desweep.cli._common import input_option, options_from, outdir_option, prepa
 @click.command(name="validate")
 @input_option("An .h5ad with raw counts, or a samplesheet CSV (sample,batch,path).")
 @options_from(params.VALIDATE)
-@outdir_option(f"writes {keys.VALIDATED_H5AD} and {keys.VALIDATION_REPORT}.")
+@outdir_option(keys.outdir_help("validate"))
 @step_command
 def validate(input_path: Path, batch_key: str, labels_key: str | None, layer: str | None, min_cells_per_batch: int,
              make_genes_unique: bool, outdir: Path) -> None:

@@ -75,14 +75,14 @@ unstable sort).
 from __future__ import annotations
 
 from desweep.de.checks import batch_names, check_inputs, check_plan
-from desweep.de.merge import DEFAULT_TOP_N, STABILITY_COLUMNS, SUMMARY_COLUMNS, SUMMARY_TOP_GENES, merge_summaries, stability
+from desweep.de.merge import STABILITY_TOP_N, STABILITY_COLUMNS, SUMMARY_COLUMNS, SUMMARY_TOP_GENES, merge_summaries, stability
 from desweep.de.sampling import DEFAULT_BATCH_SIZE, DEFAULT_N_SAMPLES, SAMPLINGS, Sampling, SweepContext, make_context
 from desweep.de.statistics import EPS, TABLE_COLUMNS, compare, fdr_count, make_table, pair_samples
 from desweep.de.sweep import SweepResult, models_of, run_group, run_sweep, sweep_progress
 from desweep.plan import sampling_keys
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "DEFAULT_N_SAMPLES", "DEFAULT_TOP_N", "EPS", "SAMPLINGS", "STABILITY_COLUMNS", "SUMMARY_COLUMNS",
+    "DEFAULT_BATCH_SIZE", "DEFAULT_N_SAMPLES", "STABILITY_TOP_N", "EPS", "SAMPLINGS", "STABILITY_COLUMNS", "SUMMARY_COLUMNS",
     "SUMMARY_TOP_GENES", "TABLE_COLUMNS", "Sampling", "SweepContext", "SweepResult", "batch_names", "check_inputs", "check_plan",
     "compare", "fdr_count", "make_context", "make_table", "merge_summaries", "models_of", "pair_samples", "run_group", "run_sweep",
     "sampling_keys", "stability", "sweep_progress",

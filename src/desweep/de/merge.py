@@ -10,7 +10,8 @@ import pandas as pd
 from desweep.errors import DesweepInputError
 from desweep.plan import PLAN_COLUMNS
 
-DEFAULT_TOP_N = 10
+#: top genes compared between replicates in the stability table (de/stability.csv)
+STABILITY_TOP_N = 10
 SUMMARY_TOP_GENES = 10
 SUMMARY_COLUMNS = PLAN_COLUMNS + [
     "sampling", "n_samples", "batch_size", "n_cells1", "n_cells2", "n_genes", "n_de", "n_tied_top", "max_proba_de", "pseudocounts",
@@ -26,7 +27,8 @@ def merge_summaries(partials: list[pd.DataFrame], plan: pd.DataFrame, *, source:
     missing = [c for c in plan["combination_id"] if c not in set(ids)]
     if missing:
         keys = list(dict.fromkeys(plan.loc[plan["combination_id"].isin(missing), "sampling_key"]))
-        raise DesweepInputError(source, "sampling_key", f"no summary for {len(keys)} sampling key(s), e.g. '{keys[0]}': run `desweep de --sampling-key` for them first")
+        raise DesweepInputError(source, "sampling_key", f"no summary for {len(keys)} sampling key(s), e.g. '{keys[0]}': "
+                                "run `desweep de --sampling-key` for them first")
     extra = sorted(set(ids) - set(plan["combination_id"]))
     if extra:
         raise DesweepInputError(source, "combination_id", f"'{extra[0]}' is not in the plan (a summary from another plan?)")
@@ -37,7 +39,7 @@ def merge_summaries(partials: list[pd.DataFrame], plan: pd.DataFrame, *, source:
     return summary[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
-def stability(tables: Mapping[str, pd.DataFrame], plan: pd.DataFrame, *, top_n: int = DEFAULT_TOP_N) -> pd.DataFrame:
+def stability(tables: Mapping[str, pd.DataFrame], plan: pd.DataFrame, *, top_n: int = STABILITY_TOP_N) -> pd.DataFrame:
     """Replicate stability: per setting and gene, the fraction of replicates (models x seeds) where the gene is DE / in the top ``top_n``.
 
     Parameters

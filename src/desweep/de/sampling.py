@@ -18,7 +18,7 @@ import pandas as pd
 from desweep.choices import check_choice, literal_values
 from desweep.compute import safe_batch_size
 from desweep.de.checks import batch_registry
-from desweep.errors import DesweepInputError
+from desweep.errors import ParameterError
 from desweep.plan import SweepRow, sampling_keys
 
 if TYPE_CHECKING:
@@ -56,8 +56,8 @@ class SweepContext:
     batch_size: int | None = None
     sampling: str = "shared"
     batch_names: list[str] = field(default_factory=list)
-    batch_codes: np.ndarray | None = None  # per cell, index into batch_names
-    groups: np.ndarray | None = None
+    batch_codes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))  # per cell, index into batch_names
+    groups: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     pool_uses: Counter = field(default_factory=Counter)
     pools: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)
@@ -67,7 +67,7 @@ class SweepContext:
     buffers: dict = field(default_factory=dict)
 
     def mask(self, group: str) -> np.ndarray:
-        return self.groups == group
+        return np.asarray(self.groups == group)
 
     def buffer(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         """A scratch array reused from key to key (fewer page faults than a fresh one each time)."""
@@ -84,7 +84,7 @@ def make_context(
     """Prepare the caches for running ``keys`` (default: every sampling key of ``plan``)."""
     check_choice(sampling, Sampling, source="--sampling", field="sampling")
     if n_samples < 2:
-        raise DesweepInputError("--n-samples", "n_samples", f"must be at least 2, got {n_samples}")
+        raise ParameterError("n_samples", "n_samples", f"must be at least 2, got {n_samples}")
     registry = batch_registry(model, adata)
     names = [str(b) for b in registry.categorical_mapping]
     codes = pd.Categorical(adata.obs[registry.original_key].astype(str), categories=names).codes
@@ -132,7 +132,7 @@ def _pool_needs(ctx: SweepContext, key: SweepRow) -> list[tuple]:
     """Decoding passes a key needs from the shared sampler: ``(group, filter, seed, batch or None)``."""
     if key.weights != "uniform":
         return []
-    needs = []
+    needs: list[tuple[str, bool, int, str | None]] = []
     for group, batchid in ((key.group1, key.batches1), (key.group2, key.batches2)):
         if key.batch_correction:
             needs += [(group, key.filter_outlier_cells, key.seed, b) for b in (batchid or ctx.batch_names)]
@@ -192,7 +192,7 @@ def release(ctx: SweepContext, key: SweepRow) -> None:
         del ctx.pools[need]
 
 
-def _draw(ctx: SweepContext, group: str, filt: bool, seed: int, batches: list[str] | None, *, role: str) -> dict[str, np.ndarray]:
+def _draw(ctx: SweepContext, group: str, filt: bool, seed: int, batches: list[str] | None, *, role: str) -> dict[str, Any]:
     """scvi-tools' ``scale_sampler`` output from the shared pools: ``{'scale': (n, G), 'batch': (n,)}``.
 
     The samples are written to a scratch buffer of ``role``: valid until the next key is sampled.
@@ -215,13 +215,13 @@ def _draw(ctx: SweepContext, group: str, filt: bool, seed: int, batches: list[st
 def sample_shared(ctx: SweepContext, key: SweepRow) -> tuple[dict, dict, np.ndarray, np.ndarray, int]:
     cells1 = _cells(ctx, key.group1, key.filter_outlier_cells, key.seed)
     cells2 = _cells(ctx, key.group2, key.filter_outlier_cells, key.seed)
+    b1: list[str] | None = None
+    b2: list[str] | None = None
     if key.batch_correction:
         b1 = list(key.batches1) if key.batches1 else list(ctx.batch_names)
         b2 = list(key.batches2) if key.batches2 else list(ctx.batch_names)
         if set(b1) == set(b2):
             b2 = b1  # the same order, so the samples are paired batch by batch as they are
-    else:
-        b1 = b2 = None
     s1 = _draw(ctx, key.group1, key.filter_outlier_cells, key.seed, b1, role="1")
     s2 = _draw(ctx, key.group2, key.filter_outlier_cells, key.seed, b2, role="2")
     return s1, s2, cells1, cells2, ctx.batch_size or DEFAULT_BATCH_SIZE

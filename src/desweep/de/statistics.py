@@ -8,6 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from desweep import scvi_compat
+
 logger = logging.getLogger(__name__)
 
 EPS = 1e-8  # scvi-tools' eps in the Bayes factor
@@ -79,18 +81,19 @@ def compare(
     Per setting, the columns of :data:`TABLE_COLUMNS` that depend on the samples.
     The log fold changes and their summary are computed once for every setting.
     """
-    from scvi.model.base._differential import describe_continuous_distrib, estimate_pseudocounts_offset
-
     scale1 = s1["scale"].mean(axis=0)
     scale2 = s2["scale"].mean(axis=0)
     x, y = pair_samples(s1, s2, use_observed=use_observed, exact=exact)
-    pseudocounts = estimate_pseudocounts_offset(scales_a=x, scales_b=y, where_zero_a=where_zero1, where_zero_b=where_zero2, quantile=0.9)
-    deltas = list(dict.fromkeys(float(d) for m, d in settings if m == "change"))
+    pseudocounts = scvi_compat.estimate_pseudocounts_offset(scales_a=x, scales_b=y, where_zero_a=where_zero1, where_zero_b=where_zero2, quantile=0.9)
+    deltas = list(dict.fromkeys(float(d) for m, d in settings if m == "change" and d is not None))
     if exact:
-        lfc_props = describe_continuous_distrib(samples=np.log2(x + 1e-3 * pseudocounts) - np.log2(y + 1e-3 * pseudocounts))
-        change = np.log2(x + pseudocounts) - np.log2(y + pseudocounts) if deltas else None
-        up = {d: _share(change >= d) for d in deltas}
-        down = {d: _share(change < -d) for d in deltas}
+        lfc_props = scvi_compat.describe_continuous_distrib(samples=np.log2(x + 1e-3 * pseudocounts) - np.log2(y + 1e-3 * pseudocounts))
+        up: dict[float, np.ndarray] = {}
+        down: dict[float, np.ndarray] = {}
+        if deltas:
+            change: np.ndarray = np.log2(x + pseudocounts) - np.log2(y + pseudocounts)
+            up = {d: _share(np.greater_equal(change, d)) for d in deltas}
+            down = {d: _share(np.less(change, -d)) for d in deltas}
         vanilla = _share(x > y)
     else:
         lfc_props, up, down, vanilla = _fast_stats(x, y, pseudocounts, deltas, scratch=scratch)
@@ -105,7 +108,7 @@ def compare(
             bayes = np.log(m1 + EPS) - np.log(m2 + EPS)
             delta_col = np.full(scale1.shape, np.nan)
         else:
-            m1, m2 = up[float(delta)], down[float(delta)]
+            m1, m2 = up[float(delta)], down[float(delta)]  # type: ignore[arg-type]  # a change setting has a delta
             proba_de = np.maximum(m1, m2)
             bayes = np.log(proba_de + EPS) - np.log(1.0 - proba_de + EPS)
             delta_col = np.full(scale1.shape, delta)

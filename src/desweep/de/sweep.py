@@ -5,20 +5,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from desweep import scvi_compat
 from desweep.de.checks import check_inputs, check_plan
-from desweep.de.merge import DEFAULT_TOP_N, SUMMARY_COLUMNS, SUMMARY_TOP_GENES, merge_summaries, stability
+from desweep.de.merge import STABILITY_TOP_N, SUMMARY_COLUMNS, SUMMARY_TOP_GENES, merge_summaries, stability
 from desweep.de.sampling import (
     DEFAULT_N_SAMPLES, Sampling, SweepContext, make_context, own_batches, release, sample_scvi, sample_shared,
 )
 from desweep.de.statistics import compare, make_table
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 from desweep.names import join_names
 from desweep.plan import PLAN_COLUMNS, SweepRow, sampling_keys
 from desweep.progress import ProgressLog
@@ -33,10 +34,8 @@ logger = logging.getLogger(__name__)
 def _raw_stats(ctx: SweepContext, group1: str, group2: str) -> dict[str, np.ndarray]:
     cache_key = ("raw", group1, group2)
     if cache_key not in ctx.cache:
-        from scvi.model._utils import scrna_raw_counts_properties
-
         manager = ctx.model.get_anndata_manager(ctx.adata, required=True)
-        ctx.cache[cache_key] = scrna_raw_counts_properties(manager, ctx.mask(group1), ctx.mask(group2))
+        ctx.cache[cache_key] = scvi_compat.raw_counts_properties(manager, ctx.mask(group1), ctx.mask(group2))
     return ctx.cache[cache_key]
 
 
@@ -103,7 +102,7 @@ def run_group(
     rows = plan[plan["sampling_key"] == sampling_key]
     if rows.empty:
         known = sampling_keys(plan)
-        raise DesweepInputError("--sampling-key", "sampling_key", f"'{sampling_key}' is not in the plan ({len(known)} keys, e.g. '{known[0]}')")
+        raise ParameterError("sampling_key", "sampling_key", f"'{sampling_key}' is not in the plan ({len(known)} keys, e.g. '{known[0]}')")
     ctx = context or make_context(adata, model, plan, group_key=group_key, keys=[sampling_key], n_samples=n_samples,
                                   batch_size=batch_size, sampling=sampling)
     key = SweepRow.from_record(rows.iloc[0])
@@ -141,7 +140,7 @@ class SweepResult:
     """What :func:`run_sweep` returns."""
 
     summary: pd.DataFrame
-    stability: pd.DataFrame
+    stability: pd.DataFrame | None  # None with ``merge=False``
     tables: dict[str, pd.DataFrame]
     seconds: float
     decode_seconds: float
@@ -155,16 +154,21 @@ def models_of(plan: pd.DataFrame) -> list[int]:
 
 def run_sweep(
     adata: AnnData, model: SCVI | Mapping[int, SCVI], plan: pd.DataFrame, *, group_key: str, n_samples: int = DEFAULT_N_SAMPLES,
-    batch_size: int | None = None, sampling: Sampling = "shared", top_n: int = DEFAULT_TOP_N,
-    on_table: Callable[[str, pd.DataFrame], None] | None = None, on_group: Callable[[str, pd.DataFrame], None] | None = None,
-    source: str = "adata",
+    batch_size: int | None = None, sampling: Sampling = "shared", top_n: int = STABILITY_TOP_N,
+    on_table: Callable[[str, pd.DataFrame], object] | None = None, on_group: Callable[[str, pd.DataFrame], object] | None = None,
+    keys: Sequence[str] | None = None, merge: bool = True, source: str = "adata",
 ) -> SweepResult:
-    """Run every sampling key of ``plan``, sharing decoding passes between keys.
+    """Run every sampling key of ``plan`` (or those in ``keys``), sharing decoding passes between keys.
 
     Parameters
     ----------
     model
-        The trained model, or ``{model index: model}`` for a plan with model replicates.
+        The trained model, or ``{model index: model}`` for a plan with model replicates (those the keys run use).
+    keys
+        Run only these sampling keys (in plan order): what one Nextflow task runs.
+    merge
+        Merge the per-key summaries (:func:`merge_summaries`, every key of the plan must have run) and compute
+        the stability; ``False``: the summary is the keys' partial summaries concatenated, the stability ``None``.
     on_table
         Called with ``(combination_id, table)`` as each table is made; the
         tables are then not kept in memory (``SweepResult.tables`` is empty).
@@ -182,22 +186,28 @@ def run_sweep(
     """
     start = time.perf_counter()
     plan = check_plan(plan, source="plan")
-    if not isinstance(model, Mapping) and len(models_of(plan)) > 1:
-        raise DesweepInputError("model", "model", f"the plan has {len(models_of(plan))} model replicates: give {{index: model}}")
-    models = model if isinstance(model, Mapping) else {m: model for m in models_of(plan)}
-    absent = [m for m in models_of(plan) if m not in models]
+    run = plan
+    if keys is not None:
+        unknown = [key for key in keys if key not in set(plan["sampling_key"])]
+        if unknown:
+            raise DesweepInputError(source, "keys", f"'{unknown[0]}' is not a sampling key of the plan")
+        run = plan[plan["sampling_key"].isin(keys)]
+    if not isinstance(model, Mapping) and len(models_of(run)) > 1:
+        raise DesweepInputError("model", "model", f"the plan has {len(models_of(run))} model replicates: give {{index: model}}")
+    models = model if isinstance(model, Mapping) else {m: model for m in models_of(run)}
+    absent = [m for m in models_of(run) if m not in models]
     if absent:
         raise DesweepInputError("model", "model", f"the plan uses model {absent[0]}, which was not given")
-    for index in models_of(plan):  # every model's groups and batches before the first key runs
-        check_inputs(adata, models[index], plan[plan["model"] == index], group_key=group_key, source=source)
+    for index in models_of(run):  # every model's groups and batches before the first key runs
+        check_inputs(adata, models[index], run[run["model"] == index], group_key=group_key, source=source)
     keep: dict[str, pd.DataFrame] = {}
     ranks: dict[str, pd.DataFrame] = {}
     partials = []
     decode_seconds, decode_passes = 0.0, 0
-    progress = sweep_progress(plan, sampling_keys(plan))
+    progress = sweep_progress(plan, sampling_keys(run))
     done = 0
-    for index in models_of(plan):
-        rows = plan[plan["model"] == index]
+    for index in models_of(run):
+        rows = run[run["model"] == index]
         ctx = make_context(adata, models[index], rows, group_key=group_key, n_samples=n_samples, batch_size=batch_size,
                            sampling=sampling)
         for key in sampling_keys(rows):
@@ -215,6 +225,9 @@ def run_sweep(
             partials.append(summary)
         decode_seconds += ctx.decode_seconds
         decode_passes += ctx.n_decode_passes
+    if not merge:
+        return SweepResult(summary=pd.concat(partials, ignore_index=True), stability=None, tables=keep,
+                           seconds=time.perf_counter() - start, decode_seconds=decode_seconds, decode_passes=decode_passes)
     summary = merge_summaries(partials, plan)
     return SweepResult(summary=summary, stability=stability(ranks, plan, top_n=top_n), tables=keep,
                        seconds=time.perf_counter() - start, decode_seconds=decode_seconds, decode_passes=decode_passes)

@@ -46,7 +46,7 @@ from desweep.diagnose.profiles import (
 from desweep.diagnose.rank import recommendations, recommended_settings, replicate_scores, setting_scores, shares
 from desweep.diagnose.replicates import classify_plan, describe_setting, replicate_plan
 from desweep.diagnose.tables import ComparisonCalls, classify_setting, table_lfc, top_genes
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -143,17 +143,17 @@ def diagnose(
     from desweep.datakeys import get_keys
 
     if top_n < 1:
-        raise DesweepInputError("--top-n", "top_n", f"must be at least 1, got {top_n}")
+        raise ParameterError("top_n", "top_n", f"must be at least 1, got {top_n}")
     thresholds.check()
     data_keys = get_keys(adata, source, need_groups=True)
     plan = plan.astype({"combination_id": str, "comparison_id": str, "group1": str, "group2": str})
     comparisons = comparisons.astype({"comparison_id": str, "group1": str, "group2": str})
     check_inputs(plan, tables, comparisons, groups=set(adata.obs[data_keys.group_key].astype(str)))
-    bridge = bridge_contrast(adata, comparisons, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
+    bridge = bridge_contrast(adata, comparisons, group_key=data_keys.groups, batch_key=data_keys.batch_key,
                              sample_key=sample_key, presence=presence, threads=threads, source=source)
     plan = replicate_plan(bridge_plan_rows(bridge["bridge_summary"], plan))
     tables = {**tables, **bridge_tables(bridge["bridge"])}
-    profiles = build_profiles(adata, means, group_key=data_keys.group_key, batch_key=data_keys.batch_key,
+    profiles = build_profiles(adata, means, group_key=data_keys.groups, batch_key=data_keys.batch_key,
                               presence=presence, pseudocount_fraction=thresholds.pseudocount_fraction)
     patterns = classify_plan(plan, tables, comparisons, profiles, top_n=top_n, thresholds=thresholds)
     by_replicate = replicate_scores(patterns, plan)

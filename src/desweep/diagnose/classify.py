@@ -82,7 +82,7 @@ import pandas as pd
 
 from desweep.choices import literal_values
 from desweep.diagnose.profiles import DEFAULT_PSEUDOCOUNT_FRACTION, ExpressionProfile
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 from desweep.meta import random_effects
 
 logger = logging.getLogger(__name__)
@@ -125,9 +125,9 @@ class Thresholds:
     def check(self) -> None:
         """Raise a one-line error for a value out of range."""
         if not 0 < self.explained_fraction < 1:
-            raise DesweepInputError("--explained-fraction", "explained_fraction", f"must be between 0 and 1, got {self.explained_fraction}")
+            raise ParameterError("explained_fraction", "explained_fraction", f"must be between 0 and 1, got {self.explained_fraction}")
         if not 0 < self.alpha < 0.5:
-            raise DesweepInputError("--alpha", "alpha", f"must be between 0 and 0.5, got {self.alpha}")
+            raise ParameterError("alpha", "alpha", f"must be between 0 and 0.5, got {self.alpha}")
         if self.min_abs_lfc < 0 or self.pseudocount_fraction <= 0:
             raise DesweepInputError("thresholds", "min_abs_lfc/pseudocount_fraction", "must be non-negative (pseudocount positive)")
 
@@ -222,8 +222,8 @@ def _bridge_shifts(profile: ExpressionProfile, side: Side, genes: np.ndarray
         lo_log, var_lo = profile.weighted_log2(cluster, {b: profile.cells(side.low, b) for b in side.low_batches}, genes)
         matched.append(hi_log - lo_log)
         var_matched.append(var_hi + var_lo)
-        hi_log, var_hi = _mean_of(*zip(*[profile.log2(cluster, b, genes) for b in on_hi], strict=True), n)
-        lo_log, var_lo = _mean_of(*zip(*[profile.log2(cluster, b, genes) for b in on_lo], strict=True), n)
+        hi_log, var_hi = _mean_of(*zip(*[profile.log2(cluster, b, genes) for b in on_hi], strict=True), n)  # type: ignore[call-arg]
+        lo_log, var_lo = _mean_of(*zip(*[profile.log2(cluster, b, genes) for b in on_lo], strict=True), n)  # type: ignore[call-arg]
         between.append(hi_log - lo_log)
         var_between.append(var_hi + var_lo)
     if not matched:
@@ -287,7 +287,8 @@ def classify_genes(
     scores = {k: np.where(sign > 0, s1[k], s2[k]) for k in s1}
     scores["shift_heterogeneous"] = np.nan_to_num(scores.pop("shift_q_pvalue"), nan=1.0) < thresholds.alpha
     scores["own_cluster_only"] = own_cluster_only(scores, thresholds)
-    calls = [_call(bool(known[i]), *(float(scores[k][i]) for k in CALL_COLUMNS), thresholds) for i in range(len(genes))]
+    calls = [_call(bool(known[i]), *(float(scores[k][i]) for k in CALL_COLUMNS), thresholds)  # type: ignore[call-arg, arg-type]
+             for i in range(len(genes))]
     reasons = [reason + ("; the DE table has it the other way round, the raw data clearly not" if contrary[i] and known[i] else "")
                for i, (_, reason) in enumerate(calls)]
     out = pd.DataFrame({"high_group": np.where(sign > 0, group1, group2), "direction_agrees": ~contrary,

@@ -45,8 +45,11 @@ def concordance(plan: pd.DataFrame, tables: dict[str, pd.DataFrame], *, top_n: i
         for a, b in itertools.combinations(ids, 2):
             union = tops[a] | tops[b]
             shared = lfcs[a].index.intersection(lfcs[b].index)
-            fast = len(shared) == len(common) and ranks[a] is not None and ranks[b] is not None
-            full = _correlation(ranks[a], ranks[b]) if fast else _spearman(lfcs[a][shared], lfcs[b][shared])
+            rank_a, rank_b = ranks[a], ranks[b]
+            if len(shared) == len(common) and rank_a is not None and rank_b is not None:
+                full = _correlation(rank_a, rank_b)
+            else:
+                full = _spearman(lfcs[a][shared], lfcs[b][shared])
             top_common = [g for g in union if g in lfcs[a].index and g in lfcs[b].index]
             rows.append({
                 "comparison_id": str(comparison_id), "model": int(model), "seed": int(seed),

@@ -159,7 +159,7 @@ def rank_genes_groups_structure(markers: pd.DataFrame, genes: list[str], *, grou
         return None
     result: dict = {"params": {"groupby": group_key, "reference": "rest", "method": "desweep", "use_raw": False,
                                "layer": "", "corr_method": "none"},
-                    "n_markers": np.rec.fromarrays([np.array([len(p)]) for p in by_group.values()], names=groups)}
+                    "n_markers": np.rec.fromarrays([np.array([len(p)]) for p in by_group.values()], names=groups)}  # type: ignore[call-overload]
     for field, columns in fields.items():
-        result[field] = np.rec.fromarrays(columns, names=groups)
+        result[field] = np.rec.fromarrays(columns, names=groups)  # type: ignore[call-overload]  # numpy's stubs: names as a list
     return result

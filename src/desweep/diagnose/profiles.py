@@ -272,6 +272,7 @@ def means_profiles(means: pd.DataFrame, raw: ExpressionProfile, *, source: str =
     means = means.astype({"gene": str, "cluster": str, "batch": str, "choice": str})
     n_cells = raw.n_cells
     profiles = {}
+    assert raw.rel_var is not None, "the raw profile carries its relative variances"
     for choice, part in means.groupby("choice", sort=False):
         wide = part.pivot_table(index="gene", columns=["cluster", "batch"], values="mean", aggfunc="mean")
         keep = [(c, b) for c, b in wide.columns if c in n_cells.index and b in n_cells.columns and n_cells.loc[c, b] > 0]

@@ -36,7 +36,7 @@ from desweep.plan import SETTING_COLUMNS
 REPLICATE_COLUMNS = ["combination_id", "comparison_id", "setting_id", "model", "seed", "n_top",
                      *[f"n_{p}" for p in PATTERNS], *[f"share_{p}" for p in PATTERNS], "specificity_score", "status",
                      "mean_within_lfc_cluster_specific"]
-#: trailing columns for readers of the pre-#13 table (one row per combination): the setting's first
+#: trailing columns in the shape of a one-row-per-combination table: the setting's first
 #: replicate and its mean shares under the old names
 COMPATIBILITY_COLUMNS = ["combination_id", "share_cluster_specific", "share_batch_wide", "share_other"]
 SETTING_SCORE_COLUMNS = ["comparison_id", "setting_id", "setting", "method", *SETTING_COLUMNS, "is_default", "n_replicates", "n_top",

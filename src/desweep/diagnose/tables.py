@@ -84,6 +84,7 @@ class ComparisonCalls:
                 computed = self._compute(new, value)
                 cached = computed if cached is None else pd.concat([cached, computed])
                 self._cache[value] = cached
+            assert cached is not None  # computed above when the cache had none of these genes
             part = cached.loc[genes[mask]]
             if out is None:
                 out = pd.DataFrame(index=range(len(genes)), columns=part.columns)
@@ -96,7 +97,7 @@ class ComparisonCalls:
         for name in list(self.profiles)[1:]:
             suffixed = out[[f"{c}__{name}" for c in (*SCORE_COLUMNS, "pattern", "reason") if f"{c}__{name}" in out.columns]]
             suffixed = suffixed.assign(se_between_batch_lfc=out["se_between_batch_lfc"].to_numpy())  # the choice borrows raw's errors
-            choice = check_hidden_shift(suffixed.rename(columns=lambda c: c.removesuffix(f"__{name}")), magnitude, self.thresholds)
+            choice = check_hidden_shift(suffixed.rename(columns=lambda c, name=name: c.removesuffix(f"__{name}")), magnitude, self.thresholds)
             out[f"pattern__{name}"] = choice["pattern"].to_numpy()
         return out.drop(columns=[c for c in out.columns if c.startswith("reason__")])
 

@@ -58,9 +58,9 @@ import pandas as pd
 from desweep import keys
 from desweep.choices import check_choice
 from desweep.datakeys import get_keys
-from desweep.errors import DesweepInputError
+from desweep.errors import ParameterError
 from desweep.normalize.decode import NOISE_BLOCK, decoded_chunks, latent_noise
-from desweep.normalize.genes import DEFAULT_TOP_N, GeneSelection, describe_layer_genes, gene_positions, select_layer_genes
+from desweep.normalize.genes import CLASSIFIED_TOP_N, GeneSelection, describe_layer_genes, gene_positions, select_layer_genes
 from desweep.normalize.layers import (
     CHOICE_HELP, CHOICES, DEFAULT_CHOICES, DEFAULT_LIBRARY_SIZE, LATENTS, Choice, Latent, LayerSpec, check_choices, layer_plan,
     model_batches, parse_library_size,
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from scvi.model import SCVI
 
 __all__ = [
-    "CHOICES", "CHOICE_HELP", "DEFAULT_CHOICES", "DEFAULT_LIBRARY_SIZE", "DEFAULT_MAX_MEMORY_GB", "DEFAULT_TOP_N", "LATENTS",
+    "CHOICES", "CHOICE_HELP", "DEFAULT_CHOICES", "DEFAULT_LIBRARY_SIZE", "DEFAULT_MAX_MEMORY_GB", "CLASSIFIED_TOP_N", "LATENTS",
     "MAX_CHUNK", "NOISE_BLOCK", "Choice", "ClusterBatchSums", "GeneSelection", "Latent", "LayerSpec", "MemoryPlan",
     "check_choices", "cluster_batch_means", "describe_layer_genes", "export_normalized", "gene_positions", "latent_noise",
     "layer_plan", "model_batches", "parse_library_size", "plan_memory", "select_layer_genes",
@@ -145,11 +145,11 @@ def export_normalized(
     chosen = check_choices(choices)
     check_choice(latent, Latent, source="--latent", field="latent")
     if n_samples < 1:
-        raise DesweepInputError("--n-samples", "n_samples", f"must be at least 1, got {n_samples}")
+        raise ParameterError("n_samples", "n_samples", f"must be at least 1, got {n_samples}")
     if latent == "mean" and n_samples != 1:
-        raise DesweepInputError("--n-samples", "n_samples", "--latent mean decodes one value of z: use --n-samples 1")
+        raise ParameterError("n_samples", "n_samples", "--latent mean decodes one value of z: use --n-samples 1")
     if latent == "mean" and "all_batches_samples" in chosen:
-        raise DesweepInputError("--choices", "all_batches_samples", "keeps posterior samples: needs --latent sample")
+        raise ParameterError("choices", "all_batches_samples", "keeps posterior samples: needs --latent sample")
     if "all_batches_samples" in chosen and n_samples == 1:
         logger.warning("all_batches_samples with --n-samples 1 gives one sample layer, equal to mean_all_batches")
     library = parse_library_size(library_size)
@@ -160,7 +160,7 @@ def export_normalized(
         batches = list(dict.fromkeys(str(b) for b in batches))
         unknown = [b for b in batches if b not in all_batches]
         if unknown or not batches:
-            raise DesweepInputError("--batches", unknown[0] if unknown else "batches",
+            raise ParameterError("batches", unknown[0] if unknown else "batches",
                                     f"not a batch of the model (batches: {', '.join(all_batches)})")
     gene_idx, missing = gene_positions(adata.var_names, genes)
     specs = layer_plan(chosen, batches, n_samples=n_samples)
@@ -171,7 +171,7 @@ def export_normalized(
 
     codes = [all_batches.index(b) for b in batches]
     layers = {spec.layer: np.empty((adata.n_obs, gene_idx.size), dtype=np.float32) for spec in specs}
-    sums = ClusterBatchSums(adata.obs, group_key=data_keys.group_key, batch_key=data_keys.batch_key, n_genes=adata.n_vars)
+    sums = ClusterBatchSums(adata.obs, group_key=data_keys.groups, batch_key=data_keys.batch_key, n_genes=adata.n_vars)
     for spec, start, stop, values in decoded_chunks(adata, model, specs=specs, codes=codes, library=library,
                                                      n_samples=n_samples, latent=latent, chunk_size=plan.chunk_size, seed=seed):
         layers[spec.layer][start:stop] = values[:, gene_idx]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from desweep import scvi_compat
 from desweep.normalize.layers import Latent, LayerSpec
 from desweep.progress import ProgressLog
 
@@ -49,7 +50,7 @@ def decoded_chunks(
     import torch
     from scvi import REGISTRY_KEYS
 
-    adata = model._validate_anndata(adata)
+    adata = scvi_compat.validate_anndata(model, adata)
     module = model.module
     n_cells = adata.n_obs
     by_choice: dict[str, list[LayerSpec]] = {}
@@ -69,14 +70,14 @@ def decoded_chunks(
 
     was_training = module.training
     module.eval()
-    loader = model._make_data_loader(adata=adata, indices=np.arange(n_cells), batch_size=chunk_size, shuffle=False)
+    loader = scvi_compat.data_loader(model, adata, batch_size=chunk_size)
     progress = ProgressLog(logger, "normalized export", n_cells, unit="cells")
     start = 0
     try:
         with torch.inference_mode():
             for tensors in loader:
                 stop = start + tensors[REGISTRY_KEYS.X_KEY].shape[0]
-                inference = module.inference(**module._get_inference_input(tensors))
+                inference = module.inference(**scvi_compat.inference_input(module, tensors))
                 qz = inference["qz"]
                 device = qz.loc.device
                 if latent == "mean":
@@ -95,9 +96,9 @@ def decoded_chunks(
                         lib = ql.loc + ql.scale * torch.from_numpy(eps_l).to(device)
                 if lib.dim() == 2:
                     lib = lib.unsqueeze(0).expand(n_draws, -1, -1)
-                generative_input = module._get_generative_input(tensors, {**inference, "z": z, "library": lib})
+                generative_input = scvi_compat.generative_input(module, tensors, {**inference, "z": z, "library": lib})
 
-                def decode(code: int | None) -> np.ndarray:
+                def decode(code: int | None, generative_input: dict = generative_input) -> np.ndarray:
                     values = module.generative(**generative_input, transform_batch=code)["px"].get_normalized(output_key)
                     if scaling != 1.0:
                         values = values * scaling
@@ -121,7 +122,7 @@ def decoded_chunks(
                             rows = cell_codes == code
                             own_values[rows] = batch_mean[rows]
                 if own is not None:
-                    yield own, start, stop, own_values if own_from_batches else decode(None).mean(axis=0)
+                    yield own, start, stop, own_values if own_from_batches else decode(None).mean(axis=0)  # type: ignore[misc]
                 if total is not None:
                     total /= len(codes)
                     if mean_spec is not None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: top genes of each DE table kept in the layers: ``desweep diagnose``'s default --top-n
-DEFAULT_TOP_N = 50
+CLASSIFIED_TOP_N = 50
 
 
 def gene_positions(var_names: Sequence[str], genes: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
@@ -80,7 +80,7 @@ class GeneSelection:
 def select_layer_genes(
     tables: Mapping[str, pd.DataFrame] | None = None,
     *,
-    top_n: int = DEFAULT_TOP_N,
+    top_n: int = CLASSIFIED_TOP_N,
     requested: Sequence[str] | None = None,
     all_genes: bool = False,
 ) -> GeneSelection:

@@ -10,7 +10,7 @@ import numpy as np
 
 from desweep import keys
 from desweep.choices import literal_values
-from desweep.errors import DesweepInputError
+from desweep.errors import ParameterError
 from desweep.names import encode_name, join_names
 
 if TYPE_CHECKING:
@@ -70,9 +70,9 @@ def parse_library_size(value: str | float | int) -> float | Literal["latent"]:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise DesweepInputError("--library-size", "library_size", f"must be 'latent' or a positive number, got {value!r}") from None
+        raise ParameterError("library_size", "library_size", f"must be 'latent' or a positive number, got {value!r}") from None
     if not np.isfinite(number) or number <= 0:
-        raise DesweepInputError("--library-size", "library_size", f"must be 'latent' or a positive number, got {value!r}")
+        raise ParameterError("library_size", "library_size", f"must be 'latent' or a positive number, got {value!r}")
     return number
 
 
@@ -82,10 +82,10 @@ def check_choices(choices: Sequence[str]) -> tuple[str, ...]:
     if "all" in wanted:
         wanted = list(CHOICES)
     if not wanted:
-        raise DesweepInputError("--choices", "choices", f"give at least one of {', '.join(CHOICES)}")
+        raise ParameterError("choices", "choices", f"give at least one of {', '.join(CHOICES)}")
     unknown = [c for c in wanted if c not in CHOICES]
     if unknown:
-        raise DesweepInputError("--choices", unknown[0], f"unknown choice; use one of {', '.join(CHOICES)} or all")
+        raise ParameterError("choices", unknown[0], f"unknown choice; use one of {', '.join(CHOICES)} or all")
     return tuple(c for c in CHOICES if c in wanted)
 
 

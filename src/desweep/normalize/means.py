@@ -55,15 +55,15 @@ class ClusterBatchSums:
 
     def table(self, genes: Sequence[str], choices: Sequence[str]) -> pd.DataFrame:
         """The long means table (see :func:`cluster_batch_means`), choices in the order given."""
-        genes = np.asarray(genes, dtype=object)
+        names = np.asarray(genes, dtype=object)
         n_batches = len(self.batches)
         frames = [pd.DataFrame({
-            "gene": np.tile(genes, self.present.size),
-            "cluster": np.repeat(np.asarray(self.clusters, dtype=object)[self.present // n_batches], genes.size),
-            "batch": np.repeat(np.asarray(self.batches, dtype=object)[self.present % n_batches], genes.size),
+            "gene": np.tile(names, self.present.size),
+            "cluster": np.repeat(np.asarray(self.clusters, dtype=object)[self.present // n_batches], names.size),
+            "batch": np.repeat(np.asarray(self.batches, dtype=object)[self.present % n_batches], names.size),
             "choice": choice,
             "mean": (self.sums[choice] / self.counts[:, None]).reshape(-1),
-            "n_cells": np.repeat(self.counts, genes.size),
+            "n_cells": np.repeat(self.counts, names.size),
         }) for choice in choices]
         columns = ["gene", "cluster", "batch", "choice", "mean", "n_cells"]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from desweep.errors import DesweepInputError
+from desweep.errors import ParameterError
 
 DEFAULT_MAX_MEMORY_GB = 16.0
 MAX_CHUNK = 4096
@@ -52,13 +52,13 @@ def plan_memory(
         ``chunk_size`` does not fit.
     """
     if max_memory_gb <= 0:
-        raise DesweepInputError("--max-memory-gb", "max_memory_gb", f"must be positive, got {max_memory_gb}")
+        raise ParameterError("max_memory_gb", "max_memory_gb", f"must be positive, got {max_memory_gb}")
     budget = int(max_memory_gb * 2**30)
     output = 4 * n_layers * n_cells * n_genes_out
     per_cell = 4 * (n_samples * _WORK_BLOCKS + 2) * n_genes_model
     if output + per_cell * min(n_cells, 16) > budget:
-        raise DesweepInputError(
-            "--max-memory-gb", "max_memory_gb",
+        raise ParameterError(
+            "max_memory_gb", "max_memory_gb",
             f"{n_layers} layers of {n_cells} cells x {n_genes_out} genes need {output / 2**30:.2f} GiB (float32), "
             f"more than {max_memory_gb:g} GiB: export fewer genes (--genes), fewer --choices / --n-samples, or raise --max-memory-gb",
         )
@@ -66,12 +66,12 @@ def plan_memory(
         fit = int(_SAFETY * (budget - output) // per_cell)
         chunk_size = max(16, min(MAX_CHUNK, fit, n_cells))
     elif chunk_size < 1:
-        raise DesweepInputError("--chunk-size", "chunk_size", f"must be at least 1, got {chunk_size}")
+        raise ParameterError("chunk_size", "chunk_size", f"must be at least 1, got {chunk_size}")
     else:
         chunk_size = min(chunk_size, max(n_cells, 1))
         if output + per_cell * chunk_size > budget:
-            raise DesweepInputError(
-                "--chunk-size", "chunk_size",
+            raise ParameterError(
+                "chunk_size", "chunk_size",
                 f"{chunk_size} cells need {(output + per_cell * chunk_size) / 2**30:.2f} GiB with the outputs, "
                 f"more than --max-memory-gb {max_memory_gb:g}: use a smaller chunk or leave it out",
             )

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from desweep.errors import DesweepInputError
+from desweep.errors import DesweepInputError, ParameterError
 from desweep.names import encode_name, join_names, split_names
 from desweep.plan.grid import check_grid, default_grid, default_grid_text
 from desweep.plan.row import (
@@ -100,7 +100,7 @@ def _num(value: float) -> str:
 def _decodings(row: pd.Series, batchids: list[str], all_batches: list[str] | None) -> list[tuple[str, str, list[str] | None, list[str] | None, str]]:
     """Decoding choices for batch_correction=True: ``(name, label, batchid1, batchid2, skip_reason)``."""
     b1, b2 = split_names(row["group1_batches"]), split_names(row["group2_batches"])
-    out = []
+    out: list[tuple[str, str, list[str] | None, list[str] | None, str]] = []
     for choice in batchids:
         if choice == "all":
             out.append(("all", "bc-all", None, None, ""))
@@ -120,10 +120,10 @@ def _decodings(row: pd.Series, batchids: list[str], all_batches: list[str] | Non
             out.append(("own", "bc-own", b1, b2, reason))
     # the same batches twice (e.g. own == a single batch, or own == every batch of the model) run once
     seen: dict[tuple, str] = {}
-    result = []
+    result: list[tuple[str, str, list[str] | None, list[str] | None, str]] = []
     for name, label, batchid1, batchid2, reason in out:
-        canonical = (None, None) if batchid1 is None else (tuple(sorted(batchid1)), tuple(sorted(batchid2)))
-        if all_batches is not None and batchid1 is not None and set(batchid1) == set(batchid2) == set(all_batches):
+        canonical = (None, None) if batchid1 is None else (tuple(sorted(batchid1)), tuple(sorted(batchid2 or [])))
+        if all_batches is not None and batchid1 is not None and set(batchid1) == set(batchid2 or []) == set(all_batches):
             canonical = (None, None)
         if not reason and canonical in seen:
             reason = f"decodes in the same batches as '{seen[canonical]}'"
@@ -163,7 +163,7 @@ def make_plan(
     and equal inputs give equal plans.
     """
     if isinstance(models, bool) or not isinstance(models, int) or models < 1:
-        raise DesweepInputError("--models", "models", f"must be a positive integer, got {models!r}")
+        raise ParameterError("models", "models", f"must be a positive integer, got {models!r}")
     grid = check_grid(grid, source="grid") if grid is not None else default_grid()
     missing = [c for c in COMPARISON_COLUMNS if c not in comparisons.columns]
     if missing:
@@ -174,7 +174,7 @@ def make_plan(
     if not duplicated.empty:
         raise DesweepInputError(source, "comparison_id", f"'{duplicated.iloc[0]}' appears twice")
 
-    modes: list[tuple[str, float | None, str]] = []  # (mode, delta, skip reason)
+    modes: list[tuple[Mode, float | None, str]] = []  # (mode, delta, skip reason)
     for mode in grid["mode"]:
         if mode == "change":
             modes += [("change", delta, "") for delta in grid["delta"]]
@@ -205,7 +205,7 @@ def make_plan(
                         wlabel = weights + ("-filtered" if filt else "")
                         key = f"{cid}__{label}__{wlabel}{replicate}"
                         for mode, delta, mode_reason in modes:
-                            mlabel = "vanilla" if mode == "vanilla" else f"change-d{_num(delta)}"
+                            mlabel = "vanilla" if mode == "vanilla" else f"change-d{_num(delta)}"  # type: ignore[arg-type]  # change has a delta
                             if mode == "vanilla" and delta is not None:
                                 mlabel = f"vanilla-d{_num(delta)}"
                             for fdr in grid["fdr_target"]:

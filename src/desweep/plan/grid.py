@@ -97,3 +97,10 @@ def _dedupe(values: list) -> list:
         if value not in seen:
             seen.append(value)
     return seen
+
+
+def read_grid(grid_path: str | Path | None) -> dict | None:
+    """The checked grid in a YAML file (``None``: no file, the default grid)."""
+    from desweep.io import read_yaml
+
+    return check_grid(read_yaml(grid_path, what="grid"), source=grid_path) if grid_path is not None else None

@@ -9,15 +9,14 @@ import numpy as np
 import pandas as pd
 
 from desweep.io import is_true
-from desweep.plots import natural_key, short_setting_labels, top_genes_heatmap, volcano_points
+from desweep.plots import short_setting_labels, top_genes_heatmap, volcano_points
 from desweep.report.figures import score_scatter
-from desweep.report.items import Item, count, figure_html, missing, note, percent, table, value, text
-from desweep.report.load import where
+from desweep.report.items import Item, count, figure_html, missing, note, percent, table, text, value
+from desweep.report.load import ROLES, featured_combinations, where
 
 if TYPE_CHECKING:
     from desweep.report.load import ReportInputs
 
-ROLES = ("default", "recommended", "bridge")
 SCORE_TITLES = {
     "rank_in_comparison": "rank", "share_cluster_specific_mean": "cluster-specific", "share_cluster_specific_sd": "\u00b1 SD",
     "share_batch_wide_mean": "batch-wide", "share_batch_wide_sd": "\u00b1 SD ", "share_other_mean": "other",
@@ -26,37 +25,6 @@ SCORE_TITLES = {
 }
 #: id columns of the sweep tables that the combination id already spells out
 SWEEP_ID_COLUMNS = ("sampling_key", "setting_id", "comparison_id", "group1", "group2", "design")
-
-
-# --------------------------------------------------------------------------- which runs are drawn
-def representative_combination(by_replicate: pd.DataFrame, setting_id: str) -> str | None:
-    """The run drawn for a setting: its first model and seed (in natural order) with a table."""
-    part = by_replicate[(by_replicate["setting_id"].astype(str) == setting_id)
-                        & (by_replicate.get("status", pd.Series("ok", index=by_replicate.index)).astype(str) == "ok")]
-    if part.empty:
-        return None
-    order = sorted(part.itertuples(index=False), key=lambda r: (natural_key(str(r.model)), natural_key(str(r.seed))))
-    return str(order[0].combination_id)
-
-
-def featured_combinations(recommendations: pd.DataFrame | None, by_replicate: pd.DataFrame | None,
-                          scores: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
-    """``(comparison_id, "default" | "recommended" | "bridge")`` -> the combination drawn for it.
-
-    The bridge contrast's combination comes from ``setting_scores.csv`` (its row with ``method`` ``bridge``).
-    """
-    out: dict[tuple[str, str], str] = {}
-    if recommendations is None or by_replicate is None or not {"setting_id", "combination_id"} <= set(by_replicate.columns):
-        return out
-    bridges = {} if scores is None or "method" not in scores.columns else dict(
-        scores.loc[scores["method"].astype(str) == "bridge", ["comparison_id", "setting_id"]].astype(str).itertuples(index=False))
-    for row in recommendations.to_dict("records"):
-        for role in ROLES:
-            setting = bridges.get(str(row["comparison_id"])) if role == "bridge" else row.get(f"{role}_setting_id")
-            cid = representative_combination(by_replicate, setting) if isinstance(setting, str) and setting else None
-            if cid:
-                out[(str(row["comparison_id"]), role)] = cid
-    return out
 
 
 def tie_at_cut(de_table: pd.DataFrame, n_top: int) -> tuple[set[str], int, float]:

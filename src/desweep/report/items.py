@@ -179,11 +179,6 @@ def table(section: str, part: str, name: str, df: pd.DataFrame, *, row_id: str |
     return Item(section, part, name, "table", data, description, extra)
 
 
-def html_table(df: pd.DataFrame) -> str:
-    """A small static table (no sorting) for short lists."""
-    return df.to_html(index=False, border=0, classes="table table-sm", na_rep="", escape=True)
-
-
 def png_html(data: bytes, *, alt: str, width: str = "100%") -> str:
     encoded = base64.b64encode(data).decode("ascii")
     return f'<img src="data:image/png;base64,{encoded}" alt="{text(alt)}" style="max-width:{width};height:auto;">'
@@ -209,4 +204,4 @@ def percent(v: Any) -> str:
 def count(v: Any) -> str:
     """``3000.0`` -> ``3,000``; missing -> ``n/a``."""
     v = value(v)
-    return "n/a" if v is None or isinstance(v, str) else f"{int(round(v)):,}"
+    return "n/a" if v is None or isinstance(v, str) else f"{round(v):,}"

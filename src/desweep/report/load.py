@@ -18,12 +18,15 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
-from desweep.names import comparison_names, split_names
+from desweep.names import comparison_names, natural_key, split_names
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 logger = logging.getLogger(__name__)
+
+#: the two settings the report draws for each comparison
+ROLES = ("default", "recommended", "bridge")
 
 #: every CSV the report reads: name -> (step folder, file name)
 CSV_FILES: dict[str, tuple[str, str]] = {
@@ -125,8 +128,6 @@ class ReportInputs:
 
 def load_results(results: str | Path) -> ReportInputs:
     """Read every input of the report from ``results`` (the pipeline's OUTDIR)."""
-    from desweep.report.evidence import featured_combinations
-
     results = Path(results)
     inputs = ReportInputs()
     for name, (step, file) in CSV_FILES.items():
@@ -271,7 +272,6 @@ def cluster_batch_expression(adata: AnnData, *, group_key: str, batch_key: str, 
     from scipy import sparse
 
     from desweep.composition import cluster_batch_counts, cluster_status
-    from desweep.plots import natural_key
 
     obs = adata.obs[[group_key, batch_key]].astype(str)
     table = counts.set_index(counts.columns[0]) if counts is not None else cluster_batch_counts(obs, group_key=group_key,
@@ -322,3 +322,34 @@ def _h5_len(group: Any) -> int:
     index = group.attrs.get("_index", "_index")
     index = index.decode() if isinstance(index, bytes) else index
     return int(group[index].shape[0]) if index in group else 0
+
+
+# --------------------------------------------------------------------------- which runs are drawn
+def representative_combination(by_replicate: pd.DataFrame, setting_id: str) -> str | None:
+    """The run drawn for a setting: its first model and seed (in natural order) with a table."""
+    part = by_replicate[(by_replicate["setting_id"].astype(str) == setting_id)
+                        & (by_replicate.get("status", pd.Series("ok", index=by_replicate.index)).astype(str) == "ok")]
+    if part.empty:
+        return None
+    order = sorted(part.itertuples(index=False), key=lambda r: (natural_key(str(r.model)), natural_key(str(r.seed))))
+    return str(order[0].combination_id)
+
+
+def featured_combinations(recommendations: pd.DataFrame | None, by_replicate: pd.DataFrame | None,
+                          scores: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
+    """``(comparison_id, "default" | "recommended" | "bridge")`` -> the combination drawn for it.
+
+    The bridge contrast's combination comes from ``setting_scores.csv`` (its row with ``method`` ``bridge``).
+    """
+    out: dict[tuple[str, str], str] = {}
+    if recommendations is None or by_replicate is None or not {"setting_id", "combination_id"} <= set(by_replicate.columns):
+        return out
+    bridges = {} if scores is None or "method" not in scores.columns else dict(
+        scores.loc[scores["method"].astype(str) == "bridge", ["comparison_id", "setting_id"]].astype(str).itertuples(index=False))
+    for row in recommendations.to_dict("records"):
+        for role in ROLES:
+            setting = bridges.get(str(row["comparison_id"])) if role == "bridge" else row.get(f"{role}_setting_id")
+            cid = representative_combination(by_replicate, setting) if isinstance(setting, str) and setting else None
+            if cid:
+                out[(str(row["comparison_id"]), role)] = cid
+    return out

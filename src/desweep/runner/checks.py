@@ -81,13 +81,13 @@ def check_inputs_outside_outputs(config: RunConfig, resolved: dict[str, Resolved
     # each folder resolved on its own: a step folder may be a symlink out of OUTDIR, into the input's own folder
     written = {(outdir / folder).resolve() for folder in [*(step.folder for step in pipeline.available_steps()), keys.PIPELINE_INFO]}
     candidates = [(p, "input", ("desweep run", "--input")) for p in input_files(config.values["input"])]
-    for name, item in resolved.items():
+    for item in resolved.values():
         for param, value in item.user.items():
             for path in (value if isinstance(value, list | tuple) else [value]):
                 if isinstance(path, Path):
                     candidates.append((path, param, config.origin(f"{item.step.command_name}.{param}",
                                                                   f"steps.{item.step.command_name}.{param}")))
-    for path, what, (source, where) in candidates:
+    for path, what, _origin in candidates:
         real = Path(path).resolve()
         inside = next((folder for folder in written if real == folder or folder in real.parents), None)
         if inside is not None:
@@ -124,7 +124,7 @@ def check_design(config: RunConfig, resolved: dict[str, ResolvedStep]) -> None:
         max_comparisons=p["max_comparisons"], rule=comp.PresenceRule(min_cells=p["min_cells_present"], min_enrichment=p["min_enrichment"]),
         min_cells_per_group=p["min_cells_per_group"], source=str(validated))
     if "plan" in resolved:
-        from desweep.cli.plan import read_grid
+        from desweep.plan.grid import read_grid
 
         p = resolved["plan"].params
         plan, _ = make_plan(table, read_grid(p["grid_path"]), batches=[str(c) for c in counts.columns], models=p["models"],

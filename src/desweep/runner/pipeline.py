@@ -30,7 +30,7 @@ def run_pipeline(config: RunConfig, *, force: bool = False, on_locked: Callable[
     -------
     Step name -> ``"ran"`` or ``"skipped"``.
     """
-    from desweep.cli._common import prepare_outdir
+    from desweep.io import prepare_outdir
     from desweep.io import write_yaml
     from desweep.provenance import software_versions
     from desweep.validate import input_checksum

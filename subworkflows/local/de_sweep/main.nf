@@ -22,7 +22,7 @@ workflow DE_SWEEP {
     ch_h5ad         // channel: [ val(meta), path(clustered.h5ad) ]
     ch_models       // channel: [ val(meta), val(model index), path(model) ], one per model replicate
     grid            // path: grid YAML, or [] for desweep's default grid
-    split           // string: one DE task per 'seed' (model, seed), 'comparison' (model, comparison, seed) or 'sampling_key'
+    split           // string: one DE task per 'model', 'seed' (model, seed), 'comparison' (model, comparison, seed) or 'sampling_key'
 
     main:
     PLAN(ch_comparisons, grid)
