@@ -56,10 +56,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _timing import run_step  # noqa: E402
+from _timing import run_step
 
-from desweep import keys  # noqa: E402
-from desweep.runner import load_config, resolve_steps  # noqa: E402
+from desweep import keys
+from desweep.runner import load_config, resolve_steps
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("validate", "integrate", "cluster", "composition", "plan", "de", "normalize", "diagnose")

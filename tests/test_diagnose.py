@@ -450,7 +450,7 @@ def run_documented_scanpy_calls(markers_h5ad: Path, comparison_id: str) -> None:
     code = block.replace("OUTDIR/diagnostics/markers.h5ad", str(markers_h5ad))
     code = re.sub(r'key="desweep_markers__[^"]+"', f'key="desweep_markers__{comparison_id}"', code)
     assert code.count("rank_genes_groups_dotplot") == 2 and str(markers_h5ad) in code
-    exec(compile(code, "docs/diagnostics.md", "exec"), {})  # noqa: S102 - the documentation's own example
+    exec(compile(code, "docs/diagnostics.md", "exec"), {})
 
 
 # --------------------------------------------------------------------------- the per-gene test

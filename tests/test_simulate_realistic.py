@@ -73,7 +73,9 @@ def test_donors_differ_within_batch_and_cell_type(real):
     """Two donors' pseudobulks of one cell type in one batch differ more with donor effects than without."""
     def spread(adata):
         obs, x = adata.obs, adata.X
-        pick = lambda d: np.asarray(x[((obs["sample"] == d) & (obs["cell_type"] == "shared3")).to_numpy()].sum(axis=0)).ravel()
+        def pick(d):
+            return np.asarray(x[((obs["sample"] == d) & (obs["cell_type"] == "shared3")).to_numpy()].sum(axis=0)).ravel()
+
         a, b = pick("batch2_donor0"), pick("batch2_donor1")
         keep = (a > 50) & (b > 50)
         return np.std(np.log2(a[keep] / a.sum()) - np.log2(b[keep] / b.sum()))

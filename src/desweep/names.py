@@ -31,6 +31,8 @@ reads a name column with NA inference (:func:`desweep.io.read_csv`), and
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import re
 from collections.abc import Iterable
@@ -59,7 +61,7 @@ def comparison_name(group1: object, group2: object) -> str:
     return f"{group1} vs {group2}"
 
 
-def comparison_names(table: object) -> dict[str, str]:
+def comparison_names(table: Any) -> dict[str, str]:
     """``comparison_id`` -> :func:`comparison_name` for every row of a table with ``comparison_id, group1, group2``."""
     columns = getattr(table, "columns", ())
     if table is None or not {"comparison_id", "group1", "group2"} <= set(columns):

@@ -59,6 +59,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -66,13 +67,16 @@ import scipy.sparse as sp
 
 from desweep.simulate import BATCH_KEY, LABELS_KEY, SimulationParams, cluster_names
 
+if TYPE_CHECKING:
+    from anndata import AnnData
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_KEY = "sample"
 PATTERNS = ("marker", "parent_marker", "batch_wide", "interaction", "null")
 
 
-def simulate_realistic(params: SimulationParams) -> "AnnData":  # noqa: F821
+def simulate_realistic(params: SimulationParams) -> AnnData:
     """Counts with the realistic structure of the module docstring (``params.realistic`` must be true)."""
     import anndata as ad
 
@@ -143,7 +147,7 @@ def _plant(params: SimulationParams, rng: np.random.Generator, clusters: list[st
         g, lfc = next(order), rng.uniform(*params.marker_lfc)
         var.iloc[g, [col["truth_pattern"], col["truth_cluster"], col["truth_lfc"]]] = ["parent_marker", ",".join(specific[:2]), lfc]
         effect[pair, g] = lfc
-    for i, batch in enumerate(batches):
+    for batch in batches:
         for _ in range(params.batch_wide_genes_per_batch):
             g = next(order)
             var.iloc[g, [col["truth_pattern"], col["truth_batch"], col["truth_lfc"]]] = ["batch_wide", batch, rng.uniform(*params.batch_lfc)]
@@ -178,7 +182,7 @@ def _cells(params: SimulationParams, rng: np.random.Generator, batches: list[str
     donors = np.empty(params.n_cells, dtype=object)
     for i, batch in enumerate(batches):
         cells = np.flatnonzero(batch_of == i)
-        n_specific = int(round(params.specific_fraction * cells.size)) if i < len(specific) else 0
+        n_specific = round(params.specific_fraction * cells.size) if i < len(specific) else 0
         labels[cells[:n_specific]] = specific[i] if n_specific else None
         labels[cells[n_specific:]] = rng.choice(shared, size=cells.size - n_specific, p=rng.dirichlet(np.full(len(shared), 8.0)))
         donors[cells] = [f"{batch}_donor{d}" for d in rng.integers(0, params.donors_per_batch, size=cells.size)]
@@ -201,7 +205,8 @@ def contrast_truth(adata, pairs: list[tuple[str, str]] | None = None) -> pd.Data
     """
     var = adata.var
     pairs = pairs or [tuple(p) for p in adata.uns["simulation"]["comparisons"]]
-    batch_of = {str(c): str(b) for c, b in adata.obs.groupby(LABELS_KEY, observed=True)[BATCH_KEY].agg(lambda s: s.unique()[0] if s.nunique() == 1 else "").items()}
+    only_batch = adata.obs.groupby(LABELS_KEY, observed=True)[BATCH_KEY].agg(lambda s: s.unique()[0] if s.nunique() == 1 else "")
+    batch_of = {str(c): str(b) for c, b in only_batch.items()}
     frames = []
     for i, (group1, group2) in enumerate(pairs):
         logit1, logit2 = var[f"truth_logit_{group1}"].to_numpy(), var[f"truth_logit_{group2}"].to_numpy()
@@ -209,7 +214,7 @@ def contrast_truth(adata, pairs: list[tuple[str, str]] | None = None) -> pd.Data
         responding = var["truth_interaction_clusters"].str.split(",")
         interacts = (var["truth_pattern"] == "interaction").to_numpy() & np.array([
             (group1 in cells and batch == batch_of.get(group1)) or (group2 in cells and batch == batch_of.get(group2))
-            for cells, batch in zip(responding, var["truth_batch"])])
+            for cells, batch in zip(responding, var["truth_batch"], strict=True)])
         pattern = np.select([np.abs(logit1 - logit2) > 1e-9, interacts, (var["truth_pattern"] == "batch_wide").to_numpy(),
                              (var["truth_pattern"] == "null").to_numpy()], ["marker", "interaction", "batch_wide", "null"], default="other")
         frames.append(pd.DataFrame({"comparison_id": str(i), "group1": group1, "group2": group2, "gene": var.index,

@@ -131,7 +131,7 @@ def _say_terminated(name: str) -> None:
     line = TERMINATED.format(signal=name)
     os.write(2, f"\n{line}\n".encode())
     logger = logging.getLogger("desweep")
-    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, line, None, None)
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, line, (), None)
     for handler in logger.handlers:
         if isinstance(handler, logging.FileHandler) and handler.stream is not None:
             try:
