@@ -112,6 +112,9 @@ def test_gpu_jobs_ask_for_a_gpu_and_keep_what_the_config_allows(case: str, slurm
     on_gpu = {name for name, job in jobs.items() if job["process"] in gpu_processes()}
     assert on_gpu and on_gpu != set(jobs), sorted(jobs)
     other_fields, gpu_fields = GPU_CASES[case]
+    for name, job in sorted(jobs.items()):
+        print(f"{case}: {name}: JobId={job.get('JobId')} TresPerNode={job.get('TresPerNode')} Account={job.get('Account')} "
+              f"Comment={job.get('Comment')}")
     for name, job in jobs.items():
         asked = job.get("TresPerNode", "")
         assert (asked == "gres:gpu:1") == (name in on_gpu), f"{name}: TresPerNode={asked!r}"

@@ -45,6 +45,11 @@ workflow PIPELINE_INITIALISATION {
     if (workflow.profile.tokenize(',').contains('gpu')) {
         log.warn(gpuWarning())
     }
+    def engines = workflow.profile.tokenize(',').intersect(['docker', 'podman', 'singularity', 'apptainer', 'awsbatch', 'google'])
+    if (engines && parameters.container_registry == 'ghcr.io/desweep') {
+        log.warn("desweep's images are not published yet: -profile ${engines.join(',')} pulls ${parameters.container_registry}/desweep:${workflow.manifest.version}, " +
+            'which exists only where `make images` built it; elsewhere push them to your registry and give --container_registry (docs/usage.md, "Containers")')
+    }
 
     // OUTDIR/pipeline_info/params.yaml: the resolved parameters, as `desweep run` records them
     // (not the launch's own switches, nor what institutional profiles set and desweep does not use)
