@@ -1,6 +1,7 @@
 # desweep: two commands for a fresh machine
 #   make example   install everything into .venv and run the whole pipeline on the bundled example
 #   make test      install what is missing and run the test suite (what CI runs)
+#   make check     the fast loop: every test not marked slow (unit, rule, schema and launch-time tests)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.desweep-installed
 EXAMPLE_OUT ?= results/example
 PYTEST_ARGS ?=
 
-.PHONY: install example test nextflow-engine images lock guide clean
+.PHONY: install example test check nextflow-engine images lock guide clean
 
 # the versions pinned for the images (containers/requirements.lock), so that the tests run
 # what the images run
@@ -32,6 +33,11 @@ example: install
 
 test: install nextflow-engine
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+## Everything but the tests marked slow (scVI training, whole pipeline runs, SLURM, image builds):
+## a few minutes (docs/testing.md, "Two loops")
+check: install nextflow-engine
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## desweep's images, tagged as nextflow.config expects them, with podman or docker (docs/usage.md,
 ## "Containers"); on a VM without a registry: eval "$$(scripts/podman_setup)" first

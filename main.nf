@@ -10,10 +10,6 @@
 ----------------------------------------------------------------------------------------
 */
 
-nextflow.enable.dsl = 2
-// every module emits its tools' versions on the `versions` topic (eval outputs); Nextflow 24.10 needs the flag
-nextflow.preview.topic = true
-
 include { PIPELINE_INITIALISATION } from './subworkflows/local/utils_desweep_pipeline'
 include { PIPELINE_COMPLETION     } from './subworkflows/local/utils_desweep_pipeline'
 include { INPUT_CHECK             } from './subworkflows/local/input_check'
@@ -33,7 +29,8 @@ workflow {
         params.de_split,
         params.multiqc_config ? file(params.multiqc_config, checkIfExists: true) : [],
         PIPELINE_INITIALISATION.out.params_yaml,
-        params.outdir
+        params.outdir,
+        INPUT_CHECK.out.versions
     )
 
     PIPELINE_COMPLETION(params.outdir)

@@ -72,6 +72,19 @@ def pipeline_dirs(request, tmp_path_factory) -> dict[str, Path]:
     return dirs
 
 
+#: fixtures that train scVI, run the whole pipeline, start SLURM or build an image: a test that uses
+#: one must be marked ``slow``, so that the fast loop (``make check``, ``-m "not slow"``) stays fast
+SLOW_FIXTURES = frozenset({"pipeline_dirs", "real_run", "slurm_cluster", "podman_env", "cpu_image"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Stop the session when a test uses a slow fixture without the ``slow`` marker."""
+    unmarked = [f"{item.nodeid} (uses {', '.join(sorted(SLOW_FIXTURES & set(item.fixturenames)))})"
+                for item in items if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow")]
+    if unmarked:
+        raise pytest.UsageError("mark these tests @pytest.mark.slow (make check skips slow tests):\n  " + "\n  ".join(unmarked))
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 

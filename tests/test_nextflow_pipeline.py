@@ -148,6 +148,23 @@ def test_samplesheet_rows_are_checked_at_launch(tmp_path: Path) -> None:
     assert not (tmp_path / "work").exists() or not list((tmp_path / "work").glob("??/*")), "a task ran"
 
 
+def test_a_missing_samplesheet_file_is_named_by_row_and_column(tmp_path: Path) -> None:
+    files = DATA / "samplesheet"
+    sheet = tmp_path / "missing.csv"
+    sheet.write_text(f"sample,batch,path\ns0,batch0,{files / 'batch0.h5ad'}\ns1,batch1,absent.h5ad\n")
+    proc = failed_run(tmp_path, "--input", str(sheet))
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith(f"{sheet}: row ")]
+    assert lines == [f"{sheet}: row 3 column 'path': absent.h5ad: no such file ({tmp_path / 'absent.h5ad'})"], proc.stdout[-3000:]
+
+
+def test_help_writes_no_null_folder(tmp_path: Path) -> None:
+    """--help (no --outdir) leaves no ./null/pipeline_info behind: the run reports need an outdir."""
+    proc = subprocess.run([str(WRAPPER), "run", str(REPO), "--help"], cwd=tmp_path, env=task_env(),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0 and "--outdir" in proc.stdout, proc.stdout[-2000:]
+    assert not (tmp_path / "null").exists()
+
+
 def test_a_task_without_desweep_fails_at_its_versions(tmp_path: Path) -> None:
     """With no desweep on the task's PATH (a system python3), the first task fails at its eval of
     ``desweep --version`` (even -stub, which runs no step), and no versions are recorded."""
@@ -262,8 +279,12 @@ def test_profile_resolves(profile: str, tmp_path: Path) -> None:
     for key, value in PROFILE_SETTINGS[profile].items():
         assert settings.get(key) == value, f"-profile {profile}: {key} = {settings.get(key)!r}, expected {value}"
     # every profile keeps the GPU settings of conf/base.config (a profile that redefined
-    # `withLabel: process_gpu` would replace them)
-    for key in ("ext.use_gpu", "accelerator", "clusterOptions", "containerOptions", "machineType"):
-        assert f"process.'withLabel:process_gpu'.{key}" in settings, f"-profile {profile} lost process_gpu {key}"
+    # `withLabel: process_gpu` would replace them); only the gpu profile sets the executors' and
+    # engines' GPU requests, so that without it no withLabel setting hides the user's own
+    gpu_requests = ("clusterOptions", "containerOptions", "machineType")
+    for key in ("ext.use_gpu", "accelerator", *gpu_requests):
+        present = f"process.'withLabel:process_gpu'.{key}" in settings
+        expected = key not in gpu_requests or "gpu" in profile.split(",")
+        assert present == expected, f"-profile {profile}: process_gpu {key} {'missing' if expected else 'set without gpu'}"
     engines = [e for e in ("docker", "singularity", "apptainer", "podman", "conda") if settings.get(f"{e}.enabled") == "true"]
     assert len(engines) <= 1, f"-profile {profile} enables {engines}"

@@ -11,6 +11,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 CHECKER = REPO / "scripts" / "check_groovy_syntax"
 TIMEOUT = 600  # first call may fetch the Groovy jar from Maven Central
@@ -146,3 +148,55 @@ def test_absolute_path_when_outside_cwd(tmp_path: Path) -> None:
     proc = check(str(bad), cwd=REPO)
     assert proc.returncode == 1
     assert proc.stdout.startswith(f"{bad}:9:"), proc.stdout
+
+
+# --- Nextflow's strict syntax (nf-lang), the default parser from Nextflow 26.04 ---------------
+
+STRICT_CHECKER = REPO / "scripts" / "check_strict_syntax"
+#: removed from or deprecated in the strict syntax, which nf-lang reports only in part (a feature
+#: flag it still knows, such as enable.dsl, is no error)
+REMOVED_SYNTAX = re.compile(r"^\s*(import\s|nextflow\.enable\.dsl|nextflow\.preview\.)|\bswitch\s*\(", re.M)
+
+
+def strict(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(STRICT_CHECKER), *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def nextflow_files_in_repo() -> list[str]:
+    return [path for path in groovy_files_in_repo() if path.endswith((".nf", ".config")) and Path(path).name != "nf-test.config"]
+
+
+def test_repo_passes_the_strict_syntax() -> None:
+    proc = strict(cwd=REPO)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    m = re.search(r"(\d+) file\(s\) checked, 0 failed", proc.stderr)
+    assert m and int(m.group(1)) == len(nextflow_files_in_repo()), (proc.stderr, nextflow_files_in_repo())
+
+
+def test_no_removed_syntax_is_left() -> None:
+    found = [f"{path}: {m.group(0).strip()}" for path in nextflow_files_in_repo()
+             for m in REMOVED_SYNTAX.finditer((REPO / path).read_text())]
+    assert not found, found
+
+
+@pytest.mark.parametrize("code, message", [
+    ("import groovy.json.JsonSlurper\n\nworkflow {\n    println(new JsonSlurper().parseText('{}'))\n}\n",
+     "Groovy `import` declarations are not supported"),
+    ("def kind(x) {\n    switch (x) {\n        case 1: return 'one'\n        default: return 'many'\n    }\n}\nworkflow {\n    println(kind(1))\n}\n",
+     "Unexpected input"),
+    ("nextflow.preview.topic = true\nworkflow {\n    println('hi')\n}\n", "Unrecognized feature flag 'nextflow.preview.topic'"),
+])
+def test_strict_syntax_errors_are_reported_with_file_and_line(code: str, message: str, tmp_path: Path) -> None:
+    (tmp_path / "main.nf").write_text(code)
+    (tmp_path / "nextflow.config").write_text(GOOD_CONFIG)
+    proc = strict(str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(rf"^main\.nf:\d+:\d+: .*{re.escape(message)}", proc.stdout, re.M), proc.stdout
+    assert "2 file(s) checked, 1 failed" in proc.stderr
+
+
+def test_strict_syntax_accepts_what_the_pipeline_writes(tmp_path: Path) -> None:
+    (tmp_path / "main.nf").write_text(GOOD_NF.replace("include { FOO; BAR as BAZ } from './modules/foo'\n", ""))
+    (tmp_path / "nextflow.config").write_text(GOOD_CONFIG + "process { withName: 'GREET' { ext.prefix = { \"${meta.id}\" } } }\n")
+    proc = strict(str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

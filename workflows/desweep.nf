@@ -29,6 +29,7 @@ workflow DESWEEP {
     multiqc_config    // path: MultiQC config, or [] for desweep's
     ch_params_yaml    // channel: path(params.yaml)
     outdir            // string: where pipeline_info/software_versions.yml goes
+    ch_versions       // channel: [ process, tool, version ] of the tasks before this workflow (SIMULATE)
 
     main:
     VALIDATE(ch_input)
@@ -83,9 +84,21 @@ workflow DESWEEP {
             .join(NORMALIZE.out.h5ad)
     )
 
-    // OUTDIR/pipeline_info/software_versions.yml from every task's versions (the `versions` topic: each
-    // module's eval outputs, so a missing tool fails its task), then the report over everything
-    ch_software_versions = softwareVersionsToYaml(channel.topic('versions'))
+    // OUTDIR/pipeline_info/software_versions.yml from every task's versions (each module's eval outputs,
+    // so a missing tool fails its task), then the report over everything. The modules also put them on
+    // the `versions` topic; it is mixed here by hand because Nextflow 24.10 reads Channel.topic() only
+    // with the preview flag that the strict syntax of 25.04 and later rejects.
+    ch_all_versions = ch_versions.mix(
+        VALIDATE.out.versions_desweep, VALIDATE.out.versions_anndata,
+        INTEGRATE.out.versions_desweep, INTEGRATE.out.versions_scvi_tools, INTEGRATE.out.versions_torch,
+        CLUSTER.out.versions_desweep, CLUSTER.out.versions_scanpy, CLUSTER.out.versions_leidenalg,
+        COMPOSITION.out.versions_desweep,
+        DE_SWEEP.out.versions,
+        NORMALIZE.out.versions_desweep, NORMALIZE.out.versions_scvi_tools, NORMALIZE.out.versions_torch,
+        BASELINES.out.versions_desweep, BASELINES.out.versions_scanpy, BASELINES.out.versions_pydeseq2,
+        DIAGNOSE.out.versions_desweep, DIAGNOSE.out.versions_matplotlib
+    )
+    ch_software_versions = softwareVersionsToYaml(ch_all_versions)
         .collectFile(name: 'software_versions.yml', storeDir: "${outdir}/pipeline_info")
 
     REPORT(

@@ -1,5 +1,5 @@
 process INTEGRATE {
-    tag "${meta.id}"
+    tag "${meta.id}:model${meta.model ?: 0}"
     label 'process_medium'
     label 'process_gpu'
 

@@ -29,10 +29,15 @@ process PLAN {
     """
 
     stub:
-    // one plan row, so that the stub run fans out one DE task
+    // one plan row per model (--models in ext.args), so that the stub run fans DE out as a real run does
+    def models = ((task.ext.args ?: '').find(/--models (\d+)/) { match -> match[1] } ?: '1') as int
+    def rows = (0..<models).collect { model ->
+        def replicate = models > 1 ? "__model${model}" : ''
+        "stub__nobc__vanilla__uniform__fdr0.05${replicate}__seed0,stub__nobc__uniform${replicate}__seed0,stub__nobc__vanilla__uniform__fdr0.05,stub,${model}"
+    }
     """
     mkdir -p de
-    printf 'combination_id,sampling_key,setting_id,comparison_id,model\\nstub__nobc__vanilla__uniform__fdr0.05__seed0,stub__nobc__uniform__seed0,stub__nobc__vanilla__uniform__fdr0.05,stub,0\\n' > de/plan.csv
+    printf 'combination_id,sampling_key,setting_id,comparison_id,model\\n${rows.join('\\n')}\\n' > de/plan.csv
     touch de/plan_skipped.csv
     """
 }

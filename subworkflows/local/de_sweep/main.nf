@@ -56,6 +56,8 @@ workflow DE_SWEEP {
     tables    = ch_tables               // channel: [ val(meta), [ path(<combination_id>.csv), ... ] ]
     summary   = DE_MERGE.out.summary    // channel: [ val(meta), path(summary.csv) ]
     stability = DE_MERGE.out.stability  // channel: [ val(meta), path(stability.csv) ]
+    versions  = PLAN.out.versions_desweep.mix(DE.out.versions_desweep, DE.out.versions_scvi_tools, DE.out.versions_torch,
+                    DE_MERGE.out.versions_desweep)  // channel: [ process, tool, version ]
 }
 
 // the plan columns whose values make one DE task, per value of --de_split (the model is always one per task)

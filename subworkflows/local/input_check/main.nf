@@ -12,8 +12,6 @@
     - simulate_cells:  SIMULATE makes the counts (-profile test_full)
 */
 
-import groovy.json.JsonSlurper
-
 include { SIMULATE   } from '../../../modules/local/simulate/main'
 include { checkValue } from '../utils_desweep_pipeline'
 
@@ -25,9 +23,11 @@ workflow INPUT_CHECK {
     schema          // path: assets/schema_input.json, the samplesheet's JSON schema
 
     main:
+    ch_versions = Channel.empty()
     if (simulate_cells) {
         SIMULATE([id: 'simulated'])
         ch_input    = SIMULATE.out.h5ad.map { meta, h5ad -> [ meta, h5ad, [] ] }
+        ch_versions = SIMULATE.out.versions_desweep
     } else {
         def input_file = file(input, checkIfExists: true)
         if (input_file.name.toLowerCase().endsWith('.csv')) {
@@ -38,7 +38,8 @@ workflow INPUT_CHECK {
     }
 
     emit:
-    input = ch_input  // channel: [ val(meta), path(input), path(samples) ]
+    input    = ch_input     // channel: [ val(meta), path(input), path(samples) ]
+    versions = ch_versions  // channel: [ process, tool, version ] (SIMULATE's, when it ran)
 }
 
 /*
@@ -56,13 +57,18 @@ def stagedSamplesheet(sheet, schema) {
     if (missing) {
         error("${sheet}: samplesheet: missing column(s) ${missing.join(', ')} (need sample,batch,path)")
     }
-    def problems = samplesheetProblems(rows, new JsonSlurper().parse(file(schema).toFile()))
+    def problems = samplesheetProblems(rows, new groovy.json.JsonSlurper().parse(file(schema).toFile()))
     if (problems) {
         error(problems.collect { problem -> "${sheet}: ${problem}" }.join('\n'))
     }
     def files = rows.collect { row ->
         def where = row.path ==~ /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/.*/ || row.path.startsWith('/') ? row.path : "${sheet.parent}/${row.path}"
-        file(where, checkIfExists: true)
+        file(where)
+    }
+    def absent = files.withIndex().findAll { found, i -> !found.exists() }
+        .collect { found, i -> "${sheet}: row ${i + 2} column 'path': ${rows[i].path}: no such file (${found})" }
+    if (absent) {
+        error(absent.join('\n'))
     }
     def lines = ['sample,batch,path']
     rows.eachWithIndex { row, i ->

@@ -8,8 +8,6 @@
  * WRITE_GREETING writes greeting.txt; SHOUT reads it and writes result.txt
  * (upper-cased greeting plus its line count) into params.outdir.
  */
-nextflow.enable.dsl = 2
-
 params.greeting = 'Hello desweep'
 params.outdir   = 'results'
 
