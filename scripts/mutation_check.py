@@ -54,7 +54,7 @@ TABLE_START = "<!-- mutation-check:start -->"
 TABLE_END = "<!-- mutation-check:end -->"
 #: code that builds the shared ``pipeline_dirs`` fixture: mutations here never reuse the cached fixture
 FIXTURE_SOURCES = (
-    "src/desweep/simulate.py", "src/desweep/validate.py", "src/desweep/integrate.py", "src/desweep/cluster.py",
+    "src/desweep/simulate.py", "src/desweep/simulate_params.py", "src/desweep/validate.py", "src/desweep/integrate.py", "src/desweep/cluster.py",
     "src/desweep/composition.py", "src/desweep/io.py", "src/desweep/datakeys.py", "src/desweep/compute.py",
     "src/desweep/cli/", "tests/conftest.py",
 )

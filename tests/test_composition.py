@@ -94,7 +94,7 @@ def test_comparison_strings():
 
 def test_comparisons_option_tells_pairs_from_files(tmp_path):
     """Pairs longer than a file name (255 bytes) and a group named like a file are pairs; a CSV file is read."""
-    from desweep.cli.composition import read_comparisons
+    from desweep.composition import read_comparisons
 
     long = ";".join(f"cluster number {i}:cluster number {i + 1}" for i in range(20))
     assert len(long.encode()) > 255 and len(read_comparisons(long)) == 20

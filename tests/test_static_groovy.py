@@ -94,11 +94,11 @@ def check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def groovy_files_in_repo() -> list[str]:
     """The files the checker must find: what git tracks or would track (untracked, not ignored),
-    named like Groovy sources, outside the hidden folders the walker skips."""
+    named like Groovy sources, outside the hidden folders and files the walker skips."""
     proc = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                           capture_output=True, text=True, check=True)
     return [path for path in proc.stdout.splitlines()
-            if path.endswith(GROOVY_SUFFIXES) and not any(part.startswith(".") for part in Path(path).parts[:-1])
+            if path.endswith(GROOVY_SUFFIXES) and not any(part.startswith(".") for part in Path(path).parts)
             and (REPO / path).is_file()]
 
 

@@ -59,7 +59,8 @@ public class GroovyParse {
                 return skipDir(d, root) ? FileVisitResult.SKIP_SUBTREE : FileVisitResult.CONTINUE;
             }
             @Override public FileVisitResult visitFile(Path f, BasicFileAttributes a) {
-                if (a.isRegularFile() && wanted(f)) found.add(f);
+                // hidden files are not sources (nf-test writes .nf-test-<hash>.nf wrappers at the root while it runs)
+                if (a.isRegularFile() && wanted(f) && !f.getFileName().toString().startsWith(".")) found.add(f);
                 return FileVisitResult.CONTINUE;
             }
             @Override public FileVisitResult visitFileFailed(Path f, IOException e) {

@@ -33,7 +33,7 @@ public class StrictSyntax {
             Path path = Paths.get(arg);
             if (Files.isDirectory(path)) {
                 try (Stream<Path> walk = Files.walk(path)) {
-                    walk.filter(p -> Files.isRegularFile(p) && wanted(p) && !skipped(path, p)).sorted().forEach(files::add);
+                    walk.filter(p -> Files.isRegularFile(p) && wanted(p) && !p.getFileName().toString().startsWith(".") && !skipped(path, p)).sorted().forEach(files::add);
                 }
             } else if (Files.isRegularFile(path)) {
                 files.add(path);

@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from desweep.simulate import BATCH_KEY, LABELS_KEY, SimulationParams, cluster_names
+from desweep.simulate_params import BATCH_KEY, LABELS_KEY, SimulationParams, cluster_names
 
 if TYPE_CHECKING:
     from anndata import AnnData
