@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from desweep.diagnose.classify import PATTERNS
-from desweep.diagnose.replicates import describe_setting, is_missing, replicate_plan, sd
+from desweep.diagnose.replicates import describe_setting, is_missing, replicate_plan, sd, setting_value_is
 from desweep.plan import SETTING_COLUMNS
 
 REPLICATE_COLUMNS = ["combination_id", "comparison_id", "setting_id", "model", "seed", "n_top",
@@ -150,19 +150,8 @@ def model_spread(by_replicate: pd.DataFrame, setting_id: str) -> float:
 
 def is_robust_setting(setting: pd.Series) -> bool:
     """Whether a ``setting_scores.csv`` row is :data:`ROBUST_SETTING`."""
-    for column, value in ROBUST_SETTING.items():
-        if column not in setting.index or is_missing(setting[column]):
-            return False
-        have = setting[column]
-        if isinstance(value, bool):
-            if str(have).lower() not in (("true", "1") if value else ("false", "0")):
-                return False
-        elif isinstance(value, float):
-            if not math.isclose(float(have), value):
-                return False
-        elif str(have) != value:
-            return False
-    return True
+    return all(column in setting.index and not is_missing(setting[column]) and setting_value_is(setting[column], value)
+               for column, value in ROBUST_SETTING.items())
 
 
 def named_setting(ranked: pd.DataFrame) -> pd.Series:

@@ -32,19 +32,19 @@ def is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
 
+def setting_value_is(value: object, expected: object) -> bool:
+    """Whether a plan or score table's setting value (read as text or typed) is ``expected`` (bool, float or text)."""
+    if isinstance(expected, bool):
+        return is_true(value) == expected
+    if isinstance(expected, float):
+        return math.isclose(float(value), expected)  # type: ignore[arg-type]
+    return str(value) == expected
+
+
 def is_default_setting(row: pd.Series) -> bool:
     """Whether a plan row is scvi-tools' default call (:data:`SCVI_DEFAULTS`; columns absent count as default)."""
     for column, default in SCVI_DEFAULTS.items():
-        if column not in row.index or is_missing(row[column]):
-            continue
-        value = row[column]
-        if isinstance(default, bool):
-            if is_true(value) != default:
-                return False
-        elif isinstance(default, float):
-            if not math.isclose(float(value), default):
-                return False
-        elif str(value) != default:
+        if column in row.index and not is_missing(row[column]) and not setting_value_is(row[column], default):
             return False
     return "delta" not in row.index or is_missing(row["delta"])
 
