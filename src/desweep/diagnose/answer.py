@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from desweep.diagnose.classify import Thresholds
+from desweep.io import is_true
 from desweep.diagnose.profiles import RAW, ExpressionProfile
 from desweep.diagnose.tables import ComparisonCalls, oriented_comparison, table_lfc
 
@@ -162,7 +163,7 @@ def ranked_answer(
         bridge_lfc, bridge_padj = _signed(bridge_table, genes, "lfc"), _signed(bridge_table, genes, "padj")
         bridge_rank = _signed(bridge_table, genes, "rank")
         het = bridge_table.assign(gene=bridge_table["gene"].astype(str)).drop_duplicates("gene").set_index("gene")["heterogeneous"]
-        heterogeneous = het.reindex(genes).map(lambda v: str(v).lower() in ("true", "1")).to_numpy(dtype=bool)
+        heterogeneous = np.array([is_true(v) for v in het.reindex(genes)], dtype=bool)
     else:
         bridge_lfc = bridge_padj = bridge_rank = np.full(len(genes), np.nan)
         heterogeneous = np.zeros(len(genes), dtype=bool)
