@@ -181,6 +181,10 @@ def flatten(value, prefix: str = "") -> dict[str, object]:
     return {prefix.rstrip("/"): value}
 
 
+#: uns keys of scanpy's dendrogram (floats compared to rounding, see assert_same_values)
+DENDROGRAM_PREFIX = "dendrogram_"
+
+
 def assert_same_values(ours: dict, theirs: dict, what: str) -> None:
     import numpy as np
     import torch
@@ -189,7 +193,12 @@ def assert_same_values(ours: dict, theirs: dict, what: str) -> None:
     assert sorted(a) == sorted(b), f"{what}: keys differ: {sorted(set(a) ^ set(b))}"
     for key in a:
         x, y = (v.numpy() if isinstance(v, torch.Tensor) else v for v in (a[key], b[key]))
-        if isinstance(x, np.ndarray | list | tuple) or isinstance(y, np.ndarray | list | tuple):
+        if key.split("/")[0].startswith(DENDROGRAM_PREFIX) and np.asarray(x).dtype.kind == "f":
+            # markers.h5ad's display dendrogram comes from scanpy's PCA of a float32 copy: its last digits
+            # follow the BLAS kernels (the image's against the host's differ by about 6e-7)
+            assert np.allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5, equal_nan=True), \
+                f"{what}: {key} differs beyond rounding (max {np.nanmax(np.abs(np.asarray(x) - np.asarray(y))):.3g})"
+        elif isinstance(x, np.ndarray | list | tuple) or isinstance(y, np.ndarray | list | tuple):
             assert same_array(np.asarray(x), np.asarray(y)), f"{what}: {key} differs"
         else:
             assert str(x) == str(y), f"{what}: {key}: {x!r} != {y!r}"
