@@ -252,6 +252,19 @@ def desweep_process(*args: str, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def endless_training_run(tiny_input: Path, out: Path) -> subprocess.Popen:
+    """``desweep run`` whose training never ends by itself (for tests that interrupt it)."""
+    return desweep_process("run", "-i", str(tiny_input), "--labels-key", "cell_type", "-o", str(out), "--threads", "1",
+                           "--set", "integrate.max_epochs=100000", "--set", "integrate.no_early_stopping=true",
+                           "--set", "composition.comparisons=only_batch0:only_batch1")
+
+
+def wait_until_training(out: Path, proc: subprocess.Popen) -> None:
+    """Until validate has finished and training has started."""
+    wait_for(lambda: (out / keys.STEP_VALIDATE / keys.step_stamp("validate")).is_file(), proc)
+    time.sleep(2)
+
+
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and not condition():
@@ -264,12 +277,9 @@ def test_one_writer_per_folder_input_guard_and_ctrl_c(tiny_input: Path, tmp_path
     """Real processes: a second run into a busy folder is refused, naming the first; an input inside
     the folder a run writes is refused; Ctrl-C during training ends with one 'Aborted!' line and a folder that resumes."""
     out = tmp_path / "out"
-    first = desweep_process("run", "-i", str(tiny_input), "--labels-key", "cell_type", "-o", str(out), "--threads", "1",
-                            "--set", "integrate.max_epochs=100000", "--set", "integrate.no_early_stopping=true",
-                            "--set", "composition.comparisons=only_batch0:only_batch1")
+    first = endless_training_run(tiny_input, out)
     try:
-        wait_for(lambda: (out / keys.STEP_VALIDATE / keys.step_stamp("validate")).is_file(), first)
-        time.sleep(2)
+        wait_until_training(out, first)
         second = desweep_process("run", "-i", str(tiny_input), "-o", str(out), "--threads", "1",
                                  "--set", "integrate.max_epochs=1")  # short, should the lock fail to stop it
         _, err = second.communicate(timeout=300)
@@ -308,12 +318,9 @@ def test_sigterm_says_so_on_stderr_and_in_the_run_log(tiny_input: Path, tmp_path
     from desweep.cli._common import TERMINATED
 
     out = tmp_path / "out"
-    proc = desweep_process("run", "-i", str(tiny_input), "--labels-key", "cell_type", "-o", str(out), "--threads", "1",
-                           "--set", "integrate.max_epochs=100000", "--set", "integrate.no_early_stopping=true",
-                           "--set", "composition.comparisons=only_batch0:only_batch1")
+    proc = endless_training_run(tiny_input, out)
     try:
-        wait_for(lambda: (out / keys.STEP_VALIDATE / keys.step_stamp("validate")).is_file(), proc)
-        time.sleep(2)
+        wait_until_training(out, proc)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
