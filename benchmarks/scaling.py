@@ -48,10 +48,12 @@ def main() -> None:
     parser.add_argument("--from-step", default=None,
                         help="Continue an interrupted run of one size in --workdir from this step (the earlier steps' "
                              "outputs must be there; their rows are in the interrupted run's log).")
+    parser.add_argument("--until-step", default=None,
+                        help="Stop after this step (with --from-step: run a large size one step at a time).")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    if args.from_step and (len(sizes) != 1 or args.workdir is None):
-        parser.error("--from-step continues one size in an existing --workdir")
+    if (args.from_step or args.until_step) and (len(sizes) != 1 or args.workdir is None):
+        parser.error("--from-step and --until-step run part of one size in an existing --workdir")
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(variable, str(args.threads))  # every library in the children on --threads cores
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="desweep-scaling-"))
@@ -68,15 +70,19 @@ def main() -> None:
 def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> tuple[dict[str, Measurement], dict[str, float]]:
     data = outdir / "input.h5ad"
     measured = {}
-    if not args.from_step:
+    if not args.from_step or args.from_step == "simulate":
         measured["simulate"] = report(n_cells, "simulate", run_step(["simulate", "-o", str(data), "--n-cells",
                                                                      str(n_cells), "--n-genes", str(args.genes)]))
+    if args.until_step == "simulate":
+        return measured, {}
     values = {"input": str(data), "outdir": str(outdir), "labels_key": "cell_type", "threads": args.threads}
     options = (f"integrate.max_epochs={args.epochs}", "integrate.early_stopping=false", "integrate.n_top_genes=0",
                "composition.comparisons=only_batch0:only_batch1", *([f"plan.grid={args.grid}"] if args.grid else []))
     resolved = resolve_steps(load_config(None, values, options))
     names = list(resolved)
-    for item in list(resolved.values())[names.index(args.from_step) if args.from_step else 0:]:
+    first = names.index(args.from_step) if args.from_step in names else 0
+    last = names.index(args.until_step) + 1 if args.until_step else len(names)
+    for item in list(resolved.values())[first:last]:
         step = item.step
         measured[step.name] = report(n_cells, step.name, run_step([step.command_name, *item.args]))
         if step.name in EXTRA and not args.no_extra:
@@ -84,6 +90,8 @@ def measure(n_cells: int, args: argparse.Namespace, outdir: Path) -> tuple[dict[
             arguments = list(resolve_steps(load_config(None, values, options + variant_options))[step.name].args)
             arguments[arguments.index("--outdir") + 1] = str(outdir / "variants" / name)
             measured[name] = report(n_cells, name, run_step([step.command_name, *arguments]))
+    if keys.STEP_NORMALIZE not in names[first:last]:
+        return measured, {}
     sizes = {"normalized.h5ad MiB": _mib(outdir / keys.STEP_NORMALIZE / keys.NORMALIZED_H5AD)}
     if not args.no_extra:
         sizes["normalized.h5ad --all-genes MiB"] = _mib(outdir / "variants" / EXTRA["normalize"][0] / keys.NORMALIZED_H5AD)
