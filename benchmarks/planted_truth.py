@@ -61,15 +61,18 @@ def main() -> None:
     parser.add_argument("--models", default="hard=3,default=1", help="preset=K: scVI models trained per run.")
     parser.add_argument("--epochs", default="hard=200,default=100", help="preset=E: max training epochs (early stopping on).")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--n-cells", default="", help="preset=N: simulate N cells instead of the preset's number "
+                        "(the same preset at two sizes shows whether the answer degrades with size).")
     args = parser.parse_args()
-    models, epochs = _per_preset(args.models), _per_preset(args.epochs)
+    models, epochs, n_cells = _per_preset(args.models), _per_preset(args.epochs), _per_preset(args.n_cells)
     rows = []
     for preset in args.presets.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            outdir = args.workdir / f"{preset}_seed{seed}"
+            size = f"_n{n_cells[preset]}" if preset in n_cells else ""
+            outdir = args.workdir / f"{preset}{size}_seed{seed}"
             run_pipeline(outdir, preset=preset, seed=seed, models=models.get(preset, 1), epochs=epochs.get(preset, 100),
-                         threads=args.threads)
-            rows += score_run(outdir, preset=preset, seed=seed)
+                         threads=args.threads, n_cells=n_cells.get(preset))
+            rows += score_run(outdir, preset=f"{preset}{size}", seed=seed)
             report(pd.DataFrame(rows), args.workdir)
 
 
@@ -78,12 +81,14 @@ def _per_preset(text: str) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- running
-def run_pipeline(outdir: Path, *, preset: str, seed: int, models: int, epochs: int, threads: int) -> None:
+def run_pipeline(outdir: Path, *, preset: str, seed: int, models: int, epochs: int, threads: int,
+                 n_cells: int | None = None) -> None:
     data = outdir / "input.h5ad"
     timings_path = outdir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     if not data.exists():
-        timings["simulate"] = run_step(["simulate", "-o", str(data), "--preset", preset, "--seed", str(seed)]).seconds
+        size = ["--n-cells", str(n_cells)] if n_cells else []
+        timings["simulate"] = run_step(["simulate", "-o", str(data), "--preset", preset, "--seed", str(seed), *size]).seconds
     config = load_config(None, {
         "input": str(data), "outdir": str(outdir), "labels_key": "cell_type", "threads": threads, "seed": 0,
         "accelerator": "cpu", "models": models,
