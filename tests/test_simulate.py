@@ -121,3 +121,44 @@ def test_cli_preset_with_override(tmp_path):
     assert adata.shape == (1000, 3000) and adata.uns["simulation"]["markers_per_cluster"] == 25
     result = CliRunner().invoke(cli, ["simulate", "-o", str(out), "--preset", "easy"])
     assert result.exit_code == 2 and "easy" in result.output
+
+
+# --------------------------------------------------------------------------- written block by block
+@pytest.mark.parametrize("preset", ["default", "realistic"])
+def test_written_block_by_block_equals_simulated_whole(tmp_path, preset):
+    """The streamed file holds what simulate() returns, written whole: the same counts, obs, var and parameters."""
+    import anndata as ad
+
+    from desweep.io import write_h5ad
+    from desweep.simulate import preset_params, write_simulation
+
+    params = preset_params(preset, n_cells=650, n_genes=600 if preset == "default" else 1000, seed=7)
+    write_h5ad(simulate(params, chunk_size=100), tmp_path / "whole.h5ad")
+    whole = ad.read_h5ad(tmp_path / "whole.h5ad")
+    write_simulation(params, tmp_path / "sim.h5ad", chunk_size=100)
+    streamed = ad.read_h5ad(tmp_path / "sim.h5ad")
+    assert streamed.X.shape == whole.X.shape and (streamed.X != whole.X).nnz == 0
+    assert streamed.X.indptr.dtype == whole.X.indptr.dtype
+    pd.testing.assert_frame_equal(streamed.obs, whole.obs)
+    pd.testing.assert_frame_equal(streamed.var, whole.var)
+    np.testing.assert_array_equal(streamed.uns["simulation"]["library_medians"], whole.uns["simulation"]["library_medians"])
+    assert streamed.uns["simulation"]["seed"] == 7
+
+
+def test_block_writer_widens_indptr_before_it_overflows(tmp_path, monkeypatch):
+    """Past 32-bit offsets the stored indptr becomes 64-bit (as scipy's vstack does), and X reads back whole."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from desweep import io
+
+    monkeypatch.setattr(io, "INT32_MAX", 50)  # 20 values a block: the third block passes it
+    blocks = [sp.random(4, 10, density=0.5, format="csr", random_state=i, dtype=np.float32) for i in range(5)]
+    shell = ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(20)]), var=pd.DataFrame(index=[f"g{j}" for j in range(10)]))
+    io.write_h5ad_rows(shell, iter(blocks), tmp_path / "x.h5ad")
+    back = ad.read_h5ad(tmp_path / "x.h5ad")
+    assert back.X.indptr.dtype == np.int64
+    assert (sp.vstack(blocks, format="csr") != back.X).nnz == 0
+    with pytest.raises(ValueError, match="rows of X"):
+        io.write_h5ad_rows(shell, iter(blocks[:2]), tmp_path / "short.h5ad")
+    assert not (tmp_path / "short.h5ad").exists()

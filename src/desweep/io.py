@@ -19,7 +19,7 @@ import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from desweep.errors import DesweepInputError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import scipy.sparse as sp
     from anndata import AnnData
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,66 @@ def write_csv(df: pd.DataFrame, destination: str | Path, *, index: bool = False)
 def write_h5ad(adata: AnnData, destination: str | Path) -> Path:
     """Write an AnnData atomically (gzip-compressed)."""
     return write_atomic(destination, lambda tmp: adata.write_h5ad(tmp, compression="gzip"))
+
+
+def write_h5ad_rows(adata: AnnData, rows: Iterable[sp.csr_matrix], destination: str | Path) -> Path:
+    """Write an AnnData whose ``X`` arrives as CSR row blocks, holding one block at a time (gzip, atomic).
+
+    Parameters
+    ----------
+    adata
+        Everything but ``X`` (obs, var, uns, obsm, ..., raw); its own ``X`` is not written, nor its layers.
+    rows
+        CSR blocks of consecutive cells, in order, each ``(k, n_vars)``; together ``n_obs`` rows.
+    destination
+        The .h5ad file.
+
+    The file reads back as the same AnnData with ``X`` the blocks stacked
+    (``scipy.sparse.vstack``): 32-bit ``indptr`` while the stored values fit it, as scipy does.
+    """
+    import anndata as ad
+    import h5py
+    import scipy.sparse as sp
+    from anndata.io import sparse_dataset, write_elem
+
+    shell = ad.AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=adata.obsm, varm=adata.varm, obsp=adata.obsp,
+                       varp=adata.varp)
+    if adata.raw is not None:
+        shell.raw = adata.raw.to_adata()
+
+    def _write(tmp: Path) -> None:
+        shell.write_h5ad(tmp, compression="gzip")
+        n_rows = 0
+        with h5py.File(tmp, "r+") as handle:
+            for block in rows:
+                block = sp.csr_matrix(block)
+                if n_rows == 0:
+                    write_elem(handle, "X", block, dataset_kwargs=_GROWING_DATASET)
+                else:
+                    _widen_indptr_if_needed(handle["X"], block.nnz)
+                    sparse_dataset(handle["X"]).append(block)
+                n_rows += block.shape[0]
+        if n_rows != adata.n_obs:
+            raise ValueError(f"wrote {n_rows} rows of X for {adata.n_obs} cells")
+
+    return write_atomic(destination, _write)
+
+
+#: gzip-compressed, in chunks of 256 Ki values (anndata makes sparse data resizable; auto-chunking sized to a first small block would be tiny)
+_GROWING_DATASET = {"compression": "gzip", "chunks": (1 << 18,)}
+INT32_MAX = 2**31 - 1
+
+
+def _widen_indptr_if_needed(group: Any, added_nnz: int) -> None:
+    """Rewrite a stored CSR's 32-bit ``indptr`` as 64-bit before an append would overflow it (scipy's vstack widens too)."""
+    import numpy as np
+
+    indptr = group["indptr"]
+    if indptr.dtype != np.int32 or group["indices"].shape[0] + added_nnz < INT32_MAX:
+        return
+    values = indptr[...].astype(np.int64)
+    del group["indptr"]
+    group.create_dataset("indptr", data=values, maxshape=(None,), **_GROWING_DATASET)
 
 
 def write_yaml(data: Any, destination: str | Path) -> Path:

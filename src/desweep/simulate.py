@@ -72,9 +72,13 @@ import scipy.sparse as sp
 from desweep.simulate_params import BATCH_KEY, LABELS_KEY, PRESETS, Preset, SimulationParams, cluster_names, preset_params
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
     from anndata import AnnData
 
-__all__ = ["BATCH_KEY", "LABELS_KEY", "PRESETS", "Preset", "SimulationParams", "cluster_names", "preset_params", "simulate"]
+__all__ = ["BATCH_KEY", "LABELS_KEY", "PRESETS", "Preset", "SimulationParams", "cluster_names", "preset_params", "simulate",
+           "simulate_blocks", "write_simulation"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +92,36 @@ def simulate(params: SimulationParams | None = None, *, chunk_size: int = 5000) 
         cells x 2,000 genes, 3 batches, 3 shared clusters and 2
         batch-specific clusters.
     chunk_size
-        Cells drawn at a time (bounds memory for 100,000 cells).
+        Cells drawn at a time (bounds the dense intermediates).
 
     Returns
     -------
     AnnData with sparse integer counts in ``X`` and the truth described in the
     module docstring. The same parameters give the same data.
+    """
+    adata, blocks = simulate_blocks(params, chunk_size=chunk_size)
+    adata.X = sp.vstack(list(blocks), format="csr")
+    return adata
+
+
+def write_simulation(params: SimulationParams | None, destination: str | Path, *, chunk_size: int = 5000) -> Path:
+    """Simulate and write the .h5ad one block of ``chunk_size`` cells at a time: never the whole count matrix in memory.
+
+    The file holds the same data as ``simulate(params)`` written whole (same
+    obs, var, uns and ``X``). The ``realistic`` preset mixes each cell with its
+    batch's average profile, so it is drawn whole and written as one block.
+    """
+    from desweep.io import write_h5ad_rows
+
+    adata, blocks = simulate_blocks(params, chunk_size=chunk_size)
+    return write_h5ad_rows(adata, blocks, destination)
+
+
+def simulate_blocks(params: SimulationParams | None = None, *, chunk_size: int = 5000) -> tuple[AnnData, Iterator[sp.csr_matrix]]:
+    """The simulated data without ``X``, and ``X`` as CSR blocks of ``chunk_size`` cells drawn lazily, in order.
+
+    The blocks must be drawn after the AnnData is built and before anything
+    else uses the generator: they continue the same random stream.
     """
     import anndata as ad
 
@@ -102,7 +130,9 @@ def simulate(params: SimulationParams | None = None, *, chunk_size: int = 5000) 
     if params.realistic:
         from desweep.simulate_realistic import simulate_realistic
 
-        return simulate_realistic(params)
+        whole = simulate_realistic(params)
+        counts, whole.X = whole.X, None
+        return whole, iter([counts])
     rng = np.random.default_rng(params.seed)
     batches = [f"batch{b}" for b in range(params.n_batches)]
     shared, specific = cluster_names(params)
@@ -122,24 +152,24 @@ def simulate(params: SimulationParams | None = None, *, chunk_size: int = 5000) 
 
     cluster_idx = pd.Categorical(obs[LABELS_KEY], categories=clusters).codes
     batch_idx = pd.Categorical(obs[BATCH_KEY], categories=batches).codes
-    blocks = []
-    for start in range(0, params.n_cells, chunk_size):
-        sl = slice(start, min(start + chunk_size, params.n_cells))
-        logits = base + cluster_lfc[cluster_idx[sl]] + batch_lfc[batch_idx[sl]]
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-        library = library_medians[batch_idx[sl]] * np.exp(rng.normal(0.0, 0.3, size=probs.shape[0]))
-        mean = probs * library[:, None]
-        rate = rng.gamma(shape=theta, scale=mean / theta)
-        blocks.append(sp.csr_matrix(rng.poisson(rate).astype(np.float32)))
-    counts = sp.vstack(blocks, format="csr")
 
-    adata = ad.AnnData(X=counts, obs=obs, var=var)
+    def blocks() -> Iterator[sp.csr_matrix]:
+        for start in range(0, params.n_cells, chunk_size):
+            sl = slice(start, min(start + chunk_size, params.n_cells))
+            logits = base + cluster_lfc[cluster_idx[sl]] + batch_lfc[batch_idx[sl]]
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            probs /= probs.sum(axis=1, keepdims=True)
+            library = library_medians[batch_idx[sl]] * np.exp(rng.normal(0.0, 0.3, size=probs.shape[0]))
+            mean = probs * library[:, None]
+            rate = rng.gamma(shape=theta, scale=mean / theta)
+            yield sp.csr_matrix(rng.poisson(rate).astype(np.float32))
+
+    adata = ad.AnnData(obs=obs, var=var)
     adata.uns["simulation"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params).items() if v is not None}
     adata.uns["simulation"]["library_medians"] = library_medians.round(1).tolist()
-    logger.info("simulated %d cells x %d genes, clusters %s", adata.n_obs, adata.n_vars, ", ".join(clusters))
-    return adata
+    logger.info("simulating %d cells x %d genes, clusters %s", adata.n_obs, adata.n_vars, ", ".join(clusters))
+    return adata, blocks()
 
 
 def _plant_genes(params: SimulationParams, rng: np.random.Generator, clusters: list[str], batches: list[str]) -> pd.DataFrame:

@@ -14,6 +14,8 @@ from desweep.errors import DesweepInputError
 
 BATCH_KEY = "batch"
 LABELS_KEY = "cell_type"
+#: the largest simulation (the atlas-scale benchmark draws 1,000,000 cells; the simulator writes them block by block)
+MAX_CELLS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class SimulationParams:
 
     def check(self) -> None:
         """Raise a one-line error for impossible parameter values."""
-        if not 500 <= self.n_cells <= 100_000:
-            raise DesweepInputError("simulate", "--n-cells", f"must be between 500 and 100000, got {self.n_cells}")
+        if not 500 <= self.n_cells <= MAX_CELLS:
+            raise DesweepInputError("simulate", "--n-cells", f"must be between 500 and {MAX_CELLS}, got {self.n_cells}")
         if not 2 <= self.n_batches <= 4:
             raise DesweepInputError("simulate", "--n-batches", f"must be between 2 and 4, got {self.n_batches}")
         if self.n_specific_clusters > self.n_batches:

@@ -20,7 +20,7 @@ PRESET_HELP = ("default: 3,000 cells x 2,000 genes, strong effects; hard: 1,000 
 @click.command(name="simulate")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .h5ad file to write.")
 @click.option("--preset", type=click.Choice(["default", "hard", "realistic"]), default="default", show_default=True, help=PRESET_HELP)
-@click.option("--n-cells", type=int, default=None, help="Cells (500 to 100,000; default: the preset's).")
+@click.option("--n-cells", type=int, default=None, help="Cells (500 to 2,000,000; default: the preset's).")
 @click.option("--n-genes", type=int, default=None, help="Genes (default: the preset's).")
 @click.option("--n-batches", type=int, default=None, help="Batches (2 to 4; default 3).")
 @click.option("--n-shared-clusters", type=int, default=None, help="Clusters present in every batch (default 3).")
@@ -42,12 +42,10 @@ def simulate(output: Path, preset: Preset, n_cells: int | None, n_genes: int | N
     \b
         desweep simulate -o sim.h5ad --preset hard --seed 1
     """
-    from desweep.io import write_h5ad
-    from desweep.simulate import preset_params
-    from desweep.simulate import simulate as run_simulation
+    from desweep.simulate import preset_params, write_simulation
 
     given = {"n_cells": n_cells, "n_genes": n_genes, "n_batches": n_batches, "n_shared_clusters": n_shared_clusters,
              "n_specific_clusters": n_specific_clusters, "markers_per_cluster": markers_per_cluster,
              "batch_wide_genes_per_batch": batch_wide_genes}
     params = preset_params(preset, seed=seed, **{k: v for k, v in given.items() if v is not None})
-    write_h5ad(run_simulation(params), output)
+    write_simulation(params, output)

@@ -32,14 +32,14 @@ def validate(input_path: Path, batch_key: str, labels_key: str | None, layer: st
     \b
         desweep validate -i pbmc.h5ad --batch-key batch --labels-key cell_type -o results/validate
     """
-    from desweep.io import write_h5ad, write_text
+    from desweep.io import write_h5ad_rows, write_text
     from desweep.validate import load_input, record_checksum, validate_adata
 
     adata = load_input(input_path, batch_key=batch_key, layer=layer, make_genes_unique=make_genes_unique)
-    adata, report = validate_adata(adata, input_path, batch_key=batch_key, labels_key=labels_key,
-                                   min_cells_per_batch=min_cells_per_batch)
-    record_checksum(adata, report, input_path)
+    validated, report = validate_adata(adata, input_path, batch_key=batch_key, labels_key=labels_key,
+                                       min_cells_per_batch=min_cells_per_batch)
+    record_checksum(validated.adata, report, input_path)
     prepare_outdir(outdir)
-    write_h5ad(adata, outdir / keys.VALIDATED_H5AD)
+    write_h5ad_rows(validated.adata, validated.blocks(), outdir / keys.VALIDATED_H5AD)
     write_text(json.dumps(asdict(report), indent=2) + "\n", outdir / keys.VALIDATION_REPORT)
     click.echo(f"validated {report.n_cells} cells x {report.n_genes} genes in {len(report.cells_per_batch)} batches")
