@@ -46,7 +46,8 @@ def select_genes(
 
     Returns
     -------
-    A copy restricted to the kept genes; ``var['desweep_hvg']`` marks genes
+    ``adata`` itself when every gene is kept (no copy of the counts), else a
+    copy restricted to the kept genes; ``var['desweep_hvg']`` marks genes
     chosen for variability, ``var['desweep_extra']`` genes kept on request.
     """
     import scanpy as sc
@@ -67,7 +68,7 @@ def select_genes(
         )
         hvg = table["highly_variable"].to_numpy()
         keep = hvg | adata.var_names.isin(extra)
-    out = adata[:, keep].copy()
+    out = adata if keep.all() else adata[:, keep].copy()
     out.var["desweep_hvg"] = hvg[keep]
     out.var["desweep_extra"] = out.var_names.isin(extra)
     logger.info("modelling %d of %d genes", out.n_vars, adata.n_vars)
@@ -92,8 +93,8 @@ def default_batch_size(n_cells: int, accelerator: str) -> int:
 
 
 def default_max_epochs(n_cells: int) -> int:
-    """scvi-tools' own heuristic: ``min(round(20000 / n_cells * 400), 400)``."""
-    return int(min(round(20000 / max(n_cells, 1) * 400), 400))
+    """scvi-tools' own heuristic: ``min(round(20000 / n_cells * 400), 400)``, at least 1 (8 epochs at 1,000,000 cells)."""
+    return int(max(1, min(round(20000 / max(n_cells, 1) * 400), 400)))
 
 
 def default_kl_warmup_epochs(max_epochs: int) -> int:
