@@ -73,6 +73,26 @@ def test_training_uses_the_heuristics_when_unset(monkeypatch):
     assert seen["batch_size"] == safe_batch_size(training_passes(301), default_batch_size(301, "cpu"))
 
 
+@pytest.mark.parametrize("canonical", [True, False])
+def test_fingerprint_of_a_backed_file_equals_the_in_memory_one(tmp_path, canonical):
+    """A backed CSR X is hashed from disk in pieces (canonical) or loaded (unsorted indices): the same fingerprint either way."""
+    import scipy.sparse as sp
+
+    from desweep.datakeys import DataKeys, set_keys
+    from desweep.integrate import _canonical_stored_csr, data_fingerprint
+
+    x = sp.random(50, 30, density=0.3, format="csr", dtype=np.float32, random_state=2)
+    if not canonical:
+        x.indices[x.indptr[3]:x.indptr[4]] = x.indices[x.indptr[3]:x.indptr[4]][::-1].copy()
+        x.has_sorted_indices = False
+    adata = ad.AnnData(x, obs=pd.DataFrame({"batch": pd.Categorical(["a", "b"] * 25)}, index=[f"c{i}" for i in range(50)]))
+    set_keys(adata, DataKeys(batch_key="batch", labels_key=None, group_key=None))
+    adata.write_h5ad(tmp_path / "x.h5ad")
+    backed = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")
+    assert (_canonical_stored_csr(backed.X) is not None) == canonical
+    assert data_fingerprint(backed) == data_fingerprint(ad.read_h5ad(tmp_path / "x.h5ad"))
+
+
 def test_integrate_writes_the_output_contract(pipeline_dirs):
     folder = pipeline_dirs["integrate"]
     adata = ad.read_h5ad(folder / keys.INTEGRATED_H5AD)
