@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from desweep import keys
 from desweep.cli import cli
 from desweep.compute import safe_batch_size
-from desweep.integrate import default_batch_size, load_model, training_passes
+from desweep.integrate import default_batch_size, default_max_epochs, load_model, training_passes
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("n_cells", [129, 1000, 1153, 2000, 12_801, 100_001])
+@pytest.mark.parametrize("n_cells", [129, 1000, 1153, 2000, 12_801, 100_001, 1_000_000, 1_000_003])
 def test_safe_batch_size_never_leaves_a_minibatch_of_one_or_two(n_cells):
     size = safe_batch_size(training_passes(n_cells), 128)
     n_train = int(np.ceil(0.9 * n_cells))
@@ -28,6 +28,69 @@ def test_safe_batch_size_never_leaves_a_minibatch_of_one_or_two(n_cells):
 def test_gpu_batch_size_grows_with_data():
     assert default_batch_size(2000, "cpu") == 128
     assert default_batch_size(2000, "gpu") < default_batch_size(50_000, "gpu") == 1024
+    assert default_batch_size(1_000_000, "cpu") == 128 and default_batch_size(1_000_000, "gpu") == 1024
+
+
+@pytest.mark.parametrize("n_cells", [500, 20_000, 100_000, 1_000_000, 50_000_000])
+def test_epoch_heuristic_is_scvi_tools_own_at_every_size(n_cells):
+    """8 epochs at 1,000,000 cells, and never 0 (scvi-tools' floor of 1) however many cells."""
+    import warnings
+
+    from scvi.model._utils import get_max_epochs_heuristic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scvi-tools warns when its heuristic gives 1 epoch
+        assert default_max_epochs(n_cells) == get_max_epochs_heuristic(n_cells)
+    assert default_max_epochs(1_000_000) == 8
+
+
+def test_training_uses_the_heuristics_when_unset(monkeypatch):
+    """With no epochs or batch size given, train_scvi passes the size-based defaults to scvi-tools, and every gene kept is no copy."""
+    import scipy.sparse as sp
+    import scvi
+
+    from desweep.integrate import select_genes, train_scvi
+
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(sp.csr_matrix(rng.poisson(1.0, size=(301, 20)).astype(np.float32)),
+                       obs=pd.DataFrame({"batch": pd.Categorical(np.where(np.arange(301) % 2, "a", "b"))},
+                                        index=[f"c{i}" for i in range(301)]))
+    assert select_genes(adata, batch_key="batch", n_top_genes=0) is adata
+    assert select_genes(adata, batch_key="batch", n_top_genes=4000) is adata
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def train(self, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(scvi.model.SCVI, "train", train)
+    with pytest.raises(Stop):
+        train_scvi(adata, batch_key="batch")
+    assert seen["max_epochs"] == default_max_epochs(301) == 400
+    assert seen["batch_size"] == safe_batch_size(training_passes(301), default_batch_size(301, "cpu"))
+
+
+@pytest.mark.parametrize("canonical", [True, False])
+def test_fingerprint_of_a_backed_file_equals_the_in_memory_one(tmp_path, canonical):
+    """A backed CSR X is hashed from disk in pieces (canonical) or loaded (unsorted indices): the same fingerprint either way."""
+    import scipy.sparse as sp
+
+    from desweep.datakeys import DataKeys, set_keys
+    from desweep.integrate import _canonical_stored_csr, data_fingerprint
+
+    x = sp.random(50, 30, density=0.3, format="csr", dtype=np.float32, random_state=2)
+    if not canonical:
+        x.indices[x.indptr[3]:x.indptr[4]] = x.indices[x.indptr[3]:x.indptr[4]][::-1].copy()
+        x.has_sorted_indices = False
+    adata = ad.AnnData(x, obs=pd.DataFrame({"batch": pd.Categorical(["a", "b"] * 25)}, index=[f"c{i}" for i in range(50)]))
+    set_keys(adata, DataKeys(batch_key="batch", labels_key=None, group_key=None))
+    adata.write_h5ad(tmp_path / "x.h5ad")
+    backed = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")
+    assert (_canonical_stored_csr(backed.X) is not None) == canonical
+    assert data_fingerprint(backed) == data_fingerprint(ad.read_h5ad(tmp_path / "x.h5ad"))
 
 
 def test_integrate_writes_the_output_contract(pipeline_dirs):

@@ -528,3 +528,18 @@ def test_cli_normalize_errors_are_one_line(pipeline_dirs, tmp_path):
     result = CliRunner().invoke(cli, [*base, "--all-genes", "--max-memory-gb", "0.001", "--threads", "1"])
     assert result.exit_code == 1 and "Error: --max-memory-gb: max_memory_gb:" in result.output
     assert not (tmp_path / "out").exists()  # nothing written on errors
+
+
+def test_counts_of_genes_from_a_backed_file_equal_the_in_memory_columns(tmp_path):
+    """The exported genes' counts, read from a backed X in blocks of 7 cells, equal the in-memory column subset."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from desweep.normalize import _counts_of_genes
+
+    x = sp.random(40, 12, density=0.4, format="csr", dtype=np.float32, random_state=3)
+    ad.AnnData(x).write_h5ad(tmp_path / "x.h5ad")
+    backed = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")
+    genes = np.array([0, 5, 11])
+    assert (_counts_of_genes(backed.X, genes, chunk_size=7) != x[:, genes]).nnz == 0
+    assert (_counts_of_genes(x, genes) != x[:, genes]).nnz == 0

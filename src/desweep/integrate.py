@@ -46,7 +46,8 @@ def select_genes(
 
     Returns
     -------
-    A copy restricted to the kept genes; ``var['desweep_hvg']`` marks genes
+    ``adata`` itself when every gene is kept (no copy of the counts), else a
+    copy restricted to the kept genes; ``var['desweep_hvg']`` marks genes
     chosen for variability, ``var['desweep_extra']`` genes kept on request.
     """
     import scanpy as sc
@@ -67,7 +68,7 @@ def select_genes(
         )
         hvg = table["highly_variable"].to_numpy()
         keep = hvg | adata.var_names.isin(extra)
-    out = adata[:, keep].copy()
+    out = adata if keep.all() else adata[:, keep].copy()
     out.var["desweep_hvg"] = hvg[keep]
     out.var["desweep_extra"] = out.var_names.isin(extra)
     logger.info("modelling %d of %d genes", out.n_vars, adata.n_vars)
@@ -92,8 +93,8 @@ def default_batch_size(n_cells: int, accelerator: str) -> int:
 
 
 def default_max_epochs(n_cells: int) -> int:
-    """scvi-tools' own heuristic: ``min(round(20000 / n_cells * 400), 400)``."""
-    return int(min(round(20000 / max(n_cells, 1) * 400), 400))
+    """scvi-tools' own heuristic: ``min(round(20000 / n_cells * 400), 400)``, at least 1 (8 epochs at 1,000,000 cells)."""
+    return int(max(1, min(round(20000 / max(n_cells, 1) * 400), 400)))
 
 
 def default_kl_warmup_epochs(max_epochs: int) -> int:
@@ -364,15 +365,45 @@ def data_fingerprint(adata: AnnData) -> dict[str, object]:
 
     batch_key = get_keys(adata, "data").batch_key
     batches = adata.obs[batch_key].astype(str)
-    x = sp.csr_matrix(adata.X)
-    x.sum_duplicates()
-    x.sort_indices()
+    stored = _canonical_stored_csr(adata.X)
+    if stored is not None:  # a backed file's arrays, hashed in pieces from disk
+        counts = sha((stored["data"], np.float32), (stored["indices"], np.int64), (stored["indptr"], np.int64))
+    else:
+        x = sp.csr_matrix(adata.X.to_memory() if hasattr(adata.X, "to_memory") else adata.X)
+        x.sum_duplicates()
+        x.sort_indices()
+        counts = sha((x.data, np.float32), (x.indices, np.int64), (x.indptr, np.int64))
     return {
         "n_genes": int(adata.n_vars), "genes": sha("\0".join(map(str, adata.var_names)).encode()),
         "batches": sorted(set(batches)),
         "n_cells": int(adata.n_obs), "cells": sha("\0".join(f"{c}\1{b}" for c, b in zip(adata.obs_names, batches, strict=True)).encode()),
-        "counts": sha((x.data, np.float32), (x.indices, np.int64), (x.indptr, np.int64)),
+        "counts": counts,
     }
+
+
+def _canonical_stored_csr(matrix: Any) -> Any:
+    """The HDF5 group of a backed CSR ``X`` whose stored arrays are canonical (column indices increasing in each row), else ``None``.
+
+    Canonical arrays are what the in-memory fingerprint hashes after
+    ``sum_duplicates`` and ``sort_indices``, so they are hashed as stored; the
+    check reads ``indptr`` and ``indices`` a piece at a time.
+    """
+    from anndata.abc import CSRDataset
+
+    if not isinstance(matrix, CSRDataset):
+        return None
+    group = matrix.group
+    indptr = group["indptr"][...]
+    indices = group["indices"]
+    step = 1 << 22
+    for start in range(0, int(indptr[-1]), step):
+        piece = indices[start : min(start + step + 1, int(indptr[-1]))].astype(np.int64)
+        rising = np.diff(piece) > 0
+        row_ends = indptr[(indptr > start) & (indptr < start + piece.size)] - start - 1  # a new row may start lower
+        rising[row_ends[row_ends < rising.size]] = True
+        if not rising.all():
+            return None
+    return group
 
 
 def check_fingerprint(recorded: dict[str, object], adata: AnnData, *, model_dir: str, source: str) -> None:

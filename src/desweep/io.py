@@ -168,18 +168,12 @@ def write_h5ad_rows(adata: AnnData, rows: Iterable[sp.csr_matrix], destination: 
     The file reads back as the same AnnData with ``X`` the blocks stacked
     (``scipy.sparse.vstack``): 32-bit ``indptr`` while the stored values fit it, as scipy does.
     """
-    import anndata as ad
     import h5py
     import scipy.sparse as sp
     from anndata.io import sparse_dataset, write_elem
 
-    shell = ad.AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=adata.obsm, varm=adata.varm, obsp=adata.obsp,
-                       varp=adata.varp)
-    if adata.raw is not None:
-        shell.raw = adata.raw.to_adata()
-
     def _write(tmp: Path) -> None:
-        shell.write_h5ad(tmp, compression="gzip")
+        _shell(adata).write_h5ad(tmp, compression="gzip")
         n_rows = 0
         with h5py.File(tmp, "r+") as handle:
             for block in rows:
@@ -194,6 +188,44 @@ def write_h5ad_rows(adata: AnnData, rows: Iterable[sp.csr_matrix], destination: 
             raise ValueError(f"wrote {n_rows} rows of X for {adata.n_obs} cells")
 
     return write_atomic(destination, _write)
+
+
+def write_h5ad_with_x_from(adata: AnnData, source: str | Path, destination: str | Path) -> Path:
+    """Write an AnnData whose ``X`` stays in ``source`` (e.g. one read backed): ``X`` is copied there as stored (atomic).
+
+    Parameters
+    ----------
+    adata
+        Everything but ``X``; its own ``X`` (a backed matrix) is never loaded.
+    source
+        The .h5ad whose ``X`` is copied, compressed chunks and all (HDF5's
+        copy: nothing is decompressed or held in memory); it must have
+        ``adata``'s cells and genes, in the same order.
+    destination
+        The .h5ad file.
+    """
+    import h5py
+
+    def _write(tmp: Path) -> None:
+        _shell(adata).write_h5ad(tmp, compression="gzip")
+        with h5py.File(source, "r") as src, h5py.File(tmp, "r+") as handle:
+            shape = tuple(src["X"].attrs["shape"]) if "shape" in src["X"].attrs else src["X"].shape
+            if tuple(shape) != (adata.n_obs, adata.n_vars):
+                raise ValueError(f"{source}: X is {shape[0]} x {shape[1]}, the data {adata.n_obs} x {adata.n_vars}")
+            src.copy(src["X"], handle, name="X")
+
+    return write_atomic(destination, _write)
+
+
+def _shell(adata: AnnData) -> AnnData:
+    """``adata`` without ``X`` and layers (obs, var, uns, the aligned arrays and raw)."""
+    import anndata as ad
+
+    shell = ad.AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=adata.obsm, varm=adata.varm, obsp=adata.obsp,
+                       varp=adata.varp)
+    if adata.raw is not None:
+        shell.raw = adata.raw.to_adata()
+    return shell
 
 
 #: gzip-compressed, in chunks of 256 Ki values (anndata makes sparse data resizable; auto-chunking sized to a first small block would be tiny)

@@ -31,12 +31,13 @@ def cluster(input_path: Path, resolution: float, n_neighbors: int, neighbors: Ne
         desweep cluster -i results/integrate/integrated.h5ad --resolution 0.8 -o results/cluster
     """
     from desweep.cluster import cluster as run_clustering
-    from desweep.io import read_h5ad, write_csv, write_h5ad
+    from desweep.io import read_h5ad, write_csv, write_h5ad_with_x_from
 
-    adata = read_h5ad(input_path)
+    # clustering reads the embedding only; the counts, which the later steps read, are copied through from the file
+    adata = read_h5ad(input_path, backed=True)
     adata, summary = run_clustering(adata, source=str(input_path), resolution=resolution, n_neighbors=n_neighbors,
                                      neighbors=neighbors, seed=seed)
     prepare_outdir(outdir)
-    write_h5ad(adata, outdir / keys.CLUSTERED_H5AD)
+    write_h5ad_with_x_from(adata, input_path, outdir / keys.CLUSTERED_H5AD)
     write_csv(summary, outdir / keys.CLUSTER_METRICS_CSV)
     click.echo(summary.to_string(index=False))

@@ -91,7 +91,8 @@ def normalize(adata_path: Path, model_dir: Path, choices: tuple[str, ...], batch
 
     compute.configure(threads=threads, seed=seed)
     device = compute.resolve_accelerator(accelerator)
-    adata = read_h5ad(adata_path)
+    # backed: the model reads the counts a chunk of cells at a time as it decodes them (the file is read in order)
+    adata = read_h5ad(adata_path, backed=True)
     model = load_model(str(model_dir), adata, accelerator=device, source=str(adata_path))
     normalized, means = export_normalized(
         adata, model, choices=choices, batches=batches or None, genes=selection.genes, library_size=library_size, n_samples=n_samples,

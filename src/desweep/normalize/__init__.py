@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -178,7 +178,7 @@ def export_normalized(
         if spec.sample < 0:  # posterior-sample layers stay out of the means
             sums.add(spec.suffix, start, stop, values)
 
-    out = ad.AnnData(X=adata.X[:, gene_idx].copy(), obs=adata.obs.copy(), var=adata.var.iloc[gene_idx].copy(), layers=layers)
+    out = ad.AnnData(X=_counts_of_genes(adata.X, gene_idx), obs=adata.obs.copy(), var=adata.var.iloc[gene_idx].copy(), layers=layers)
     for key in (keys.X_SCVI, keys.X_UMAP):
         if key in adata.obsm:
             out.obsm[key] = np.asarray(adata.obsm[key]).copy()
@@ -197,3 +197,15 @@ def export_normalized(
         "layers": table,
     }
     return out, sums.table(adata.var_names, [s.suffix for s in specs if s.sample < 0])
+
+
+def _counts_of_genes(matrix: Any, gene_idx: np.ndarray, *, chunk_size: int = 10_000) -> Any:
+    """The counts of ``gene_idx`` for every cell: from a backed matrix a block of rows at a time, never the whole matrix."""
+    import scipy.sparse as sp
+    from anndata.abc import CSRDataset
+
+    if not isinstance(matrix, CSRDataset):
+        return matrix[:, gene_idx].copy()
+    n_cells = matrix.shape[0]
+    return sp.vstack([matrix[start : min(start + chunk_size, n_cells)][:, gene_idx] for start in range(0, n_cells, chunk_size)],
+                     format="csr")
