@@ -81,7 +81,7 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
     means = read_csv(means_path, required=dg.MEANS_REQUIRED, what="means") if means_path else None
     history = read_csv(history_path, what="history") if history_path else None
     counts = read_csv(counts_path, what="counts") if counts_path else None
-    adata = read_h5ad(adata_path)
+    adata = read_h5ad(adata_path, backed=True)  # X is read in row chunks (desweep.chunks), never whole
     normalized = read_h5ad(normalized_path) if normalized_path else None
     thresholds = dg.Thresholds(explained_fraction=explained_fraction, alpha=alpha)
     try:
