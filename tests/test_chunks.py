@@ -111,3 +111,25 @@ def test_sum_counts_equals_scanpy_sum_and_variance(monkeypatch):
     np.testing.assert_array_equal(counts.to_numpy(), np.asarray(expected.layers["sum"]))
     assert list(n_cells) == list(kept.obs["u"].value_counts().reindex(counts.index))
     np.testing.assert_array_equal(variance.to_numpy(), np.asarray(expected.layers["var"]) * n_cells[:, None])
+
+
+def test_read_h5ad_layers_reads_the_genes_asked_for(tmp_path):
+    from desweep.errors import DesweepInputError
+    from desweep.io import read_h5ad_layers
+
+    adata = _adata(n=29)
+    rng = np.random.default_rng(1)
+    adata.layers["scvi_norm__own"] = rng.random(adata.shape).astype(np.float32)
+    adata.layers["scvi_norm__sparse"] = sp.csr_matrix(adata.X * 2)
+    adata.layers["other"] = adata.X.copy()
+    path = tmp_path / "n.h5ad"
+    adata.write_h5ad(path)
+    got = read_h5ad_layers(path, ["g7", "g2", "missing", "g4"], prefix="scvi_norm__", chunk_size=4)
+    assert list(got.var_names) == ["g2", "g4", "g7"] and list(got.obs_names) == list(adata.obs_names)
+    assert sorted(got.layers) == ["scvi_norm__own", "scvi_norm__sparse"]
+    cols = [2, 4, 7]
+    np.testing.assert_array_equal(got.layers["scvi_norm__own"], adata.layers["scvi_norm__own"][:, cols])
+    np.testing.assert_array_equal(got.layers["scvi_norm__sparse"], adata.layers["scvi_norm__sparse"][:, cols].toarray())
+    path.with_suffix(".csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DesweepInputError, match="text/CSV"):
+        read_h5ad_layers(path.with_suffix(".csv"), ["g1"], prefix="scvi_norm__")
