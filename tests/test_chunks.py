@@ -133,3 +133,25 @@ def test_read_h5ad_layers_reads_the_genes_asked_for(tmp_path):
     path.with_suffix(".csv").write_text("a,b\n1,2\n")
     with pytest.raises(DesweepInputError, match="text/CSV"):
         read_h5ad_layers(path.with_suffix(".csv"), ["g1"], prefix="scvi_norm__")
+
+
+def test_open_h5ad_leaves_x_and_layers_on_disk_and_the_report_aggregates_them(tmp_path):
+    import h5py
+
+    from desweep.io import open_h5ad
+    from desweep.report.load import cluster_batch_expression
+
+    adata = _adata(n=300)
+    adata.layers["scvi_norm__own_batch"] = np.random.default_rng(2).random(adata.shape).astype(np.float32)
+    adata.uns["desweep"] = {"group_key": "cluster"}
+    path = tmp_path / "m.h5ad"
+    adata.write_h5ad(path)
+    with open_h5ad(path) as lazy:
+        assert not isinstance(lazy.layers["scvi_norm__own_batch"], np.ndarray)
+        assert isinstance(lazy.layers["scvi_norm__own_batch"], h5py.Dataset) and not sp.issparse(lazy.X)
+        assert lazy.uns["desweep"]["group_key"] == "cluster" and list(lazy.obs_names) == list(adata.obs_names)
+        for layer in (None, "scvi_norm__own_batch"):
+            got = cluster_batch_expression(lazy, group_key="cluster", batch_key="batch", layer=layer)
+            want = cluster_batch_expression(adata, group_key="cluster", batch_key="batch", layer=layer)
+            assert len(got) >= adata.n_vars * 4
+            pd.testing.assert_frame_equal(got, want)

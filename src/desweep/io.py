@@ -242,6 +242,39 @@ def read_h5ad_layers(path: str | Path, genes: list[str], *, prefix: str, chunk_s
     return ad.AnnData(obs=pd.DataFrame(index=obs_names), var=pd.DataFrame(index=var_names[columns]), layers=layers)
 
 
+@contextlib.contextmanager
+def open_h5ad(path: str | Path) -> Iterator[AnnData]:
+    """An .h5ad file with ``X`` and every layer left on disk, ``obs``, ``var`` and ``uns`` in memory.
+
+    ``X`` and the layers are read by row slices (:func:`desweep.chunks.row_chunks`):
+    ``read_h5ad(backed=True)`` keeps ``X`` on disk but loads every layer whole.
+    The file is closed on leaving the ``with`` block. Errors as in :func:`read_h5ad`.
+    """
+    import anndata as ad
+    import h5py
+
+    path = check_h5ad(path)
+    try:
+        f = h5py.File(path, "r")
+    except Exception as err:  # h5py raises many types for truncated files
+        raise _unreadable(path, err) from err
+    with f:
+        try:
+            adata = ad.AnnData(X=_on_disk(f["X"]) if "X" in f else None, obs=ad.io.read_elem(f["obs"]),
+                               var=ad.io.read_elem(f["var"]), uns=ad.io.read_elem(f["uns"]) if "uns" in f else None,
+                               layers={name: _on_disk(node) for name, node in f.get("layers", {}).items()})
+        except Exception as err:  # h5py/anndata raise many types for truncated files
+            raise _unreadable(path, err) from err
+        yield adata
+
+
+def _on_disk(node: Any) -> Any:
+    import anndata as ad
+    import h5py
+
+    return node if isinstance(node, h5py.Dataset) else ad.io.sparse_dataset(node)
+
+
 def _dense(block: Any) -> Any:
     import numpy as np
 

@@ -8,6 +8,7 @@ optional file never costs the whole report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -214,14 +215,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _marker_expression(path: Path, counts: pd.DataFrame | None, *, batch_key: str | None) -> tuple[pd.DataFrame | None, str]:
-    import anndata as ad
+    from desweep.io import open_h5ad
 
-    try:
-        adata = ad.read_h5ad(path, backed="r")  # X stays on disk, read in row chunks
-    except Exception as err:  # noqa: BLE001
-        logger.warning("cannot read %s: %s", path, err)
-        return None, ""
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            adata = stack.enter_context(open_h5ad(path))  # X and the layers stay on disk, read in row chunks
+        except Exception as err:  # noqa: BLE001
+            logger.warning("cannot read %s: %s", path, err)
+            return None, ""
         group_key, batch_key = _obs_keys(adata, batch_key)
         if group_key is None or batch_key is None:
             logger.warning("%s: cannot tell the group and batch columns of obs (%s)", path, ", ".join(map(str, adata.obs.columns)))
@@ -231,8 +232,6 @@ def _marker_expression(path: Path, counts: pd.DataFrame | None, *, batch_key: st
         layer = preferred if preferred in layers else (layers[0] if layers else None)
         source = (f"scVI normalized expression (layer {layer})" if layer else "log1p of the raw counts (no scVI layer in the file)")
         return cluster_batch_expression(adata, group_key=group_key, batch_key=batch_key, layer=layer, counts=counts), source
-    finally:
-        adata.file.close()
 
 
 def _obs_keys(adata: AnnData, batch_key: str | None) -> tuple[str | None, str | None]:
