@@ -129,7 +129,8 @@ def _layer(normalized: AnnData, layer: str, cells: pd.Index, genes: list[str]) -
         cols = normalized.var_names.get_indexer([genes[i] for i in have])
         data = normalized.layers[layer][:, cols]
         data = data.toarray() if hasattr(data, "toarray") else np.asarray(data)
-        values[:, have] = data[rows]
+        # the cells are usually in the same order: no second cells x genes copy then
+        values[:, have] = data if np.array_equal(rows, np.arange(len(rows))) else data[rows]
     return values
 
 
