@@ -110,6 +110,9 @@ T_DIAG = ("tests/test_diagnose_rules.py",) + tuple(f"tests/test_diagnose.py::{t}
 
 BRIDGE_SHIFT = "src/desweep/bridge/shift.py"
 BRIDGE_UNITS = "src/desweep/bridge/units.py"
+CHUNKS = "src/desweep/chunks.py"
+T_CHUNKS = "tests/test_chunks.py"
+PSEUDOBULK = "src/desweep/pseudobulk.py"
 T_BRIDGE = "tests/test_bridge.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -325,12 +328,12 @@ MUTATIONS: tuple[Mutation, ...] = (
              "        hi_log, var_hi = profile.weighted_log2(cluster, {b: profile.cells(side.high, b) for b in side.high_batches}, genes)",
              "        hi_log, var_hi = profile.weighted_log2(cluster, {b: profile.cells(cluster, b) for b in on_hi}, genes)",
              "the bridge's shift not weighted by the groups' batch mix (a group spanning the other's batch)", T_DIAG, origin="#24"),
-    Mutation("diag-no-count-prior", "diagnose profile", DIAG_P, "            variance = np.maximum(variance, poisson)",
-             "            variance = variance",
+    Mutation("diag-no-count-prior", "diagnose profile", DIAG_P, "        variance = np.maximum(variance, poisson)",
+             "        variance = variance",
              "zeros and single counts are exact (no Poisson floor)", T_DIAG, origin="#24"),
     Mutation("diag-cells-as-replicates", "diagnose profile", DIAG_P,
-             "            variances.append(variance if between is None else np.maximum(variance, between))",
-             "            variances.append(variance)",
+             "        variances.append(variance if between is None else np.maximum(variance, between))",
+             "        variances.append(variance)",
              "cells counted as replicates although a sample column names donors", T_DIAG, origin="#24"),
     Mutation("rank-ok-above-half-only", "diagnose ranking", DIAG_R, '        row = {**base, "status": "ok" if best["share_cluster_specific_mean"] >= 0.5 else "weak",',
              '        row = {**base, "status": "ok" if best["share_cluster_specific_mean"] > 0.5 else "weak",',
@@ -402,6 +405,17 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("bridge-lower-bound-no-tau", "bridge contrast", "src/desweep/bridge/fit.py",
              "    variance = se**2 + (0.0 if extra_var is None else np.nan_to_num(extra_var))",
              "    variance = se**2", "the lower bound of |lfc| ignores the spread of the shift across bridges", (T_BRIDGE,)),
+    Mutation("chunks-last-chunk-dropped", "chunked aggregation", CHUNKS,
+             "        stop = min(start + chunk_size, adata.n_obs)", "        stop = start + chunk_size - (start + chunk_size > adata.n_obs) * chunk_size",
+             "the last, shorter chunk of cells left out of every sum", (T_CHUNKS,), origin="#27"),
+    Mutation("chunks-sums-overwritten", "chunked aggregation", CHUNKS, "            total += dense[0]",
+             "            total = dense[0]", "each chunk's sums replace the earlier chunks' instead of adding to them", (T_CHUNKS,), origin="#27"),
+    Mutation("chunks-positive-not-strict", "chunked aggregation", CHUNKS, "        is_positive = chunk > 0",
+             "        is_positive = chunk >= 0", "every cell counted as having a count", (T_CHUNKS,), origin="#27"),
+    Mutation("chunks-masked-cells-counted", "chunked aggregation", CHUNKS, "    codes[keep] = compact",
+             "    codes[:] = np.resize(compact, len(codes))", "cells outside the mask summed into the groups", (T_CHUNKS,), origin="#27"),
+    Mutation("pseudobulk-variance-no-dof", "pseudobulk", PSEUDOBULK, "        return var * (n / (n - 1))[:, None]",
+             "        return var", "the cells' variance of a unit without scanpy's n / (n - 1)", (T_CHUNKS,), origin="#27"),
     Mutation("bridge-one-bridge-identifiable", "bridge contrast", BRIDGE_UNITS, "    if len(bridges) >= 2:",
              "    if len(bridges) >= 1:", "one bridge called identifiable (its heterogeneity cannot be measured)", (T_BRIDGE,)),
     Mutation("bridge-same-batch-ignored", "bridge contrast", BRIDGE_UNITS, "    if shared:\n",

@@ -264,3 +264,18 @@ def test_normalize_layers_hold_every_consensus_marker(planted, answer):
     assert len(markers) >= 20 and len(answer["rejected"]) > 0
     layer_genes = set(select_layer_genes(tables, top_n=TOP_N).genes)
     assert markers <= layer_genes, sorted(markers - layer_genes)[:10]
+
+
+def test_markers_layers_follow_the_cells_by_name():
+    import anndata as ad
+
+    from desweep.diagnose.markers import _layer
+
+    cells = pd.Index([f"c{i}" for i in range(5)])
+    values = np.arange(10, dtype=np.float32).reshape(5, 2)
+    same = ad.AnnData(obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=["g1", "g2"]), layers={"l": values})
+    shuffled = same[[3, 0, 4, 1, 2]].copy()
+    for normalized in (same, shuffled):
+        got = _layer(normalized, "l", cells, ["g2", "gx", "g1"])
+        np.testing.assert_array_equal(got[:, [0, 2]], values[:, [1, 0]])
+        assert np.isnan(got[:, 1]).all()

@@ -65,7 +65,7 @@ def wilcoxon(adata: AnnData, comparison: pd.Series, *, group_key: str) -> pd.Dat
     import scanpy as sc
 
     g1, g2 = str(comparison["group1"]), str(comparison["group2"])
-    sub = _two_groups(adata, group_key, g1, g2).copy()
+    sub = _two_groups(adata, group_key, g1, g2).to_memory()  # the two groups' rows only, also from a backed file
     sub.obs["_group"] = pd.Categorical(np.where(sub.obs[group_key].astype(str) == g1, "group1", "group2"),
                                        categories=["group1", "group2"])
     sc.pp.normalize_total(sub, target_sum=1e4)
@@ -109,21 +109,23 @@ def pseudobulk_counts(
     (``group`` = ``group1``/``group2``, ``batch``, ``n_cells``) and the unit kind.
     """
     g1, g2 = str(comparison["group1"]), str(comparison["group2"])
-    sub = _two_groups(adata, group_key, g1, g2)
-    obs = sub.obs
+    obs = adata.obs
+    in_groups = obs[group_key].astype(str).isin([g1, g2]).to_numpy()
     use_sample = bool(sample_key) and sample_key in obs.columns
     unit_kind = f"obs['{sample_key}']" if use_sample else "batch"
     unit = obs[sample_key].astype(str) if use_sample else obs[batch_key].astype(str)
     if not use_sample and pseudo_replicates > 1:
         rng = np.random.default_rng(seed)
-        rep = rng.integers(0, pseudo_replicates, size=sub.n_obs)
+        rep = np.zeros(adata.n_obs, dtype=np.int64)
+        rep[in_groups] = rng.integers(0, pseudo_replicates, size=int(in_groups.sum()))
         unit = unit + "_rep" + pd.Series(rep, index=obs.index).astype(str)
         unit_kind = f"batch x {pseudo_replicates} pseudo-replicates"
     group = np.where(obs[group_key].astype(str) == g1, "group1", "group2")
     key = pd.Series(group, index=obs.index) + "|" + unit
-    summed, n_cells = sum_counts(sub, key)
+    summed, n_cells = sum_counts(adata, key, mask=in_groups)
     labels = list(summed.index)
-    batch_of = obs[batch_key].astype(str).groupby(key.to_numpy(), observed=True).agg(lambda s: s.mode().iloc[0])
+    batch_of = obs[batch_key].astype(str)[in_groups].groupby(key[in_groups].to_numpy(), observed=True).agg(
+        lambda s: s.mode().iloc[0])
     meta = pd.DataFrame({"group": [k.split("|")[0] for k in labels], "batch": [batch_of[k] for k in labels],
                          "n_cells": n_cells}, index=[f"u{i}" for i in range(len(labels))])
     meta["unit"] = [k.split("|", 1)[1] for k in labels]

@@ -282,17 +282,96 @@ def read_h5ad(path: str | Path, *, backed: bool = False) -> AnnData:
     """
     import anndata as ad
 
+    path = check_h5ad(path)
+    try:
+        return ad.read_h5ad(path, backed="r" if backed else None)
+    except Exception as err:  # h5py/anndata raise many types for truncated files
+        raise _unreadable(path, err) from err
+
+
+def check_h5ad(path: str | Path) -> Path:
+    """``path`` if it is a non-empty HDF5 file (what :func:`read_h5ad` checks before reading), else an input error."""
     path = require_file(path, what="h5ad")
     with path.open("rb") as fh:
         head = fh.read(len(H5AD_MAGIC))
     if head != H5AD_MAGIC:
         kind = "a text/CSV file" if _looks_like_text(path) else "not an HDF5 file"
         raise DesweepInputError(path, "h5ad", f"is {kind}; expected an AnnData .h5ad file")
+    return path
+
+
+def _unreadable(path: Path, err: Exception) -> DesweepInputError:
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return DesweepInputError(path, "h5ad", f"cannot be read (truncated or corrupt?): {reason}")
+
+
+def read_h5ad_layers(path: str | Path, genes: list[str], *, prefix: str, chunk_size: int = 10_000) -> AnnData:
+    """The layers named ``prefix...`` of an .h5ad file, for ``genes`` only (those it has, in its order), and its cells.
+
+    ``X``, the other layers and the other genes are never read (``read_h5ad``,
+    even backed, loads every layer whole); the layers are read ``chunk_size``
+    rows at a time. Errors as in :func:`read_h5ad`.
+    """
+    import anndata as ad
+    import h5py
+    import numpy as np
+    import pandas as pd
+
+    path = check_h5ad(path)
     try:
-        return ad.read_h5ad(path, backed="r" if backed else None)
+        with h5py.File(path, "r") as f:
+            obs_names = pd.Index(ad.io.read_elem(f["obs"]).index)
+            var_names = pd.Index(ad.io.read_elem(f["var"]).index)
+            columns = np.unique(var_names.get_indexer([g for g in genes if g in var_names]))
+            layers = {}
+            for name, node in f.get("layers", {}).items():
+                if name.startswith(prefix):
+                    matrix = node if isinstance(node, h5py.Dataset) else ad.io.sparse_dataset(node)
+                    parts = [_dense(matrix[start:start + chunk_size])[:, columns]
+                             for start in range(0, len(obs_names), chunk_size)]
+                    layers[name] = np.concatenate(parts) if parts else np.zeros((0, len(columns)), dtype=np.float32)
     except Exception as err:  # h5py/anndata raise many types for truncated files
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DesweepInputError(path, "h5ad", f"cannot be read (truncated or corrupt?): {reason}") from err
+        raise _unreadable(path, err) from err
+    return ad.AnnData(obs=pd.DataFrame(index=obs_names), var=pd.DataFrame(index=var_names[columns]), layers=layers)
+
+
+@contextlib.contextmanager
+def open_h5ad(path: str | Path) -> Iterator[AnnData]:
+    """An .h5ad file with ``X`` and every layer left on disk, ``obs``, ``var`` and ``uns`` in memory.
+
+    ``X`` and the layers are read by row slices (:func:`desweep.chunks.row_chunks`):
+    ``read_h5ad(backed=True)`` keeps ``X`` on disk but loads every layer whole.
+    The file is closed on leaving the ``with`` block. Errors as in :func:`read_h5ad`.
+    """
+    import anndata as ad
+    import h5py
+
+    path = check_h5ad(path)
+    try:
+        f = h5py.File(path, "r")
+    except Exception as err:  # h5py raises many types for truncated files
+        raise _unreadable(path, err) from err
+    with f:
+        try:
+            adata = ad.AnnData(X=_on_disk(f["X"]) if "X" in f else None, obs=ad.io.read_elem(f["obs"]),
+                               var=ad.io.read_elem(f["var"]), uns=ad.io.read_elem(f["uns"]) if "uns" in f else None,
+                               layers={name: _on_disk(node) for name, node in f.get("layers", {}).items()})
+        except Exception as err:  # h5py/anndata raise many types for truncated files
+            raise _unreadable(path, err) from err
+        yield adata
+
+
+def _on_disk(node: Any) -> Any:
+    import anndata as ad
+    import h5py
+
+    return node if isinstance(node, h5py.Dataset) else ad.io.sparse_dataset(node)
+
+
+def _dense(block: Any) -> Any:
+    import numpy as np
+
+    return block.toarray() if hasattr(block, "toarray") else np.asarray(block)
 
 
 def read_csv(path: str | Path, *, required: list[str] | tuple[str, ...] = (), what: str = "csv",

@@ -1,8 +1,9 @@
 """Pseudobulk sums and PyDESeq2 fits, shared by the baselines and the bridge contrast.
 
-Counts are summed per *unit* (any per-cell label) with ``scanpy.get.aggregate``,
-which multiplies a sparse unit indicator with ``X``: a sparse matrix is never
-densified cell by cell, only the units x genes result is dense. PyDESeq2 prints
+Counts are summed per *unit* (any per-cell label) with :func:`desweep.chunks.aggregate`,
+which multiplies a sparse unit indicator with ``X`` one row chunk at a time (like
+``scanpy.get.aggregate`` on the whole matrix): a backed file is never loaded and
+a sparse matrix never densified, only the units x genes result is dense. PyDESeq2 prints
 progress and warns freely on small designs; both are kept out of the user's
 terminal (warnings go to the debug log).
 """
@@ -29,45 +30,54 @@ UNIT_COLUMN = "_desweep_unit"
 
 @overload
 def sum_counts(adata: AnnData, units: pd.Series | np.ndarray, *, with_variance: Literal[False] = False,
-               ) -> tuple[pd.DataFrame, np.ndarray]: ...
+               mask: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]: ...
 @overload
 def sum_counts(adata: AnnData, units: pd.Series | np.ndarray, *, with_variance: Literal[True],
-               ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]: ...
-def sum_counts(adata: AnnData, units: pd.Series | np.ndarray, *, with_variance: bool = False,
+               mask: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]: ...
+def sum_counts(adata: AnnData, units: pd.Series | np.ndarray, *, with_variance: bool = False, mask: np.ndarray | None = None,
                ) -> tuple[pd.DataFrame, np.ndarray] | tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    """Raw counts of ``adata.X`` summed per unit label.
+    """Raw counts of ``adata.X`` summed per unit label, read in row chunks (:mod:`desweep.chunks`).
 
     Parameters
     ----------
     adata
-        Cells x genes, raw counts in ``X`` (sparse or dense).
+        Cells x genes, raw counts in ``X`` (sparse or dense, in memory or backed).
     units
         One label per cell (strings); the units come out sorted by label.
+    mask
+        The cells to count (default: all); the others' labels are ignored.
 
     Returns
     -------
     ``(counts, n_cells)``: units x genes integer counts (index: the unit labels,
     columns: ``adata.var_names`` as text) and the cells per unit; with
     ``with_variance`` also the variance of each sum with the unit's cells as
-    replicates (``n_cells`` times the cells' variance), same shape as ``counts``.
+    replicates (``n_cells`` times the cells' variance, computed as
+    ``scanpy.get.aggregate``'s ``var``), same shape as ``counts``.
     """
-    import anndata as ad
-    import scanpy as sc
+    from desweep.chunks import aggregate_codes, group_codes
 
-    labels = pd.Categorical(np.asarray(units, dtype=str))
-    labels = labels.reorder_categories(sorted(labels.categories))
-    light = ad.AnnData(X=adata.X, obs=pd.DataFrame({UNIT_COLUMN: labels}, index=np.arange(adata.n_obs).astype(str)))
-    summed = sc.get.aggregate(light, by=UNIT_COLUMN, func=["sum", "var"] if with_variance else "sum")
-    order = [str(u) for u in summed.obs[UNIT_COLUMN]]
-    values = np.asarray(summed.layers["sum"])
-    counts = pd.DataFrame(np.rint(values).astype(np.int64), index=order, columns=adata.var_names.astype(str))
-    n_cells = pd.Series(np.asarray(labels.codes)).value_counts().reindex(range(len(labels.categories)), fill_value=0)
-    by_label = dict(zip(labels.categories, n_cells.to_numpy(), strict=True))
-    cells = np.array([by_label[u] for u in order], dtype=np.int64)
+    codes, groups = group_codes(pd.DataFrame({UNIT_COLUMN: np.asarray(units, dtype=str)}), UNIT_COLUMN, mask=mask)
+    cells, total, _, squares = aggregate_codes(adata, codes, len(groups), squares=with_variance)
+    order = [str(u) for u in groups[UNIT_COLUMN]]
+    counts = pd.DataFrame(np.rint(total).astype(np.int64), index=order, columns=adata.var_names.astype(str))
     if not with_variance:
         return counts, cells
-    variance = np.nan_to_num(np.asarray(summed.layers["var"], dtype=float)) * cells[:, None]
+    assert squares is not None, "asked for the squares"
+    variance = np.nan_to_num(_scanpy_variance(total, squares, cells, adata.X.dtype)) * cells[:, None]
     return counts, cells, pd.DataFrame(variance, index=counts.index, columns=counts.columns)
+
+
+def _scanpy_variance(total: np.ndarray, squares: np.ndarray, n: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The cells' variance per group as ``scanpy.get.aggregate(func="var")`` computes it from the sums (dof 1)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = total / n[:, None]
+        sq_mean = mean**2
+        var = squares / n[:, None] - sq_mean
+        # scanpy sets a variance lost in float precision to exactly 0 (its threshold, kept for equal numbers)
+        precision = 2 << (42 if dtype == np.float64 else 20)
+        var[precision * var < sq_mean] = 0
+        return var * (n / (n - 1))[:, None]
 
 
 @contextlib.contextmanager

@@ -116,9 +116,10 @@ def build_units(adata: AnnData, present: dict[str, list[str]], *, group_key: str
     batch_code = {b: i for i, b in enumerate(sorted(set(batch)))}
     sample_code = {s: i for i, s in enumerate(sorted(set(sample)))}
     # fixed-width codes sort like the names they stand for, whatever characters the names hold
-    labels = np.array([f"{cluster_code[c]:06d}|{batch_code[b]:06d}|{sample_code[s]:06d}"
-                       for c, b, s in zip(cluster[keep], batch[keep], sample[keep], strict=True)], dtype=object)
-    counts, n_cells, variance = sum_counts(adata[keep], labels, with_variance=True)
+    labels = np.full(adata.n_obs, "", dtype=object)
+    labels[keep] = [f"{cluster_code[c]:06d}|{batch_code[b]:06d}|{sample_code[s]:06d}"
+                    for c, b, s in zip(cluster[keep], batch[keep], sample[keep], strict=True)]
+    counts, n_cells, variance = sum_counts(adata, labels, with_variance=True, mask=keep)
     clusters, batches, samples = sorted(cluster_code), sorted(batch_code), sorted(sample_code)
     codes = [tuple(int(x) for x in label.split("|")) for label in counts.index]
     meta = pd.DataFrame({

@@ -40,7 +40,7 @@ def baselines(adata_path: Path, comparisons_path: Path, means_path: Path | None,
     comparisons = read_csv(comparisons_path, required=dg.COMPARISON_REQUIRED, what="comparisons")
     means_path = optional_input(means_path, "--means")
     means = read_csv(means_path, required=dg.MEANS_REQUIRED, what="means") if means_path else None
-    adata = read_h5ad(adata_path)
+    adata = read_h5ad(adata_path, backed=True)  # X is read in row chunks, and the two groups' rows for Wilcoxon
     threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     results = run_baselines(adata, comparisons, means, methods=methods, top_n=top_n, sample_key=sample_key or None,
                             pseudo_replicates=pseudo_replicates, min_cells=min_cells, seed=seed, threads=threads,

@@ -70,7 +70,7 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
     from desweep import diagnose as dg
     from desweep.datakeys import get_keys
     from desweep.errors import DesweepInputError
-    from desweep.io import read_csv, read_h5ad, write_csv, write_h5ad
+    from desweep.io import check_h5ad, read_csv, read_h5ad, read_h5ad_layers, write_csv, write_h5ad
 
     plan = read_csv(plan_path, required=dg.PLAN_REQUIRED, what="plan")
     tables_dir = plan_tables_dir(plan_path, tables_dir)
@@ -81,8 +81,9 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
     means = read_csv(means_path, required=dg.MEANS_REQUIRED, what="means") if means_path else None
     history = read_csv(history_path, what="history") if history_path else None
     counts = read_csv(counts_path, what="counts") if counts_path else None
-    adata = read_h5ad(adata_path)
-    normalized = read_h5ad(normalized_path) if normalized_path else None
+    adata = read_h5ad(adata_path, backed=True)  # X is read in row chunks (desweep.chunks), never whole
+    if normalized_path:
+        check_h5ad(normalized_path)  # read after the diagnosis, for the markers' genes only
     thresholds = dg.Thresholds(explained_fraction=explained_fraction, alpha=alpha)
     try:
         dg.check_inputs(plan.astype({"combination_id": str, "comparison_id": str}), tables,
@@ -96,6 +97,8 @@ def diagnose(adata_path: Path, plan_path: Path, tables_dir: Path | None, compari
                           heatmap_genes=plot_genes, sample_key=sample_key or None, threads=threads or 1,
                           source=str(adata_path))
     data_keys = get_keys(adata, adata_path, need_groups=True)
+    genes = [*results["markers"]["gene"].astype(str), *results["rejected"]["gene"].astype(str)]
+    normalized = read_h5ad_layers(normalized_path, genes, prefix=keys.NORM_LAYER_PREFIX) if normalized_path else None
     markers_h5ad = dg.markers_adata(adata, results["markers"], results["rejected"], group_key=data_keys.groups,
                                     batch_key=data_keys.batch_key, normalized=normalized)
 

@@ -87,7 +87,7 @@ def markers_adata(adata: AnnData, markers: pd.DataFrame, rejected: pd.DataFrame,
     Parameters
     ----------
     adata
-        ``clustered.h5ad`` (raw counts in ``X``).
+        ``clustered.h5ad`` (raw counts in ``X``; in memory or backed).
     normalized
         ``normalized.h5ad`` (optional): its ``scvi_norm__`` layers are copied for
         the genes it has (NaN for the others).
@@ -97,12 +97,12 @@ def markers_adata(adata: AnnData, markers: pd.DataFrame, rejected: pd.DataFrame,
     The AnnData; ``uns['desweep_markers']`` and ``uns['desweep_markers__<comparison_id>']``.
     """
     import anndata as ad
-    import scipy.sparse as sp
+
+    from desweep.chunks import take_columns
 
     names = list(dict.fromkeys([*markers["gene"].astype(str), *rejected["gene"].astype(str)]))
     genes = [g for g in names if g in adata.var_names]
-    sub = adata[:, genes]
-    x = sub.X.copy() if sp.issparse(sub.X) else sp.csr_matrix(np.asarray(sub.X))
+    x = take_columns(adata, adata.var_names.get_indexer(genes))  # row chunks: a backed adata is never loaded whole
     obs = pd.DataFrame({group_key: pd.Categorical(adata.obs[group_key].astype(str)),
                         batch_key: pd.Categorical(adata.obs[batch_key].astype(str))}, index=adata.obs_names)
     var = pd.DataFrame({"is_marker": [g in set(markers["gene"].astype(str)) for g in genes],
@@ -129,7 +129,8 @@ def _layer(normalized: AnnData, layer: str, cells: pd.Index, genes: list[str]) -
         cols = normalized.var_names.get_indexer([genes[i] for i in have])
         data = normalized.layers[layer][:, cols]
         data = data.toarray() if hasattr(data, "toarray") else np.asarray(data)
-        values[:, have] = data[rows]
+        # the cells are usually in the same order: no second cells x genes copy then
+        values[:, have] = data if np.array_equal(rows, np.arange(len(rows))) else data[rows]
     return values
 
 

@@ -200,18 +200,11 @@ def count_prior(mean: np.ndarray, unit: float, n: int, prior_count: float) -> tu
     return posterior, posterior * unit / n
 
 
-def between_sample_variance(normalized, cells: np.ndarray, samples: np.ndarray) -> np.ndarray | None:
-    """Variance of a mean from the spread of its samples' means (``None`` with fewer than two samples)."""
-    import scipy.sparse as sp
-
-    codes, members = np.unique(samples[cells], return_inverse=True)
-    if codes.size < 2:
+def between_sample_variance(sample_means: np.ndarray) -> np.ndarray | None:
+    """Variance of a mean from the spread of its samples' means (samples x genes; ``None`` with fewer than two samples)."""
+    if len(sample_means) < 2:
         return None
-    indicator = sp.csr_matrix((np.ones(cells.size), (members, np.arange(cells.size))), shape=(codes.size, cells.size))
-    sizes = np.asarray(indicator.sum(axis=1)).ravel()
-    sample_means = sp.diags(1.0 / sizes) @ indicator @ normalized[cells]
-    sample_means = np.asarray(sample_means.todense() if sp.issparse(sample_means) else sample_means)
-    return sample_means.var(axis=0, ddof=1) / codes.size
+    return sample_means.var(axis=0, ddof=1) / len(sample_means)
 
 
 def raw_profile(adata: AnnData, *, group_key: str, batch_key: str, rule: PresenceRule = PresenceRule(),
@@ -219,38 +212,39 @@ def raw_profile(adata: AnnData, *, group_key: str, batch_key: str, rule: Presenc
                 prior_count: float = DEFAULT_PRIOR_COUNT) -> ExpressionProfile:
     """Mean depth-normalized counts per present cluster x batch from raw counts in ``adata.X``, with their errors.
 
-    ``sample_key``: obs column of biological samples (donors); used where present (module docstring).
+    ``adata`` may be backed: ``X`` is read in row chunks (:mod:`desweep.chunks`),
+    once for the library sizes, then for the sums per cluster x batch (and per
+    sample), never whole. ``sample_key``: obs column of biological samples
+    (donors); used where present (module docstring).
     """
-    import scipy.sparse as sp
+    from desweep.chunks import aggregate_codes, row_sums, smallest_positive
 
     n_cells = presence_counts(adata.obs, group_key=group_key, batch_key=batch_key, rule=rule)
-    x = adata.X
-    x = x.tocsr() if sp.issparse(x) else sp.csr_matrix(np.asarray(x))
-    library = np.asarray(x.sum(axis=1)).ravel().astype(float)
+    library = row_sums(adata)
     median = float(np.median(library[library > 0])) if (library > 0).any() else 1.0
     scale = np.divide(median, library, out=np.zeros_like(library), where=library > 0)
-    unit = count_unit(x)
-    normalized = sp.diags(scale) @ x
-    squared = normalized.multiply(normalized).tocsr()
+    unit = smallest_positive(adata) or 1.0
     groups = adata.obs[group_key].astype(str).to_numpy()
     batches = adata.obs[batch_key].astype(str).to_numpy()
     samples = adata.obs[sample_key].astype(str).to_numpy() if sample_key and sample_key in adata.obs.columns else None
-    columns, means, variances = [], [], []
-    for cluster in n_cells.index:
-        for batch in n_cells.columns:
-            if n_cells.loc[cluster, batch] <= 0:
-                continue
-            cells = np.flatnonzero((groups == cluster) & (batches == batch))
-            mean = np.asarray(normalized[cells].mean(axis=0)).ravel()
-            spread = np.asarray(squared[cells].mean(axis=0)).ravel() - mean**2
-            n = cells.size
-            variance = np.clip(spread, 0, None) * n / max(n - 1, 1) / n  # variance of the mean over cells
-            between = between_sample_variance(normalized, cells, samples) if samples is not None else None
-            mean, poisson = count_prior(mean, unit * float(scale[cells].mean()), n, prior_count)
-            variance = np.maximum(variance, poisson)
-            variances.append(variance if between is None else np.maximum(variance, between))
-            means.append(mean)
-            columns.append((cluster, batch))
+    columns = [(c, b) for c in n_cells.index for b in n_cells.columns if n_cells.loc[c, b] > 0]
+    codes = _pair_codes(groups, batches, columns)
+    sizes = np.bincount(codes[codes >= 0], minlength=len(columns))
+    _, mean_of, _, square_mean_of = aggregate_codes(adata, codes, len(columns), scale=scale, squares=True,
+                                                    weights=_inverse_sizes(codes, sizes))
+    assert square_mean_of is not None, "asked for the squares"
+    by_sample = _sample_means(adata, codes, len(columns), samples, scale) if samples is not None else None
+    means, variances = [], []
+    for j in range(len(columns)):
+        n = int(sizes[j])
+        mean = mean_of[j]
+        spread = square_mean_of[j] - mean**2
+        variance = np.clip(spread, 0, None) * n / max(n - 1, 1) / n  # variance of the mean over cells
+        between = between_sample_variance(by_sample[j]) if by_sample is not None else None
+        mean, poisson = count_prior(mean, unit * float(scale[codes == j].mean()), n, prior_count)
+        variance = np.maximum(variance, poisson)
+        variances.append(variance if between is None else np.maximum(variance, between))
+        means.append(mean)
     index = pd.MultiIndex.from_tuples(columns, names=["cluster", "batch"])
     genes = adata.var_names.astype(str)
     empty = np.zeros((adata.n_vars, 0))
@@ -258,6 +252,38 @@ def raw_profile(adata: AnnData, *, group_key: str, batch_key: str, rule: Presenc
     eps = pseudocount(mean_df, pseudocount_fraction)
     var_df = pd.DataFrame(np.column_stack(variances) if variances else empty, index=genes, columns=index)
     return ExpressionProfile(RAW, mean_df, n_cells, eps=eps, rel_var=var_df / (mean_df + eps) ** 2)
+
+
+def _pair_codes(groups: np.ndarray, batches: np.ndarray, columns: list[tuple[str, str]]) -> np.ndarray:
+    """Each cell's position in ``columns`` (its cluster x batch), -1 where that pair is not in it."""
+    position = {pair: j for j, pair in enumerate(columns)}
+    return np.fromiter((position.get(pair, -1) for pair in zip(groups, batches, strict=True)), dtype=np.int64,
+                       count=len(groups))
+
+
+def _inverse_sizes(codes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``1 / n`` of each cell's group (0 for cells left out): weights that make group sums means."""
+    weights = np.zeros(len(codes))
+    kept = codes >= 0
+    weights[kept] = 1.0 / sizes[codes[kept]]
+    return weights
+
+
+def _sample_means(adata: AnnData, codes: np.ndarray, n_pairs: int, samples: np.ndarray, scale: np.ndarray,
+                  ) -> list[np.ndarray]:
+    """Per cluster x batch (``codes``): its samples' means of depth-normalized counts (samples x genes)."""
+    from desweep.chunks import aggregate_codes
+
+    kept = codes >= 0
+    pairs = pd.DataFrame({"pair": codes[kept], "sample": samples[kept]})
+    keys_ = pairs.drop_duplicates().sort_values(["pair", "sample"]).reset_index(drop=True)
+    sub_codes = np.full(len(codes), -1, dtype=np.int64)
+    sub_codes[kept] = pd.MultiIndex.from_frame(keys_).get_indexer(pd.MultiIndex.from_frame(pairs))
+    sizes = np.bincount(sub_codes[kept], minlength=len(keys_))
+    _, sample_means, _, _ = aggregate_codes(adata, sub_codes, len(keys_), scale=scale,
+                                            weights=_inverse_sizes(sub_codes, sizes))
+    rows = keys_.groupby("pair").indices
+    return [sample_means[rows[j]] for j in range(n_pairs)]
 
 
 def means_profiles(means: pd.DataFrame, raw: ExpressionProfile, *, source: str = keys.CLUSTER_BATCH_MEANS_CSV,

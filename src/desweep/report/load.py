@@ -8,6 +8,7 @@ optional file never costs the whole report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -214,22 +215,23 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _marker_expression(path: Path, counts: pd.DataFrame | None, *, batch_key: str | None) -> tuple[pd.DataFrame | None, str]:
-    import anndata as ad
+    from desweep.io import open_h5ad
 
-    try:
-        adata = ad.read_h5ad(path)
-    except Exception as err:  # noqa: BLE001
-        logger.warning("cannot read %s: %s", path, err)
-        return None, ""
-    group_key, batch_key = _obs_keys(adata, batch_key)
-    if group_key is None or batch_key is None:
-        logger.warning("%s: cannot tell the group and batch columns of obs (%s)", path, ", ".join(map(str, adata.obs.columns)))
-        return None, ""
-    layers = sorted(name for name in adata.layers if name.startswith(keys.NORM_LAYER_PREFIX))
-    preferred = keys.NORM_LAYER_PREFIX + keys.NORM_OWN_BATCH
-    layer = preferred if preferred in layers else (layers[0] if layers else None)
-    source = (f"scVI normalized expression (layer {layer})" if layer else "log1p of the raw counts (no scVI layer in the file)")
-    return cluster_batch_expression(adata, group_key=group_key, batch_key=batch_key, layer=layer, counts=counts), source
+    with contextlib.ExitStack() as stack:
+        try:
+            adata = stack.enter_context(open_h5ad(path))  # X and the layers stay on disk, read in row chunks
+        except Exception as err:  # noqa: BLE001
+            logger.warning("cannot read %s: %s", path, err)
+            return None, ""
+        group_key, batch_key = _obs_keys(adata, batch_key)
+        if group_key is None or batch_key is None:
+            logger.warning("%s: cannot tell the group and batch columns of obs (%s)", path, ", ".join(map(str, adata.obs.columns)))
+            return None, ""
+        layers = sorted(name for name in adata.layers if name.startswith(keys.NORM_LAYER_PREFIX))
+        preferred = keys.NORM_LAYER_PREFIX + keys.NORM_OWN_BATCH
+        layer = preferred if preferred in layers else (layers[0] if layers else None)
+        source = (f"scVI normalized expression (layer {layer})" if layer else "log1p of the raw counts (no scVI layer in the file)")
+        return cluster_batch_expression(adata, group_key=group_key, batch_key=batch_key, layer=layer, counts=counts), source
 
 
 def _obs_keys(adata: AnnData, batch_key: str | None) -> tuple[str | None, str | None]:
@@ -269,8 +271,6 @@ def cluster_batch_expression(adata: AnnData, *, group_key: str, batch_key: str, 
     ``gene, cluster, batch, n_cells, frac_expressing, mean`` (rows: genes in
     ``adata`` order, then clusters and batches sorted naturally).
     """
-    from scipy import sparse
-
     from desweep.composition import cluster_batch_counts, cluster_status
 
     obs = adata.obs[[group_key, batch_key]].astype(str)
@@ -280,19 +280,22 @@ def cluster_batch_expression(adata: AnnData, *, group_key: str, batch_key: str, 
     status = cluster_status(table)
     present = [(c, b) for c in status.index for b in split_names(status.loc[c, "batches"])]
     present = sorted(present, key=lambda cb: (natural_key(cb[0]), natural_key(cb[1])))
-    raw = adata.X
-    values = adata.layers[layer] if layer else raw
+    from desweep.chunks import aggregate_codes
+
+    position = {pair: j for j, pair in enumerate(present)}
+    codes = np.fromiter((position.get(pair, -1) for pair in zip(obs[group_key], obs[batch_key], strict=True)),
+                        dtype=np.int64, count=len(obs))
+    # row chunks of X (and of the layer): a backed file is never loaded whole
+    n_cells, sums, n_expressing, _ = aggregate_codes(adata, codes, len(present), transform=None if layer else np.log1p)
+    if layer:
+        _, sums, _, _ = aggregate_codes(adata, codes, len(present), layer=layer)
     frames = []
-    for cluster, batch in present:
-        mask = ((obs[group_key] == cluster) & (obs[batch_key] == batch)).to_numpy()
-        if not mask.any():
+    for j, (cluster, batch) in enumerate(present):
+        if not n_cells[j]:
             continue
-        x = values[mask]
-        x = x.log1p() if layer is None and sparse.issparse(x) else (np.log1p(x) if layer is None else x)
-        n_expressing = np.asarray((raw[mask] > 0).sum(axis=0), dtype=float).ravel()
         frames.append(pd.DataFrame({
-            "gene": adata.var_names.astype(str), "cluster": cluster, "batch": batch, "n_cells": int(mask.sum()),
-            "frac_expressing": n_expressing / mask.sum(), "mean": np.asarray(x.mean(axis=0), dtype=float).ravel()}))
+            "gene": adata.var_names.astype(str), "cluster": cluster, "batch": batch, "n_cells": int(n_cells[j]),
+            "frac_expressing": n_expressing[j] / n_cells[j], "mean": sums[j] / n_cells[j]}))
     columns = ["gene", "cluster", "batch", "n_cells", "frac_expressing", "mean"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
