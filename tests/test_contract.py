@@ -4,7 +4,7 @@ For every ``modules/local/<step>/main.nf``:
 
 - its script block calls exactly one ``desweep-<command>``, a command registered in
   ``desweep.cli.COMMANDS`` whose ``bin/`` wrapper calls that same Click command;
-- each option the script block or its ``ext.args`` (conf/modules.config) passes exists on
+- each option the script block or its ``ext.args`` (conf/modules_args.config, conf/modules.config) passes exists on
   that command, and every required option is passed;
 - each declared output lies in the step's folder and is a file the command writes, named
   in ``src/desweep/keys.py`` (the output contract of docs/architecture.md), and every
@@ -31,6 +31,8 @@ from desweep.cli import COMMANDS
 REPO = Path(__file__).resolve().parents[1]
 MODULES = REPO / "modules" / "local"
 MODULES_CONFIG = REPO / "conf" / "modules.config"
+#: the steps' ext.args, generated from desweep.params (desweep.nextflow_sync)
+MODULES_ARGS_CONFIG = REPO / "conf" / "modules_args.config"
 #: the module nf-tests' options, one file for all
 MODULE_TEST_CONFIG = REPO / "tests" / "modules.config"
 #: the conda environment every module's environment.yml links to
@@ -156,7 +158,7 @@ def test_module_options_exist_on_the_click_command(module: str) -> None:
     known = option_names(command)
     process = process_name(text)
     passed_in_script = set(OPTION.findall(script_block(text)))
-    passed_in_config = set(OPTION.findall(ext_args(process)))
+    passed_in_config = set(OPTION.findall(ext_args(process) + ext_args(process, MODULES_ARGS_CONFIG)))
     passed_in_tests = set(OPTION.findall(ext_args(process, MODULE_TEST_CONFIG)))
     unknown = sorted((passed_in_script | passed_in_config | passed_in_tests) - known)
     assert not unknown, f"{process} passes options that `desweep {command_name}` does not have: {unknown}"

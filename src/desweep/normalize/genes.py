@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
+from desweep.defaults import CLASSIFIED_TOP_N
 from desweep.errors import DesweepInputError
 
 if TYPE_CHECKING:
@@ -18,8 +19,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: top genes of each DE table kept in the layers: ``desweep diagnose``'s default --top-n
-CLASSIFIED_TOP_N = 50
 
 
 def gene_positions(var_names: Sequence[str], genes: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
