@@ -256,24 +256,26 @@ def test_container_is_set_in_one_place() -> None:
     assert len(settings) == 1 and settings[0].startswith("nextflow.config: process.container"), settings
 
 
-def modules_config_selectors() -> list[str]:
-    """Every process named by a ``withName`` selector in conf/modules.config, once per block, comments left out."""
-    code = re.sub(r"/\*.*?\*/", "", MODULES_CONFIG.read_text(), flags=re.S)
+def modules_config_selectors(config: Path = MODULES_CONFIG) -> list[str]:
+    """Every process named by a ``withName`` selector in conf/modules.config (or another), once per block, comments left out."""
+    code = re.sub(r"/\*.*?\*/", "", config.read_text(), flags=re.S)
     return [n.split(":")[-1] for m in re.finditer(r"withName:\s*['\"]?([A-Za-z0-9_:|*]+)['\"]?", code)
             for n in m.group(1).split("|")]
 
 
 def test_modules_config_names_real_processes() -> None:
     processes = {process_name((m / "main.nf").read_text()) for m in module_dirs()}
-    named = set(modules_config_selectors())
-    assert named <= processes, f"conf/modules.config names unknown processes: {sorted(named - processes)}"
+    for config in (MODULES_CONFIG, MODULES_ARGS_CONFIG, REPO / "conf" / "memory.config"):
+        named = set(modules_config_selectors(config))
+        assert named <= processes, f"{config.name} names unknown processes: {sorted(named - processes)}"
 
 
 def test_modules_config_names_each_process_once() -> None:
     """A second ``withName`` block replaces the first one's ``ext.args`` without a word (it once dropped --models)."""
-    named = modules_config_selectors()
-    repeated = sorted({n for n in named if named.count(n) > 1})
-    assert not repeated, f"conf/modules.config: withName blocks repeated for {repeated}: merge them into one"
+    for config in (MODULES_CONFIG, MODULES_ARGS_CONFIG):
+        named = modules_config_selectors(config)
+        repeated = sorted({n for n in named if named.count(n) > 1})
+        assert not repeated, f"{config.name}: withName blocks repeated for {repeated}: merge them into one"
 
 
 def test_every_module_is_used_by_the_pipeline() -> None:

@@ -43,7 +43,7 @@ def schema_property(param: Param) -> dict[str, Any]:
     if param.choices is not None:
         spec["enum"] = list(param.choices)
     elif param.type is str and param.cli:
-        spec["pattern"] = QUOTABLE  # conf/modules.config passes a step's text option in single quotes
+        spec["pattern"] = QUOTABLE  # conf/modules_args.config passes a step's text option in single quotes
     spec.update(param.schema)
     return spec
 

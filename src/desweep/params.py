@@ -40,7 +40,7 @@ from desweep.plan import DEFAULT_MAX_COMBINATIONS, WARN_COMBINATIONS
 
 #: a comma-separated list of names (a name holding ``,`` in double quotes), read by :func:`desweep.names.split_list`
 NAMES = "names"
-#: nextflow_schema.json pattern of a text param that conf/modules.config passes in single quotes
+#: nextflow_schema.json pattern of a text param that conf/modules_args.config passes in single quotes
 QUOTABLE = r"^[^'\s][^']*$"
 SEED_MAX = 2**32 - 1
 
