@@ -1,7 +1,7 @@
 """Task memory follows the input (conf/memory.config): ``-stub`` runs of -profile test at two input sizes.
 
-The steps that read counts ask for ``headroom x (fixed MiB + KiB per cell x cells)``, cells estimated from
-the input's size, capped by ``process.resourceLimits``: on the bundled 500-cell input and on a sparse
+The steps that read counts ask for ``headroom x (fixed MiB + KiB per cell x cells)`` (at least a floor), cells
+estimated from the input's size, capped by ``process.resourceLimits``: on the bundled 500-cell input and on a sparse
 160 MB stand-in (about 98,000 cells by the estimate) every such task asks for what the formula gives,
 read from the trace in bytes; the other steps keep their label's memory.
 """
@@ -24,21 +24,22 @@ LIMIT_MIB = 4096
 LARGE_BYTES = 160_000_000
 
 
-def memory_model() -> tuple[dict[str, tuple[float, float]], float, float]:
-    """conf/memory.config's coefficients: step -> (fixed MiB, KiB per cell), the headroom, the input bytes per cell."""
+def memory_model() -> tuple[dict[str, tuple[float, float]], float, float, float]:
+    """conf/memory.config's coefficients: step -> (fixed MiB, KiB per cell), the headroom, the input bytes per cell, the floor."""
     text = MEMORY_CONFIG.read_text()
     steps = {name: (float(fixed), float(per_cell)) for name, fixed, per_cell in
              re.findall(r"withName: '(\w+)'\s*\{\s*ext\.memory_model = \[fixed_mib:\s*([\d.]+), kib_per_cell:\s*([\d.]+)\]", text)}
     headroom = float(re.search(r"ext\.memory_headroom\s*=\s*([\d.]+)", text)[1])
     bytes_per_cell = float(re.search(r"ext\.memory_bytes_per_cell\s*=\s*([\d.]+)", text)[1])
-    return steps, headroom, bytes_per_cell
+    floor = float(re.search(r"ext\.memory_floor_mib\s*=\s*([\d.]+)", text)[1])
+    return steps, headroom, bytes_per_cell, floor
 
 
 def expected_mib(step: str, input_bytes: int) -> int:
     """What the formula asks for, before the cap."""
-    steps, headroom, bytes_per_cell = memory_model()
+    steps, headroom, bytes_per_cell, floor = memory_model()
     fixed, per_cell = steps[step]
-    return math.ceil(headroom * (fixed + per_cell / 1024 * input_bytes / bytes_per_cell))
+    return max(floor, math.ceil(headroom * (fixed + per_cell / 1024 * input_bytes / bytes_per_cell)))
 
 
 def requested_mib(tmp_path_factory: pytest.TempPathFactory, name: str, input_path: Path) -> dict[str, set[float]]:
@@ -65,19 +66,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, dict[
 
 
 def test_the_coefficients_cover_every_step_that_reads_counts() -> None:
-    steps, headroom, bytes_per_cell = memory_model()
+    steps, headroom, bytes_per_cell, floor = memory_model()
     assert set(steps) == {"VALIDATE", "INTEGRATE", "CLUSTER", "DE", "NORMALIZE", "DIAGNOSE", "BASELINES"}
-    assert headroom >= 1 and bytes_per_cell > 0
+    assert headroom >= 1 and bytes_per_cell > 0 and 0 < floor < LIMIT_MIB
     assert f"withName: '{'|'.join(steps)}'" in MEMORY_CONFIG.read_text()
 
 
 def test_memory_follows_the_input_size_capped_by_the_resource_limits(runs) -> None:
-    steps, _, _ = memory_model()
+    steps, _, _, floor = memory_model()
     for size, requested in runs.values():
         for step in steps:
             assert requested[step] == {min(expected_mib(step, size), LIMIT_MIB)}, (size, step, requested[step])
     (small_size, small), large = runs["small"], runs["large"][1]
     assert small_size < 1_000_000 and all(max(small[step]) < LIMIT_MIB for step in steps)
+    assert {step for step in steps if small[step] == {floor}} >= {"VALIDATE", "CLUSTER", "DIAGNOSE", "BASELINES"}
     # the large input asks for more in every step; some reach the cap, some stay below it
     assert all(min(large[step]) > max(small[step]) for step in steps)
     assert {step for step in steps if large[step] == {LIMIT_MIB}} >= {"DIAGNOSE", "BASELINES"}
