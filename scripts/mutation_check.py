@@ -66,7 +66,8 @@ ORIGINS = {"#19": "named in issue #19", "#19a": "tried by hand in #19 part A", "
            "#13": "the diagnose rules' mutations of #13 (docs/diagnostics.md)",
            "#24-answer": "the ranked answer and the named setting",
            "#28": "survivors named in issue #28", "#24": "the per-gene call's error bars of #24",
-           "#24-sim": "the realistic simulator's planted structure"}
+           "#24-sim": "the realistic simulator's planted structure",
+           "#26": "parameters from one definition: the modules' ext.args and the library defaults"}
 
 
 @dataclass(frozen=True)
@@ -446,6 +447,18 @@ MUTATIONS: tuple[Mutation, ...] = (
              "the related pair's parent markers up in one group only", (T_SIM_R,), origin="#24-sim"),
     Mutation("sim-truth-every-gene-marker", "simulator", SIM_R, "np.abs(logit1 - logit2) > 1e-9", "np.abs(logit1 - logit2) >= 0",
              "the contrast's truth calls every gene a marker", (T_SIM_R,), origin="#24-sim"),
+    # ----------------------------------------------------------------- parameters from one definition
+    Mutation("params-negatable-one-way", "parameters", "src/desweep/nextflow_sync.py",
+             'off = "--no-" + param.flag.removeprefix("--") if param.negatable else ""', 'off = ""',
+             "--early_stopping false passes nothing: the module trains with early stopping",
+             ("tests/test_params.py::test_module_args_follow_each_param_kind",), origin="#26"),
+    Mutation("params-text-unquoted", "parameters", "src/desweep/nextflow_sync.py",
+             'value = f"\'${{{name}}}\'" if param.type is str else f"${{{name}}}"', 'value = f"${{{name}}}"',
+             "a text option reaches the shell unquoted (a comparison's ';' ends the command)",
+             ("tests/test_params.py::test_module_args_follow_each_param_kind",), origin="#26"),
+    Mutation("params-default-drifts", "parameters", "src/desweep/params.py", 'Param("alpha", float, ALPHA,',
+             'Param("alpha", float, 0.02,', "desweep diagnose's --alpha default differs from Thresholds' (the Python API)",
+             ("tests/test_params.py::test_every_param_default_is_its_library_function_default",), origin="#26"),
     # ----------------------------------------------------------------- the suite's own guards
     Mutation("suite-real-data-skips-in-ci", "suite guards", "tests/test_real_data.py",
              'pytest.fail(f"CI=true: {message}", pytrace=False)', "pytest.skip(message)",

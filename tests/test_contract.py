@@ -4,7 +4,7 @@ For every ``modules/local/<step>/main.nf``:
 
 - its script block calls exactly one ``desweep-<command>``, a command registered in
   ``desweep.cli.COMMANDS`` whose ``bin/`` wrapper calls that same Click command;
-- each option the script block or its ``ext.args`` (conf/modules.config) passes exists on
+- each option the script block or its ``ext.args`` (conf/modules_args.config, conf/modules.config) passes exists on
   that command, and every required option is passed;
 - each declared output lies in the step's folder and is a file the command writes, named
   in ``src/desweep/keys.py`` (the output contract of docs/architecture.md), and every
@@ -31,6 +31,8 @@ from desweep.cli import COMMANDS
 REPO = Path(__file__).resolve().parents[1]
 MODULES = REPO / "modules" / "local"
 MODULES_CONFIG = REPO / "conf" / "modules.config"
+#: the steps' ext.args, generated from desweep.params (desweep.nextflow_sync)
+MODULES_ARGS_CONFIG = REPO / "conf" / "modules_args.config"
 #: the module nf-tests' options, one file for all
 MODULE_TEST_CONFIG = REPO / "tests" / "modules.config"
 #: the conda environment every module's environment.yml links to
@@ -156,7 +158,7 @@ def test_module_options_exist_on_the_click_command(module: str) -> None:
     known = option_names(command)
     process = process_name(text)
     passed_in_script = set(OPTION.findall(script_block(text)))
-    passed_in_config = set(OPTION.findall(ext_args(process)))
+    passed_in_config = set(OPTION.findall(ext_args(process) + ext_args(process, MODULES_ARGS_CONFIG)))
     passed_in_tests = set(OPTION.findall(ext_args(process, MODULE_TEST_CONFIG)))
     unknown = sorted((passed_in_script | passed_in_config | passed_in_tests) - known)
     assert not unknown, f"{process} passes options that `desweep {command_name}` does not have: {unknown}"
@@ -254,24 +256,26 @@ def test_container_is_set_in_one_place() -> None:
     assert len(settings) == 1 and settings[0].startswith("nextflow.config: process.container"), settings
 
 
-def modules_config_selectors() -> list[str]:
-    """Every process named by a ``withName`` selector in conf/modules.config, once per block, comments left out."""
-    code = re.sub(r"/\*.*?\*/", "", MODULES_CONFIG.read_text(), flags=re.S)
+def modules_config_selectors(config: Path = MODULES_CONFIG) -> list[str]:
+    """Every process named by a ``withName`` selector in conf/modules.config (or another), once per block, comments left out."""
+    code = re.sub(r"/\*.*?\*/", "", config.read_text(), flags=re.S)
     return [n.split(":")[-1] for m in re.finditer(r"withName:\s*['\"]?([A-Za-z0-9_:|*]+)['\"]?", code)
             for n in m.group(1).split("|")]
 
 
 def test_modules_config_names_real_processes() -> None:
     processes = {process_name((m / "main.nf").read_text()) for m in module_dirs()}
-    named = set(modules_config_selectors())
-    assert named <= processes, f"conf/modules.config names unknown processes: {sorted(named - processes)}"
+    for config in (MODULES_CONFIG, MODULES_ARGS_CONFIG, REPO / "conf" / "memory.config"):
+        named = set(modules_config_selectors(config))
+        assert named <= processes, f"{config.name} names unknown processes: {sorted(named - processes)}"
 
 
 def test_modules_config_names_each_process_once() -> None:
     """A second ``withName`` block replaces the first one's ``ext.args`` without a word (it once dropped --models)."""
-    named = modules_config_selectors()
-    repeated = sorted({n for n in named if named.count(n) > 1})
-    assert not repeated, f"conf/modules.config: withName blocks repeated for {repeated}: merge them into one"
+    for config in (MODULES_CONFIG, MODULES_ARGS_CONFIG):
+        named = modules_config_selectors(config)
+        repeated = sorted({n for n in named if named.count(n) > 1})
+        assert not repeated, f"{config.name}: withName blocks repeated for {repeated}: merge them into one"
 
 
 def test_every_module_is_used_by_the_pipeline() -> None:

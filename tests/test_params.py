@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
+import inspect
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -48,10 +51,35 @@ def test_generated_nextflow_files_are_current(name: str) -> None:
 def test_a_changed_default_makes_every_generated_file_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     changed = tuple(dataclasses.replace(p, default=11) if p.name == "n_latent" else p for p in params.INTEGRATE)
     monkeypatch.setitem(params.STEP_PARAMS, "integrate", changed)
+    defaults = ["nextflow_schema.json", "nextflow.config", "docs/usage.md"]
+    for name in defaults:
+        assert GENERATED[name]((REPO / name).read_text()) != (REPO / name).read_text(), name
+    result = CliRunner().invoke(cli, ["dev", "sync-nextflow", "--check"])
+    assert result.exit_code == 1 and f"stale: {', '.join(defaults)};" in result.output
+
+
+def test_a_new_nextflow_param_makes_every_generated_file_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A param given a group reaches the schema, the config, the docs and its module's command line."""
+    added = params.Param("n_hidden", int, 128, "Hidden units.", group="integrate_options", minimum=1)
+    monkeypatch.setitem(params.STEP_PARAMS, "integrate", (*params.INTEGRATE, added))
     for name, generate in GENERATED.items():
         assert generate((REPO / name).read_text()) != (REPO / name).read_text(), name
     result = CliRunner().invoke(cli, ["dev", "sync-nextflow", "--check"])
-    assert result.exit_code == 1 and "stale: nextflow_schema.json, nextflow.config, docs/usage.md" in result.output
+    assert result.exit_code == 1 and f"stale: {', '.join(GENERATED)};" in result.output
+    assert '"--n-hidden ${params.n_hidden}"' in GENERATED["conf/modules_args.config"]("")
+
+
+def test_module_args_follow_each_param_kind() -> None:
+    """Text in quotes and only when set, a negatable flag both ways, a replicate's seed from its meta."""
+    text = GENERATED["conf/modules_args.config"]("")  # the committed file is this (the staleness test above)
+    integrate = text[text.index("withName: 'INTEGRATE'"):text.index("withName: 'CLUSTER'")]
+    assert "params.extra_genes ? \"--extra-genes '${params.extra_genes}'\" : ''" in integrate
+    assert "params.early_stopping ? '--early-stopping' : '--no-early-stopping'" in integrate
+    assert '"--gene-likelihood ${params.gene_likelihood}"' in integrate
+    assert '"--seed ${(params.seed as int) + (meta.model ?: 0)}"' in integrate
+    assert "params.make_genes_unique ? '--make-genes-unique' : ''" in text
+    assert "params.multiqc_title ? \"--title '${params.multiqc_title}'\" : ''" in text
+    assert "withName: 'DE'" not in text  # no DE option is a Nextflow param
 
 
 def test_nextflow_params_are_defined_once() -> None:
@@ -76,6 +104,38 @@ def test_click_options_follow_the_definitions() -> None:
     assert commands["integrate"].make_context("integrate", ["-i", "x", "-o", "y"]).params["n_latent"] == 10
     with pytest.raises(click.BadParameter):
         commands["integrate"].make_context("integrate", ["-i", "x", "-o", "y", "--n-latent", "1"])
+
+
+#: options the command resolves before calling the library: a device for "auto", the cores given for no thread count
+RESOLVED_BY_THE_COMMAND = {"accelerator", "threads"}
+
+
+def library_default(param: params.Param, function: Any) -> Any:
+    """The default of ``function``'s parameter of the same name (a dataclass field counts), or ``inspect.Parameter.empty``."""
+    found = inspect.signature(function).parameters.get(param.name)
+    return inspect.Parameter.empty if found is None else found.default
+
+
+def test_every_param_default_is_its_library_function_default() -> None:
+    """A step's option and the library keyword it reaches default alike (the text of a list option read as the list)."""
+    compared, differ = 0, []
+    for step, defined in params.STEP_PARAMS.items():
+        functions = [getattr(importlib.import_module(target.split(":")[0]), target.split(":")[1])
+                     for target in params.TARGETS[step]]
+        for param in defined:
+            if param.name in RESOLVED_BY_THE_COMMAND:
+                continue
+            option = next(p for p in all_commands()[step].params if p.name == param.name)
+            default = param.default if param.default is None or option.callback is None else option.callback(None, option, param.default)
+            for function in functions:
+                expected = library_default(param, function)
+                if expected is inspect.Parameter.empty:
+                    continue
+                compared += 1
+                if (list(default) if isinstance(default, tuple | list) else default) != (
+                        list(expected) if isinstance(expected, tuple | list) else expected):
+                    differ.append(f"{step}.{param.name}: {param.default!r} vs {function.__qualname__}'s {expected!r}")
+    assert compared >= 50 and differ == []
 
 
 def test_top_n_is_one_parameter_for_every_step_that_classifies_top_genes() -> None:

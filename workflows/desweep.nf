@@ -4,7 +4,7 @@
              normalize -> diagnose -> baselines -> report
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
     Every step is one `desweep-<step>` command (bin/); its options come from
-    conf/modules.config (ext.args). This workflow only wires files between steps.
+    conf/modules_args.config (ext.args, generated from src/desweep/params.py). This workflow only wires files between steps.
 ----------------------------------------------------------------------------------------
 */
 

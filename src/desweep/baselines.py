@@ -41,6 +41,7 @@ from desweep.diagnose import Thresholds, build_profiles, classify_setting, share
 from desweep.errors import DesweepInputError, ParameterError
 from desweep.pseudobulk import fit_deseq2, sum_counts, wald_test
 from desweep.names import comparison_name
+from desweep.defaults import CLASSIFIED_TOP_N
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -216,7 +217,7 @@ def run_baselines(
     means: pd.DataFrame | None = None,
     *,
     methods: tuple[str, ...] | list[str] = METHODS,
-    top_n: int = 50,
+    top_n: int = CLASSIFIED_TOP_N,
     sample_key: str | None = keys.SAMPLE,
     pseudo_replicates: int = 0,
     min_cells: int = 10,

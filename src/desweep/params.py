@@ -5,17 +5,19 @@ when Nextflow exposes it, its ``nextflow_schema.json`` group. From these records
 
 - the Click options of every step (:func:`desweep.cli._common.options_from`);
 - ``desweep run``'s top-level options, its ``--set`` checks and ``--list-options``;
-- ``nextflow_schema.json``'s groups, ``nextflow.config``'s params defaults and the
-  parameter table of docs/usage.md, written by ``desweep dev sync-nextflow``
+- ``nextflow_schema.json``'s groups, ``nextflow.config``'s params defaults, each module's
+  ``ext.args`` (conf/modules_args.config) and the parameter table of docs/usage.md, written by
+  ``desweep dev sync-nextflow``
   (:mod:`desweep.nextflow_sync`); a test fails when a committed file is stale.
 
 A choice is a ``Literal`` type, and its values are read from the type
 (:func:`desweep.choices.literal_values`, scanpy's ``get_literal_vals``), never retyped.
 
 To add a training option: one :class:`Param` in :data:`INTEGRATE`, the keyword in
-:func:`desweep.integrate.integrate`; with ``group`` set it becomes a Nextflow
-param too (then one line in conf/modules.config passes it, and
-``desweep dev sync-nextflow`` writes the schema, config and docs).
+:func:`desweep.integrate.train_scvi` (tests/test_params.py checks that both defaults
+agree); with ``group`` set it becomes a Nextflow param too, and
+``desweep dev sync-nextflow`` writes the schema, the params, the docs table and the
+module's ``ext.args`` (conf/modules_args.config).
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from desweep.cluster import Neighbors
 from desweep.compute import Accelerator
 from desweep.de import DEFAULT_N_SAMPLES, Sampling
 from desweep.de import STABILITY_TOP_N
-from desweep.integrate import GeneLikelihood
-from desweep.normalize import CHOICE_HELP, CLASSIFIED_TOP_N, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, Latent
+from desweep.defaults import ALPHA, CLASSIFIED_TOP_N, EXPLAINED_FRACTION
+from desweep.integrate import DEFAULT_N_TOP_GENES, GeneLikelihood
+from desweep.normalize import CHOICE_HELP, DEFAULT_CHOICES, DEFAULT_MAX_MEMORY_GB, Latent
 from desweep.plan import DEFAULT_MAX_COMBINATIONS, WARN_COMBINATIONS
 
 #: a comma-separated list of names (a name holding ``,`` in double quotes), read by :func:`desweep.names.split_list`
 NAMES = "names"
-#: nextflow_schema.json pattern of a text param that conf/modules.config passes in single quotes
+#: nextflow_schema.json pattern of a text param that conf/modules_args.config passes in single quotes
 QUOTABLE = r"^[^'\s][^']*$"
 SEED_MAX = 2**32 - 1
 
@@ -169,7 +172,7 @@ VALIDATE = (
 )
 
 INTEGRATE = (
-    Param("n_top_genes", int, 4000, "Highly variable genes to model (seurat_v3 on counts); 0 keeps every gene. DE covers only "
+    Param("n_top_genes", int, DEFAULT_N_TOP_GENES, "Highly variable genes to model (seurat_v3 on counts); 0 keeps every gene. DE covers only "
           "modelled genes.", group="integrate_options", minimum=0),
     Param("extra_genes", str, None, 'Comma-separated genes to model even if not highly variable (e.g. known markers; a name '
           'holding "," in double quotes).', group="integrate_options", parse=NAMES),
@@ -212,10 +215,10 @@ COMPOSITION = (
 )
 
 PLAN = (
+    MODELS,
     Param("max_combinations", int, DEFAULT_MAX_COMBINATIONS, "Refuse a plan with more combinations (one DE table each; a "
           f"warning from {WARN_COMBINATIONS:,}).",
           group="de_options", minimum=1),
-    MODELS,
 )
 
 DE = (
@@ -256,9 +259,9 @@ NORMALIZE = (
 
 DIAGNOSE = (
     TOP_N,
-    Param("explained_fraction", float, 0.5, "Share of the group difference a within-batch (or batch) difference must reach "
+    Param("explained_fraction", float, EXPLAINED_FRACTION, "Share of the group difference a within-batch (or batch) difference must reach "
           "to explain it.", exclusive_minimum=0, exclusive_maximum=1),
-    Param("alpha", float, 0.01, "One-sided level of the per-gene test: a difference is clear at z = Phi^-1(1 - alpha) standard "
+    Param("alpha", float, ALPHA, "One-sided level of the per-gene test: a difference is clear at z = Phi^-1(1 - alpha) standard "
           "errors.", exclusive_minimum=0, exclusive_maximum=0.5),
     Param("plots", bool, True, "Write the PNG plots under plots/.", negatable=True),
     Param("plot_genes", int, 30, "Genes per top-gene heatmap.", minimum=1),
@@ -290,6 +293,21 @@ REPORT = (
 STEP_PARAMS: dict[str, tuple[Param, ...]] = {
     "validate": VALIDATE, "integrate": INTEGRATE, "cluster": CLUSTER, "composition": COMPOSITION, "plan": PLAN,
     "de": DE, "normalize": NORMALIZE, "diagnose": DIAGNOSE, "baselines": BASELINES, "report": REPORT,
+}
+
+#: the library functions each step's options reach, as import strings (imported by the test that compares their
+#: defaults with the params': tests/test_params.py); a dataclass's fields count as its parameters
+TARGETS: dict[str, tuple[str, ...]] = {
+    "validate": ("desweep.validate:load_input", "desweep.validate:validate_adata"),
+    "integrate": ("desweep.integrate:integrate", "desweep.integrate:select_genes", "desweep.integrate:train_scvi"),
+    "cluster": ("desweep.cluster:cluster",),
+    "composition": ("desweep.composition:compose", "desweep.composition:comparison_table", "desweep.composition:PresenceRule"),
+    "plan": ("desweep.plan:make_plan", "desweep.plan:check_plan_size"),
+    "de": ("desweep.de:run_sweep",),
+    "normalize": ("desweep.normalize:export_normalized", "desweep.normalize:select_layer_genes"),
+    "diagnose": ("desweep.diagnose:diagnose", "desweep.diagnose.classify:Thresholds"),
+    "baselines": ("desweep.baselines:run_baselines",),
+    "report": ("desweep.report:build_report",),
 }
 
 #: Nextflow params with no option of their own on a step (files the pipeline stages, how it publishes)

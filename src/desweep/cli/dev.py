@@ -19,7 +19,7 @@ def dev() -> None:
               help="The desweep repository whose files to write.")
 @click.option("--check", is_flag=True, help="Write nothing; fail when a file is stale.")
 def sync_nextflow(repo: Path, check: bool) -> None:
-    """Write nextflow_schema.json's groups, nextflow.config's params and docs/usage.md's table from desweep.params.
+    """Write the Nextflow files generated from desweep.params (the schema, the params, the modules' ext.args, the docs table).
 
     Example:
 
@@ -32,7 +32,7 @@ def sync_nextflow(repo: Path, check: bool) -> None:
     stale = []
     for name, generate in GENERATED.items():
         path = repo / name
-        current = path.read_text()
+        current = path.read_text() if path.exists() else ""
         new = generate(current)
         if new != current:
             stale.append(name)

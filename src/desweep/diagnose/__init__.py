@@ -47,6 +47,7 @@ from desweep.diagnose.rank import recommendations, recommended_settings, replica
 from desweep.diagnose.replicates import classify_plan, describe_setting, replicate_plan
 from desweep.diagnose.tables import ComparisonCalls, classify_setting, table_lfc, top_genes
 from desweep.errors import DesweepInputError, ParameterError
+from desweep.defaults import CLASSIFIED_TOP_N
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -98,7 +99,7 @@ def diagnose(
     comparisons: pd.DataFrame,
     means: pd.DataFrame | None = None,
     *,
-    top_n: int = 50,
+    top_n: int = CLASSIFIED_TOP_N,
     thresholds: Thresholds = Thresholds(),
     presence: PresenceRule = PresenceRule(),
     heatmap_genes: int = 30,

@@ -63,6 +63,7 @@ from desweep.diagnose.classify import Thresholds
 from desweep.io import is_true
 from desweep.diagnose.profiles import RAW, ExpressionProfile
 from desweep.diagnose.tables import ComparisonCalls, oriented_comparison, table_lfc
+from desweep.defaults import CLASSIFIED_TOP_N
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def ranked_answer(
     raw: ExpressionProfile,
     *,
     bridge_table: pd.DataFrame | None = None,
-    top_n: int = 50,
+    top_n: int = CLASSIFIED_TOP_N,
     thresholds: Thresholds = Thresholds(),
     min_support: float = MIN_SUPPORT,
 ) -> tuple[pd.DataFrame, int]:
@@ -240,7 +241,7 @@ def answer_table(
     raw: ExpressionProfile,
     *,
     bridge: pd.DataFrame | None = None,
-    top_n: int = 50,
+    top_n: int = CLASSIFIED_TOP_N,
     thresholds: Thresholds = Thresholds(),
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """``markers.csv``: the ranked answer of every comparison with recommended settings, and the genes vetoed per comparison.

@@ -81,6 +81,7 @@ import numpy as np
 import pandas as pd
 
 from desweep.choices import literal_values
+from desweep.defaults import ALPHA, EXPLAINED_FRACTION
 from desweep.diagnose.profiles import DEFAULT_PSEUDOCOUNT_FRACTION, ExpressionProfile
 from desweep.errors import DesweepInputError, ParameterError
 from desweep.meta import random_effects
@@ -117,8 +118,8 @@ class Thresholds:
         ``eps`` as a fraction of the profile's median gene mean.
     """
 
-    explained_fraction: float = 0.5
-    alpha: float = 0.01
+    explained_fraction: float = EXPLAINED_FRACTION
+    alpha: float = ALPHA
     min_abs_lfc: float = math.log2(1.2)
     pseudocount_fraction: float = DEFAULT_PSEUDOCOUNT_FRACTION
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from desweep.diagnose.tables import table_lfc, top_genes
 from desweep.diagnose.replicates import replicate_plan
+from desweep.defaults import CLASSIFIED_TOP_N
 
 CONCORDANCE_COLUMNS = ["comparison_id", "model", "seed", "combination_id_1", "combination_id_2", "setting_id_1", "setting_id_2",
                        "n_top", "n_shared_top", "jaccard_top", "n_common_genes", "spearman_lfc", "spearman_lfc_top"]
@@ -25,7 +26,7 @@ def _lfc_series(table: pd.DataFrame) -> pd.Series:
     return lfc[~lfc.index.duplicated()]
 
 
-def concordance(plan: pd.DataFrame, tables: dict[str, pd.DataFrame], *, top_n: int = 50) -> pd.DataFrame:
+def concordance(plan: pd.DataFrame, tables: dict[str, pd.DataFrame], *, top_n: int = CLASSIFIED_TOP_N) -> pd.DataFrame:
     """Top-``N`` Jaccard and Spearman correlation of ``lfc`` between every pair of settings of a comparison, per replicate.
 
     ``spearman_lfc``: over every gene in both tables; ``spearman_lfc_top``: over

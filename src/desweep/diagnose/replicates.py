@@ -20,6 +20,7 @@ from desweep.diagnose.tables import ComparisonCalls, classify_setting, oriented_
 from desweep.diagnose.profiles import ExpressionProfile
 from desweep.io import is_true
 from desweep.plan import DESCRIBE_COLUMNS, SCVI_DEFAULTS
+from desweep.defaults import CLASSIFIED_TOP_N
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def replicate_plan(plan: pd.DataFrame) -> pd.DataFrame:
 
 
 def classify_plan(plan: pd.DataFrame, tables: dict[str, pd.DataFrame], comparisons: pd.DataFrame,
-                  profiles: dict[str, ExpressionProfile], *, top_n: int = 50, thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
+                  profiles: dict[str, ExpressionProfile], *, top_n: int = CLASSIFIED_TOP_N, thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
     """``gene_patterns.csv``: the classified top genes of every combination of the plan, in plan order.
 
     Columns :data:`ID_COLUMNS`, then those of :func:`desweep.diagnose.classify.classify_setting`.

@@ -11,15 +11,14 @@ import numpy as np
 import pandas as pd
 
 from desweep import keys
-from desweep.errors import DesweepInputError
+from desweep.defaults import CLASSIFIED_TOP_N
+from desweep.errors import DesweepInputError, ParameterError
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 logger = logging.getLogger(__name__)
 
-#: top genes of each DE table kept in the layers: ``desweep diagnose``'s default --top-n
-CLASSIFIED_TOP_N = 50
 
 
 def gene_positions(var_names: Sequence[str], genes: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
@@ -33,12 +32,12 @@ def gene_positions(var_names: Sequence[str], genes: Sequence[str] | None) -> tup
         return np.arange(len(var_names)), []
     wanted = list(dict.fromkeys(str(g) for g in genes))  # names as written: "" and " CD3" are genes too
     if not wanted:
-        raise DesweepInputError("--genes", "genes", "the gene list is empty")
+        raise ParameterError("genes", "genes", "the gene list is empty")
     missing = [g for g in wanted if g not in var_names]
     idx = np.flatnonzero(var_names.isin(wanted))
     if idx.size == 0:
-        raise DesweepInputError("--genes", "genes", f"none of the {len(wanted)} genes is modelled (e.g. {missing[0]!r}); "
-                                "normalized expression exists only for the genes integrate kept")
+        raise ParameterError("genes", "genes", f"none of the {len(wanted)} genes is modelled (e.g. {missing[0]!r}); "
+                             "normalized expression exists only for the genes integrate kept")
     if missing:
         logger.warning("%d of %d requested genes are not modelled and are skipped (e.g. %s)",
                        len(missing), len(wanted), ", ".join(missing[:5]))
@@ -99,7 +98,7 @@ def select_layer_genes(
     from desweep.diagnose import top_genes
 
     if top_n < 1:
-        raise DesweepInputError("--top-n", "top_n", f"must be at least 1, got {top_n}")
+        raise ParameterError("top_n", "top_n", f"must be at least 1, got {top_n}")
     tables = tables or {}
     # blank entries of a typed list are left out; every name is kept as written (never stripped)
     wanted = tuple(dict.fromkeys(str(g) for g in (requested or []) if str(g).strip()))

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from desweep.errors import DesweepInputError
+from desweep.params import BATCH_KEY
 from desweep.runner import steps as pipeline
 from desweep.runner.steps import SHARED_OPTIONS, TOP_LEVEL_KEYS, Step, _path
 
@@ -55,7 +56,7 @@ def load_config(config_path: Path | None, overrides: dict[str, Any], set_items: 
     """
     from desweep.io import read_yaml
 
-    values: dict[str, Any] = {"batch_key": "batch", "outdir": "results"}
+    values: dict[str, Any] = {"batch_key": BATCH_KEY.default, "outdir": "results"}
     source = str(config_path) if config_path else "desweep run"
     steps: Any = {}
     if config_path is not None:

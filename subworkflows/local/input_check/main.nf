@@ -10,6 +10,8 @@
       any task is submitted, against assets/schema_input.json (the schema `desweep
       validate` applies again in the task).
     - simulate_cells:  SIMULATE makes the counts (-profile test_full)
+    meta.input_bytes is the size of the counts (every file, in folders too): the steps that read
+    counts ask for memory in proportion (conf/memory.config).
 */
 
 include { SIMULATE   } from '../../../modules/local/simulate/main'
@@ -26,14 +28,15 @@ workflow INPUT_CHECK {
     ch_versions = Channel.empty()
     if (simulate_cells) {
         SIMULATE([id: 'simulated'])
-        ch_input    = SIMULATE.out.h5ad.map { meta, h5ad -> [ meta, h5ad, [] ] }
+        ch_input    = SIMULATE.out.h5ad.map { meta, h5ad -> [ meta + [ input_bytes: inputBytes([ h5ad ]) ], h5ad, [] ] }
         ch_versions = SIMULATE.out.versions_desweep
     } else {
         def input_file = file(input, checkIfExists: true)
         if (input_file.name.toLowerCase().endsWith('.csv')) {
             ch_input = Channel.of(stagedSamplesheet(input_file, schema))
+                .map { meta, sheet, files -> [ meta + [ input_bytes: inputBytes(files) ], sheet, files ] }
         } else {
-            ch_input = Channel.of([ [id: input_file.baseName], input_file, [] ])
+            ch_input = Channel.of([ [id: input_file.baseName, input_bytes: inputBytes([ input_file ])], input_file, [] ])
         }
     }
 
@@ -127,6 +130,11 @@ def samplesheetProblems(List rows, Map schema) {
         }
     }
     return problems
+}
+
+// The size in bytes of the given files, a folder counting every file in it (a 10x matrix folder)
+def inputBytes(paths) {
+    return paths.sum(0L) { path -> path.isDirectory() ? path.listFiles().toList().sum(0L) { inner -> inputBytes([ inner ]) } : path.size() }
 }
 
 // A CSV field, quoted when it holds a comma, a quote or a line break
