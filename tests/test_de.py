@@ -564,3 +564,27 @@ def test_cli_runs_each_model_replicate_with_its_model(pipeline_dirs, tmp_path):
         pd.testing.assert_frame_equal(first, second)
     summary = pd.read_csv(out / keys.DE_SUMMARY_CSV)
     assert sorted(summary["model"].unique()) == [0, 1]
+
+
+class _RecordingModel:
+    """Stands in for scVI: records how many cells each decoding pass decodes."""
+
+    def __init__(self, n_genes: int) -> None:
+        self.n_genes, self.decoded = n_genes, []
+
+    def get_normalized_expression(self, adata, *, indices, n_samples, **kwargs):
+        self.decoded.append(len(indices))
+        return np.ones((n_samples, len(indices), self.n_genes), dtype=np.float32)
+
+
+def test_a_group_larger_than_n_samples_decodes_only_n_samples_cells():
+    from desweep.de.sampling import SweepContext, _draw, _pool
+
+    groups = np.array(["big"] * 900 + ["small"] * 30, dtype=object)
+    ctx = SweepContext(adata=None, model=_RecordingModel(4), group_key="g", n_samples=100, batch_names=["b0", "b1"],
+                       batch_codes=np.arange(groups.size) % 2, groups=groups)
+    big = _pool(ctx, "big", False, 0, None)
+    small = _pool(ctx, "small", False, 0, "b0")
+    assert big.shape == (2, 100, 4) and small.shape == (4, 30, 4)  # every small cell; n_samples of the big group
+    assert ctx.model.decoded == [100, 30]
+    assert _draw(ctx, "big", False, 0, None, role="1")["scale"].shape == (100, 4)

@@ -124,6 +124,24 @@ def _filter_outliers(ctx: SweepContext, idx: np.ndarray, *, seed: int) -> np.nda
     return idx[keep]
 
 
+def _decoded_cells(ctx: SweepContext, group: str, filt: bool, seed: int) -> np.ndarray:
+    """The cells a decoding pass decodes: every (kept) cell, or a seeded ``n_samples`` of them in a larger group.
+
+    The draws take ``n_samples`` values uniformly over the pooled cells, so a group of
+    100,000 cells needs no more than ``n_samples`` decoded cells (scvi-tools' own
+    ``scale_sampler`` draws ``n_samples`` cells the same way); decoding all of them
+    would hold cells x genes floats per pass and make the sweep's memory grow with the data.
+    """
+    cache_key = ("decoded", group, filt, seed)
+    if cache_key not in ctx.cache:
+        cells = _cells(ctx, group, filt, seed)
+        if cells.size > ctx.n_samples:
+            rng = np.random.default_rng(_derive_seed(seed, group, filt, "decoded-cells"))
+            cells = np.sort(rng.choice(cells, size=ctx.n_samples, replace=False))
+        ctx.cache[cache_key] = cells
+    return ctx.cache[cache_key]
+
+
 def own_batches(ctx: SweepContext, cells: np.ndarray) -> list[str]:
     return [ctx.batch_names[c] for c in np.unique(ctx.batch_codes[cells])]
 
@@ -142,10 +160,10 @@ def _pool_needs(ctx: SweepContext, key: SweepRow) -> list[tuple]:
 
 
 def _decode_pass(ctx: SweepContext, group: str, filt: bool, seed: int, batch: str | None) -> np.ndarray:
-    """One decoding pass: every (kept) cell of ``group`` ``S`` times, in ``batch`` (None: own batch). Shape (S, n, G)."""
+    """One decoding pass: the decoded cells of ``group`` ``S`` times, in ``batch`` (None: own batch). Shape (S, n, G)."""
     import torch
 
-    cells = _cells(ctx, group, filt, seed)
+    cells = _decoded_cells(ctx, group, filt, seed)
     per_cell = ctx.n_samples // cells.size + 1
     size = safe_batch_size([cells.size], ctx.batch_size or DEFAULT_BATCH_SIZE)
     torch.manual_seed(_derive_seed(seed, group, filt, "z"))  # the same latent samples in every batch
@@ -165,7 +183,7 @@ def _pool(ctx: SweepContext, group: str, filt: bool, seed: int, batch: str | Non
     if need in ctx.pools:
         return ctx.pools[need]
     if batch is None:
-        cells = _cells(ctx, group, filt, seed)
+        cells = _decoded_cells(ctx, group, filt, seed)
         own = own_batches(ctx, cells)
         if all((group, filt, seed, b) in ctx.pools or ctx.pool_uses[(group, filt, seed, b)] > 0 for b in own):
             # each cell's own-batch samples from the per-batch passes (the same latent samples)
