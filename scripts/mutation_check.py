@@ -453,7 +453,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "--early_stopping false passes nothing: the module trains with early stopping",
              ("tests/test_params.py::test_module_args_follow_each_param_kind",), origin="#26"),
     Mutation("params-text-unquoted", "parameters", "src/desweep/nextflow_sync.py",
-             'value = f"\'${{{name}}}\'" if param.type is str else f"${{{name}}}"', 'value = f"${{{name}}}"',
+             'value = f"\'{interpolated(name)}\'" if param.type is str else interpolated(name)', 'value = interpolated(name)',
              "a text option reaches the shell unquoted (a comparison's ';' ends the command)",
              ("tests/test_params.py::test_module_args_follow_each_param_kind",), origin="#26"),
     Mutation("params-default-drifts", "parameters", "src/desweep/params.py", 'Param("alpha", float, ALPHA,',

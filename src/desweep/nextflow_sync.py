@@ -104,27 +104,31 @@ TASK_VALUES: dict[tuple[str, str], str] = {
     ("integrate", "seed"): "(params.seed as int) + (meta.model ?: 0)",
 }
 
-MODULES_ARGS_HEADER = f"""/*
-    {BEGIN}.
+MODULES_ARGS_HEADER = "/*\n    " + BEGIN + """.
     ext.args of each module's `desweep-<step>` command: the step's Nextflow params, as
     flags; a param left null (or false) passes nothing and the step keeps its default.
     conf/modules.config holds the rest of each module's settings (publishDir, ...).
     Override a step's options in a config given with -c, e.g.
-        process {{ withName: 'INTEGRATE' {{ ext.args = '--n-latent 20 --max-epochs 100' }} }}
+        process { withName: 'INTEGRATE' { ext.args = '--n-latent 20 --max-epochs 100' } }
 */
 """
+
+
+def interpolated(expression: str) -> str:
+    """Groovy's ``${expression}`` inside a double-quoted string (built by parts: no double braces in this file)."""
+    return "${" + expression + "}"
 
 
 def option_argument(step: str, param: Param) -> str:
     """One item of a step's ``ext.args`` list: the Groovy that gives the param's flag and value, or ``''``."""
     name = f"params.{param.nextflow_name}"
     if (step, param.name) in TASK_VALUES:
-        return f'"{param.flag} ${{{TASK_VALUES[step, param.name]}}}"'
+        return f'"{param.flag} {interpolated(TASK_VALUES[step, param.name])}"'
     if param.type is bool:
         off = "--no-" + param.flag.removeprefix("--") if param.negatable else ""
         return f"{name} ? '{param.flag}' : '{off}'"
     # text in single quotes (the schema's pattern keeps quotes out of it); numbers and choices as they are
-    value = f"'${{{name}}}'" if param.type is str else f"${{{name}}}"
+    value = f"'{interpolated(name)}'" if param.type is str else interpolated(name)
     argument = f'"{param.flag} {value}"'
     return argument if param.default is not None else f"{name} ? {argument} : ''"
 
