@@ -35,13 +35,21 @@ def row_chunks(adata: AnnData, *, layer: str | None = None, chunk_size: int = DE
     A backed file is read one chunk at a time; a sparse chunk comes out as CSR,
     a dense one as an ndarray.
     """
+    yield from matrix_row_chunks(adata.layers[layer] if layer else adata.X, chunk_size=chunk_size)
+
+
+def matrix_row_chunks(matrix: Any, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple[int, int, Any]]:
+    """``(start, stop, matrix[start:stop])`` over the rows of a matrix in memory or on disk (a backed ``X``).
+
+    A sparse chunk comes out as CSR, a dense one as an ndarray (of the matrix's own dtype).
+    """
     import scipy.sparse as sp
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    matrix = adata.layers[layer] if layer else adata.X
-    for start in range(0, adata.n_obs, chunk_size):
-        stop = min(start + chunk_size, adata.n_obs)
+    n_rows = matrix.shape[0]
+    for start in range(0, n_rows, chunk_size):
+        stop = min(start + chunk_size, n_rows)
         chunk = matrix[start:stop]
         yield start, stop, (sp.csr_matrix(chunk) if sp.issparse(chunk) else np.asarray(chunk))
 

@@ -173,7 +173,7 @@ def write_h5ad_rows(adata: AnnData, rows: Iterable[sp.csr_matrix], destination: 
     from anndata.io import sparse_dataset, write_elem
 
     def _write(tmp: Path) -> None:
-        _shell(adata).write_h5ad(tmp, compression="gzip")
+        without_x(adata).write_h5ad(tmp, compression="gzip")
         n_rows = 0
         with h5py.File(tmp, "r+") as handle:
             for block in rows:
@@ -207,7 +207,7 @@ def write_h5ad_with_x_from(adata: AnnData, source: str | Path, destination: str 
     import h5py
 
     def _write(tmp: Path) -> None:
-        _shell(adata).write_h5ad(tmp, compression="gzip")
+        without_x(adata).write_h5ad(tmp, compression="gzip")
         with h5py.File(source, "r") as src, h5py.File(tmp, "r+") as handle:
             shape = tuple(src["X"].attrs["shape"]) if "shape" in src["X"].attrs else src["X"].shape
             if tuple(shape) != (adata.n_obs, adata.n_vars):
@@ -217,12 +217,20 @@ def write_h5ad_with_x_from(adata: AnnData, source: str | Path, destination: str 
     return write_atomic(destination, _write)
 
 
-def _shell(adata: AnnData) -> AnnData:
-    """``adata`` without ``X`` and layers (obs, var, uns, the aligned arrays and raw)."""
+def without_x(adata: AnnData) -> AnnData:
+    """``adata`` without ``X`` and layers (obs, var, uns, the aligned arrays and raw): a backed file's counts stay on disk.
+
+    A view's parts are copied (a new AnnData cannot hold a view's arrays); a whole
+    AnnData's are shared, so the embedding and graphs are not held twice.
+    """
     import anndata as ad
 
-    shell = ad.AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=adata.obsm, varm=adata.varm, obsp=adata.obsp,
-                       varp=adata.varp)
+    def own(value: Any) -> Any:
+        return value.copy() if adata.is_view else value
+
+    shell = ad.AnnData(obs=own(adata.obs), var=own(adata.var), uns=dict(adata.uns),
+                       obsm={k: own(v) for k, v in adata.obsm.items()}, varm={k: own(v) for k, v in adata.varm.items()},
+                       obsp={k: own(v) for k, v in adata.obsp.items()}, varp={k: own(v) for k, v in adata.varp.items()})
     if adata.raw is not None:
         shell.raw = adata.raw.to_adata()
     return shell

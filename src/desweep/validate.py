@@ -36,7 +36,8 @@ import scipy.sparse as sp
 from desweep import keys
 from desweep.datakeys import DataKeys, set_keys
 from desweep.errors import DesweepInputError
-from desweep.io import file_checksum, read_csv, read_h5ad, require_file
+from desweep.chunks import matrix_row_chunks
+from desweep.io import file_checksum, read_csv, read_h5ad, require_file, without_x
 from desweep.names import is_na_like
 
 if TYPE_CHECKING:
@@ -299,7 +300,7 @@ def validate_adata(
     _warn_if_normalized(cell_totals[cell_totals > 0], report)
     counts = ValidatedCounts(adata, adata.X)
     if report.dropped_genes_no_counts or report.dropped_cells_no_counts:
-        counts = ValidatedCounts(_without_counts(adata[cell_totals > 0, gene_totals > 0]), adata.X, cell_totals > 0, gene_totals > 0)
+        counts = ValidatedCounts(without_x(adata[cell_totals > 0, gene_totals > 0]), adata.X, cell_totals > 0, gene_totals > 0)
         adata = counts.adata
         note = f"dropped {report.dropped_genes_no_counts} genes and {report.dropped_cells_no_counts} cells with no counts"
         report.notes.append(note)
@@ -345,7 +346,8 @@ class ValidatedCounts:
 
     def blocks(self, chunk_size: int = CHUNK_CELLS) -> Iterator[sp.csr_matrix]:
         """The kept counts as float32 CSR blocks of at most ``chunk_size`` input cells, in order."""
-        for start, block in _row_blocks(self.counts, chunk_size):
+        for start, _, chunk in matrix_row_chunks(self.counts, chunk_size=chunk_size):
+            block = sp.csr_matrix(chunk, dtype=np.float32)
             if self.cells is not None:
                 block = block[self.cells[start : start + block.shape[0]]]
             if self.genes is not None:
@@ -354,21 +356,12 @@ class ValidatedCounts:
                 yield block
 
 
-def _row_blocks(matrix: Any, chunk_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
-    """``(start, float32 CSR block)`` over the rows of an in-memory or backed matrix."""
-    n_rows = matrix.shape[0]
-    for start in range(0, n_rows, chunk_size):
-        yield start, sp.csr_matrix(matrix[start : min(start + chunk_size, n_rows)], dtype=np.float32)
-
-
 def _scan_counts(matrix: Any, source: str | Path, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Check the counts block by block (:class:`CountsScan`) and return the per-cell and per-gene totals."""
     scan = CountsScan()
     cell_totals = np.zeros(matrix.shape[0])
     gene_totals = np.zeros(matrix.shape[1])
-    n_rows = matrix.shape[0]
-    for start in range(0, n_rows, chunk_size):
-        block = matrix[start : min(start + chunk_size, n_rows)]
+    for start, _, block in matrix_row_chunks(matrix, chunk_size=chunk_size):
         scan.add(block)
         if scan.non_numeric is not None:
             break
@@ -376,18 +369,6 @@ def _scan_counts(matrix: Any, source: str | Path, chunk_size: int) -> tuple[np.n
         gene_totals += np.asarray(block.sum(axis=0)).ravel()
     scan.raise_if_bad(source, "X")
     return cell_totals, gene_totals
-
-
-def _without_counts(view: AnnData) -> AnnData:
-    """A view's obs, var, uns and aligned arrays as a new AnnData without ``X`` (a backed view's counts stay on disk)."""
-    import anndata as ad
-
-    shell = ad.AnnData(obs=view.obs.copy(), var=view.var.copy(), uns=dict(view.uns),
-                       obsm={k: v.copy() for k, v in view.obsm.items()}, varm={k: v.copy() for k, v in view.varm.items()},
-                       obsp={k: v.copy() for k, v in view.obsp.items()}, varp={k: v.copy() for k, v in view.varp.items()})
-    if view.raw is not None:
-        shell.raw = view.raw.to_adata()
-    return shell
 
 
 #: per-cell totals all within this share of their median: scaled to one total (CP10k and the like), not counts
