@@ -87,7 +87,7 @@ def test_row_helpers():
     np.testing.assert_allclose(row_sums(adata, chunk_size=4), x.sum(axis=1))
     assert smallest_positive(adata, chunk_size=4) == 0.25
     assert smallest_positive(ad.AnnData(X=sp.csr_matrix((5, 3))), chunk_size=2) is None
-    np.testing.assert_array_equal(take_columns(adata, np.array([4, 1]), chunk_size=4).toarray(), x[:, [4, 1]])
+    np.testing.assert_array_equal(take_columns(adata.X, np.array([4, 1]), chunk_size=4).toarray(), x[:, [4, 1]])
     with pytest.raises(ValueError, match="chunk_size"):
         next(row_chunks(adata, chunk_size=0))
 

@@ -221,9 +221,9 @@ def smallest_positive(adata: AnnData, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -
     return best
 
 
-def take_columns(adata: AnnData, columns: np.ndarray, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
-    """Every cell's values of the genes at ``columns`` (indices) as one CSR matrix, read in row chunks."""
+def take_columns(matrix: Any, columns: np.ndarray, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    """Every row's values of the columns at ``columns`` (indices) as one CSR matrix, read in row chunks (a backed ``X`` too)."""
     import scipy.sparse as sp
 
-    parts = [sp.csr_matrix(chunk[:, columns]) for _, _, chunk in row_chunks(adata, chunk_size=chunk_size)]
+    parts = [sp.csr_matrix(chunk[:, columns]) for _, _, chunk in matrix_row_chunks(matrix, chunk_size=chunk_size)]
     return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, len(columns)))

@@ -102,7 +102,7 @@ def markers_adata(adata: AnnData, markers: pd.DataFrame, rejected: pd.DataFrame,
 
     names = list(dict.fromkeys([*markers["gene"].astype(str), *rejected["gene"].astype(str)]))
     genes = [g for g in names if g in adata.var_names]
-    x = take_columns(adata, adata.var_names.get_indexer(genes))  # row chunks: a backed adata is never loaded whole
+    x = take_columns(adata.X, adata.var_names.get_indexer(genes))  # row chunks: a backed adata is never loaded whole
     obs = pd.DataFrame({group_key: pd.Categorical(adata.obs[group_key].astype(str)),
                         batch_key: pd.Categorical(adata.obs[batch_key].astype(str))}, index=adata.obs_names)
     var = pd.DataFrame({"is_marker": [g in set(markers["gene"].astype(str)) for g in genes],

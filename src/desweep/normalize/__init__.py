@@ -201,11 +201,10 @@ def export_normalized(
 
 def _counts_of_genes(matrix: Any, gene_idx: np.ndarray, *, chunk_size: int = 10_000) -> Any:
     """The counts of ``gene_idx`` for every cell: from a backed matrix a block of rows at a time, never the whole matrix."""
-    import scipy.sparse as sp
     from anndata.abc import CSRDataset
+
+    from desweep.chunks import take_columns
 
     if not isinstance(matrix, CSRDataset):
         return matrix[:, gene_idx].copy()
-    n_cells = matrix.shape[0]
-    return sp.vstack([matrix[start : min(start + chunk_size, n_cells)][:, gene_idx] for start in range(0, n_cells, chunk_size)],
-                     format="csr")
+    return take_columns(matrix, gene_idx, chunk_size=chunk_size)
